@@ -1,0 +1,72 @@
+"""``svdbatch run|demo|spec``: every user error is one line naming what to fix; --verbose adds the traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from svdbatch.config import SpecError, load_spec, reference
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svdbatch", description="Batch image-to-video with Stable Video Diffusion.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+        command.add_argument("--verbose", action="store_true", help="Show Ray's logs and full tracebacks.")
+        command.add_argument("--quiet", action="store_true", help="No progress bars; only the summary line.")
+        return command
+
+    run = add("run", "Render every item of a job spec.")
+    run.add_argument("job", help="Job spec YAML.")
+    demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
+    demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
+    demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
+    commands.add_parser("spec", help="Print the job spec reference.")
+    return parser
+
+
+def _run(job: Path, args: argparse.Namespace) -> int:
+    from svdbatch.pipeline import run
+
+    spec = load_spec(job, args.set)
+    summary = run(spec, verbose=args.verbose, progress=not args.quiet)
+    print(summary.line())
+    print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
+    print(f"metadata: {spec.output.url.rstrip('/')}/metadata/")
+    return 0 if summary.failed == 0 else EXIT_FAILED
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "spec":
+        print("\n".join(reference()))
+        return 0
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from svdbatch.pipeline import JobError
+
+    try:
+        if args.command == "demo":
+            from svdbatch.demo import prepare
+
+            job = prepare(Path(args.dir).resolve(), args.images)
+            print(f"demo job spec: {job}")
+            return _run(job, args)
+        return _run(Path(args.job), args)
+    except (SpecError, JobError) as error:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"svdbatch: error: {error}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(error, SpecError) else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

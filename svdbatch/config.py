@@ -1,0 +1,219 @@
+"""The job spec: one pydantic model tree, loaded from YAML, overridable with ``--set section.field=value``.
+
+Every model forbids unknown fields so a typo fails before any work instead of being silently ignored, and every
+field carries a description because ``svdbatch`` prints this tree as its reference documentation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TINY_MODEL = "svdbatch:tiny"
+
+
+class SpecError(ValueError):
+    """A job spec problem, phrased as one line that says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ManifestSpec(_Strict):
+    path: str = Field(description="Parquet manifest: a file, a directory of files or a glob; local path or fsspec URL.")
+    key_column: str = Field(default="key", description="Column holding each row's unique, stable key.")
+    image_column: str = Field(default="image", description="Column holding each row's image URI (path or URL).")
+
+
+class OutputSpec(_Strict):
+    url: str = Field(description="Where videos (videos/) and the metadata table (metadata/) are written.")
+
+
+class ModelSpec(_Strict):
+    source: str = Field(
+        default=TINY_MODEL,
+        description=f"Hub id, local diffusers directory or fsspec URL of one; '{TINY_MODEL}' is the embedded tiny "
+        "random-weight pipeline used for demos and tests.",
+    )
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto", description="Weight and compute dtype; 'auto' is fp16 on CUDA and fp32 on CPU."
+    )
+    variant: str | None = Field(default=None, description="Weight file variant to load, e.g. 'fp16' for SVD-XT.")
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto", description="'auto' uses the actor's GPU when the cluster has GPUs, else the CPU."
+    )
+    cpu_offload: bool = Field(default=False, description="diffusers model CPU offload: less GPU memory, slower.")
+    compile_unet: bool = Field(default=False, description="torch.compile the UNet once per actor.")
+    forward_chunking: bool = Field(default=False, description="UNet feed-forward chunking: less memory, slower.")
+    channels_last: bool = Field(default=True, description="channels_last memory format for UNet and VAE on CUDA.")
+    allow_tf32: bool = Field(default=True, description="Allow TF32 matmuls on Ampere and newer GPUs.")
+
+
+class RenderParams(_Strict):
+    """Everything the SVD call takes besides the image and the seed. Manifest rows may override any of these."""
+
+    width: int = Field(default=1024, ge=8, le=4096, multiple_of=8, description="Video width in pixels.")
+    height: int = Field(default=576, ge=8, le=4096, multiple_of=8, description="Video height in pixels.")
+    num_frames: int = Field(default=25, ge=1, le=256, description="Frames per video (SVD-XT: 25, SVD: 14).")
+    num_inference_steps: int = Field(default=25, ge=1, le=1000, description="Denoising steps.")
+    fps: int = Field(default=7, ge=1, le=120, description="Frame rate: the conditioning (as fps-1) and the MP4's.")
+    motion_bucket_id: int = Field(default=127, ge=0, le=1023, description="Amount of motion; higher moves more.")
+    noise_aug_strength: float = Field(default=0.02, ge=0.0, le=10.0, description="Noise added to the input image.")
+    min_guidance_scale: float = Field(default=1.0, ge=0.0, le=100.0, description="Guidance at the first frame.")
+    max_guidance_scale: float = Field(default=3.0, ge=0.0, le=100.0, description="Guidance at the last frame.")
+    decode_chunk_size: int = Field(
+        default=8,
+        ge=1,
+        description="Frames decoded at once; the largest divisor of num_frames not above this is used, so "
+        "batched videos never share a chunk.",
+    )
+    fit: Literal["crop", "pad", "stretch"] = Field(
+        default="crop", description="How an image of another aspect ratio is fitted to width x height."
+    )
+
+    @model_validator(mode="after")
+    def _guidance_order(self) -> RenderParams:
+        if self.min_guidance_scale > self.max_guidance_scale:
+            raise ValueError(
+                f"min_guidance_scale ({self.min_guidance_scale}) must not exceed max_guidance_scale "
+                f"({self.max_guidance_scale})"
+            )
+        return self
+
+
+class SeedSpec(_Strict):
+    base_seed: int = Field(default=0, ge=0, lt=2**63, description="Job seed every item seed derives from.")
+    variants: int = Field(default=1, ge=1, le=10_000, description="Videos per image, each with its own seed.")
+
+
+class VideoSpec(_Strict):
+    crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor; lower is better quality.")
+    preset: Literal[
+        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
+    ] = Field(default="medium", description="x264 speed/size trade-off.")
+    pixel_format: Literal["yuv420p", "yuv444p"] = Field(
+        default="yuv420p", description="yuv420p plays everywhere; yuv444p keeps full colour resolution."
+    )
+    lossless: bool = Field(
+        default=False,
+        description="Bit-exact RGB frames (libx264rgb, qp 0). Large files that most browsers cannot play; "
+        "for datasets where every pixel matters.",
+    )
+
+
+class ComputeSpec(_Strict):
+    num_actors: int | None = Field(
+        default=None, ge=1, description="Generation actors; default one per GPU in the cluster, or 1 without GPUs."
+    )
+    batch_size: int = Field(default=1, ge=1, le=64, description="Items per pipeline call (same render params).")
+    gpus_per_actor: float = Field(default=1.0, gt=0, le=8, description="GPUs each actor reserves (on GPU clusters).")
+    cpus_per_actor: float = Field(default=1.0, gt=0, le=64, description="CPUs each generation actor reserves.")
+    cpus_per_task: float = Field(
+        default=1.0, gt=0, le=64, description="CPUs each image-loading or encoding task reserves."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=256, description="torch threads per actor on CPU; default round(cpus_per_actor)."
+    )
+
+
+class ImageSpec(_Strict):
+    max_pixels: int = Field(
+        default=64_000_000, ge=1, description="Images with more pixels are rejected before they are decoded."
+    )
+
+
+class JobSpec(_Strict):
+    manifest: ManifestSpec = Field(description="Where the rows come from.")
+    output: OutputSpec = Field(description="Where videos and metadata go.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Which pipeline, and how it runs.")
+    render: RenderParams = Field(default_factory=RenderParams, description="Default render parameters.")
+    seeds: SeedSpec = Field(default_factory=SeedSpec, description="Seed derivation and variants per image.")
+    video: VideoSpec = Field(default_factory=VideoSpec, description="MP4 encoding.")
+    compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Actors, batching, resources.")
+    images: ImageSpec = Field(default_factory=ImageSpec, description="Input image limits.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fsspec options (endpoint, region, ...) for every URL of the job."
+    )
+
+
+def describe_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per the brief: the field, the bad value and what is allowed."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    if prefix:
+        where = f"{prefix}.{where}" if where != "spec" else prefix
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        return f"{where}: unknown field (check the spelling; see 'svdbatch spec-reference')"
+    if first["type"] == "missing":
+        return f"{where}: required field is missing"
+    return f"{where}: {first.get('input')!r} is not allowed: {message}"
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["render.fps=8", "seeds.variants=2"]`` into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise SpecError(f"--set {item!r}: expected section.field=value")
+        node = tree
+        parts = path.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {item!r}: {part} is set twice")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for name, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = _merge(merged[name], value)
+        else:
+            merged[name] = value
+    return merged
+
+
+def build_spec(data: dict[str, Any], overrides: list[str] | None = None) -> JobSpec:
+    data = _merge(data, parse_overrides(overrides or []))
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(describe_error(error)) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read a YAML job spec; relative local paths in it stay relative to the current directory."""
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise SpecError(f"{path}: cannot read the job spec ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise SpecError(f"{path}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a job spec is a mapping of sections (manifest, output, ...)")
+    return build_spec(data, overrides)
+
+
+def reference(model: type[BaseModel] = JobSpec, prefix: str = "") -> list[str]:
+    """The spec reference as ``name  default  description`` lines, generated so it never drifts from the code."""
+    lines = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            lines.append(f"{dotted}: {field.description}")
+            lines.extend(reference(annotation, dotted + "."))
+            continue
+        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
+        lines.append(f"  {dotted} = {default}  # {field.description}")
+    return lines

@@ -1,0 +1,121 @@
+"""Manifest row -> items: variants, seeds and output keys. Pure functions, so reruns reproduce exactly.
+
+Seed rule (documented in the README): ``seed = derive_seed(base_seed, key, variant)`` -- the first 8 bytes of
+``sha256("svdbatch-seed-v1" NUL base_seed NUL key NUL variant)`` as a big-endian integer with the top bit cleared
+(it fits Parquet's int64 and ``torch.Generator.manual_seed``). A row that gives its own ``seed`` gets ``(seed +
+variant) mod 2**63`` instead. Nothing depends on where a row sits in a file, block, batch or actor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from svdbatch.config import JobSpec, RenderParams, describe_error
+from svdbatch.metadata import RENDER_COLUMNS, blank_row, fail
+
+SEED_BITS = 63
+SEED_MASK = (1 << SEED_BITS) - 1
+MAX_SLUG = 80
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def derive_seed(base_seed: int, key: str, variant: int) -> int:
+    digest = hashlib.sha256(f"svdbatch-seed-v1\0{base_seed}\0{key}\0{variant}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & SEED_MASK
+
+
+def safe_key(key: str) -> str:
+    """A filesystem- and URL-safe name that is unique per key: a readable slug plus a hash of the exact key.
+
+    The slug alone is not injective ("a/b" and "a_b" collide), so the hash suffix carries uniqueness; the slug only
+    makes the file findable by eye.
+    """
+    slug = _UNSAFE.sub("_", key).strip("._-")[:MAX_SLUG] or "key"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{slug}-{digest}"
+
+
+def video_key(key: str, variant: int) -> str:
+    return f"videos/{safe_key(key)}_v{variant:04d}.mp4"
+
+
+def effective_decode_chunk(num_frames: int, requested: int) -> int:
+    """Largest divisor of num_frames not above the request, so a chunk never spans two videos of a batch."""
+    size = max(1, min(requested, num_frames))
+    while num_frames % size:
+        size -= 1
+    return size
+
+
+def _row_value(row: dict[str, Any], column: str) -> Any:
+    value = row.get(column)
+    if isinstance(value, float) and math.isnan(value):
+        raise ValueError("NaN is not a number svdbatch can use")
+    return value
+
+
+def _overrides(row: dict[str, Any], spec: JobSpec) -> tuple[RenderParams, int | None, int]:
+    """Per-row render params, seed and variant count; raises ValueError naming the column and the cause."""
+    params = spec.render.model_dump()
+    for column in RENDER_COLUMNS:
+        if column in row:
+            try:
+                value = _row_value(row, column)
+            except ValueError as error:
+                raise ValueError(f"column {column}: {error}") from None
+            if value is not None:
+                params[column] = value
+    try:
+        render = RenderParams.model_validate(params)
+    except ValidationError as error:
+        raise ValueError(f"column {describe_error(error)}") from None
+    seed = _checked_int(row, "seed", 0, SEED_MASK)
+    variants = _checked_int(row, "variants", 1, 10_000)
+    return render, seed, spec.seeds.variants if variants is None else variants
+
+
+def _checked_int(row: dict[str, Any], column: str, low: int, high: int) -> int | None:
+    value = row.get(column)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or int(value) != value:
+        raise ValueError(f"column {column}: {value!r} is not allowed: expected a whole number")
+    if not low <= int(value) <= high:
+        raise ValueError(f"column {column}: {value!r} is not allowed: expected {low}..{high}")
+    return int(value)
+
+
+def expand_row(row: dict[str, Any], spec: JobSpec, run_id: str, output_url: str) -> list[dict[str, Any]]:
+    """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row."""
+    raw_key = row.get(spec.manifest.key_column)
+    key = None if raw_key is None else str(raw_key)
+    source = row.get(spec.manifest.image_column)
+    base = blank_row()
+    base.update(run_id=run_id, key=key, variant=0, source_uri=source, model_source=spec.model.source)
+    label = f"row {key!r}" if key else f"row with image {source!r}"
+    if not key:
+        return [fail(base, f"{label}: column {spec.manifest.key_column} is empty")]
+    if not isinstance(source, str) or not source.strip():
+        return [fail(base, f"{label}: column {spec.manifest.image_column} is empty")]
+    try:
+        render, row_seed, variants = _overrides(row, spec)
+    except ValueError as error:
+        return [fail(base, f"{label}: {error}")]
+    items = []
+    for variant in range(variants):
+        item = dict(base)
+        item.update(render.model_dump())
+        item.update(
+            variant=variant,
+            seed=derive_seed(spec.seeds.base_seed, key, variant) if row_seed is None else (row_seed + variant) & SEED_MASK,
+            decode_chunk_size=effective_decode_chunk(render.num_frames, render.decode_chunk_size),
+            video_uri=f"{output_url.rstrip('/')}/{video_key(key, variant)}",
+            status="ok",
+        )
+        items.append(item)
+    return items

@@ -1,0 +1,78 @@
+"""Find the manifest's Parquet files and check their schema before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from svdbatch import storage
+from svdbatch.config import JobSpec
+
+
+class ManifestError(ValueError):
+    """The manifest cannot be used: fatal for the job, phrased as one line."""
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    files: list[str]
+    rows: int
+    schema: pa.Schema
+
+
+def list_files(url: str, options: dict | None = None) -> list[str]:
+    """A file, every .parquet file under a directory, or a glob; as fsspec paths, sorted."""
+    fs, path = storage.filesystem(url, options)
+    if any(char in path for char in "*?["):
+        files = fs.glob(path)
+    elif fs.isdir(path):
+        files = [name for name in fs.find(path) if name.endswith(".parquet")]
+    elif fs.exists(path):
+        files = [path]
+    else:
+        raise ManifestError(f"manifest.path {url}: not found")
+    files = sorted(name for name in files if not fs.isdir(name))
+    if not files:
+        raise ManifestError(f"manifest.path {url}: no Parquet files there")
+    return files
+
+
+def _check_schema(schema: pa.Schema, spec: JobSpec, where: str) -> None:
+    for role, column in (("key", spec.manifest.key_column), ("image", spec.manifest.image_column)):
+        if column not in schema.names:
+            raise ManifestError(
+                f"{where}: no {role} column {column!r} (columns: {', '.join(schema.names)}); "
+                f"set manifest.{role}_column"
+            )
+    key_type = schema.field(spec.manifest.key_column).type
+    if not (pa.types.is_string(key_type) or pa.types.is_large_string(key_type) or pa.types.is_integer(key_type)):
+        raise ManifestError(f"{where}: key column {spec.manifest.key_column!r} is {key_type}, expected string")
+    image_type = schema.field(spec.manifest.image_column).type
+    if not (pa.types.is_string(image_type) or pa.types.is_large_string(image_type)):
+        raise ManifestError(
+            f"{where}: image column {spec.manifest.image_column!r} is {image_type}, expected string URIs"
+        )
+
+
+def inspect(spec: JobSpec) -> ManifestInfo:
+    """Check every file's footer (cheap: no row data is read) and count the rows."""
+    options = spec.storage_options
+    files = list_files(spec.manifest.path, options)
+    fs, _ = storage.filesystem(spec.manifest.path, options)
+    rows = 0
+    schema = None
+    for name in files:
+        try:
+            with fs.open(name, "rb") as handle:
+                metadata = pq.ParquetFile(handle).metadata
+        except Exception as error:  # noqa: BLE001 - any unreadable file is the same fatal problem
+            raise ManifestError(f"manifest file {name}: not a readable Parquet file ({error})") from None
+        file_schema = metadata.schema.to_arrow_schema()
+        _check_schema(file_schema, spec, f"manifest file {name}")
+        schema = schema or file_schema
+        rows += metadata.num_rows
+    if rows == 0:
+        raise ManifestError(f"manifest.path {spec.manifest.path}: the manifest has no rows")
+    return ManifestInfo(files=files, rows=rows, schema=schema)

@@ -1,0 +1,88 @@
+"""The columns every stage passes along, and the metadata table they end in.
+
+Rows stay Arrow-native from the manifest to the table: strings, numbers and bytes, never pickled objects. A work row
+is a metadata row plus two payload columns (the fitted image and the generated frames) that the writer drops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+METADATA_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("key", pa.string()),
+        pa.field("variant", pa.int32()),
+        pa.field("source_uri", pa.string()),
+        pa.field("video_uri", pa.string()),
+        pa.field("seed", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("num_frames", pa.int32()),
+        pa.field("num_inference_steps", pa.int32()),
+        pa.field("fps", pa.int32()),
+        pa.field("motion_bucket_id", pa.int32()),
+        pa.field("noise_aug_strength", pa.float64()),
+        pa.field("min_guidance_scale", pa.float64()),
+        pa.field("max_guidance_scale", pa.float64()),
+        pa.field("decode_chunk_size", pa.int32()),
+        pa.field("fit", pa.string()),
+        pa.field("model_source", pa.string()),
+        pa.field("model_dtype", pa.string()),
+        pa.field("video_codec", pa.string()),
+        pa.field("bytes", pa.int64()),
+        pa.field("sha256", pa.string()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("batch_items", pa.int32()),
+        pa.field("device", pa.string()),
+        pa.field("node_id", pa.string()),
+        pa.field("gpu_id", pa.string()),
+        pa.field("load_seconds", pa.float64()),
+        pa.field("generate_seconds", pa.float64()),
+        pa.field("encode_seconds", pa.float64()),
+        pa.field("write_seconds", pa.float64()),
+        pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
+    ]
+)
+
+PAYLOAD_FIELDS = [pa.field("image", pa.large_binary()), pa.field("frames", pa.large_binary())]
+WORK_SCHEMA = pa.schema(list(METADATA_SCHEMA) + PAYLOAD_FIELDS)
+
+OK = "ok"
+ERROR = "error"
+
+# The parameters a video is rendered with, in the order the pipeline call and the docs list them.
+RENDER_COLUMNS = [
+    "width",
+    "height",
+    "num_frames",
+    "num_inference_steps",
+    "fps",
+    "motion_bucket_id",
+    "noise_aug_strength",
+    "min_guidance_scale",
+    "max_guidance_scale",
+    "decode_chunk_size",
+    "fit",
+]
+
+
+def blank_row() -> dict[str, Any]:
+    return {name: None for name in WORK_SCHEMA.names}
+
+
+def fail(row: dict[str, Any], message: str) -> dict[str, Any]:
+    """Mark a row as a dead letter: it keeps flowing so it lands in the table, without its payload."""
+    row.update(status=ERROR, error=message, video_uri=None, image=None, frames=None)
+    return row
+
+
+def to_rows(table: pa.Table) -> list[dict[str, Any]]:
+    return table.to_pylist()
+
+
+def to_table(rows: list[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) -> pa.Table:
+    return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)

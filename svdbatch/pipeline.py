@@ -1,0 +1,203 @@
+"""The only module that imports Ray: it turns the plain stages into one streaming Ray Data plan and runs it.
+
+    read_parquet(manifest) -> expand_rows -> repartition -> load_images (CPU tasks)
+      -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
+      -> write_parquet({output}/metadata)   # the commit record
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow.parquet as pq
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+from svdbatch import manifest, storage
+from svdbatch.config import JobSpec
+from svdbatch.generate import VideoGenerator
+from svdbatch.model import ModelError, check_source
+from svdbatch.stages import expand_rows, load_images, write_videos
+
+CPU_STAGE_CPUS = 0.25
+
+
+class JobError(RuntimeError):
+    """A fatal problem, already phrased as one line for the user."""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    output: str
+    ok: int
+    failed: int
+    wall_seconds: float
+
+    @property
+    def videos_per_minute(self) -> float:
+        return self.ok / self.wall_seconds * 60 if self.wall_seconds else 0.0
+
+    def line(self) -> str:
+        return (
+            f"svdbatch: {self.ok} ok, {self.failed} failed in {self.wall_seconds:.1f}s "
+            f"({self.videos_per_minute:.1f} videos/min) -> {self.output}"
+        )
+
+
+def init_ray(verbose: bool = False) -> None:
+    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    level = logging.INFO if verbose else logging.WARNING
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level=level)
+    else:
+        ray.init(include_dashboard=False, logging_level=level)
+
+
+def _pyarrow_fs(url: str, options: dict[str, Any]):
+    fs, _ = storage.filesystem(url, options)
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+def _actor_count(spec: JobSpec, cluster_gpus: float) -> int:
+    if spec.compute.num_actors:
+        return spec.compute.num_actors
+    if cluster_gpus and spec.model.device != "cpu":
+        return max(1, int(cluster_gpus // spec.compute.gpus_per_actor))
+    return 1
+
+
+def _root_message(error: BaseException) -> str:
+    """The one line to show for a failure deep inside Ray: our own error if there is one, else the last cause."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, (ModelError, storage.StorageError, manifest.ManifestError)):
+            return str(seen)
+        cause = getattr(seen, "cause", None) or seen.__cause__
+        if cause is None or cause is seen:
+            break
+        seen = cause
+    return f"{type(seen).__name__}: {str(seen).strip().splitlines()[-1] if str(seen).strip() else ''}"
+
+
+def preflight(spec: JobSpec) -> manifest.ManifestInfo:
+    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used."""
+    try:
+        info = manifest.inspect(spec)
+        check_source(spec.model, spec.storage_options)
+        storage.check_writable(spec.output.url, spec.storage_options)
+    except (manifest.ManifestError, ModelError, storage.StorageError) as error:
+        raise JobError(str(error)) from None
+    return info
+
+
+def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSummary:
+    """Run one job to completion and return its summary; raises JobError with one line on fatal problems."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data.datasource import FilenameProvider
+
+    started = time.time()
+    info = preflight(spec)
+    init_ray(verbose)
+    context = DataContext.get_current()
+    context.enable_progress_bars = progress
+    context.enable_operator_progress_bars = progress
+    context.verbose_stats_logs = verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
+    spec_dict = spec.model_dump(mode="json")
+    options = spec.storage_options
+    cluster_gpus = ray.cluster_resources().get("GPU", 0)
+    use_gpus = cluster_gpus > 0 and spec.model.device != "cpu"
+    actors = _actor_count(spec, cluster_gpus)
+
+    class RayVideoGenerator(VideoGenerator):
+        def __init__(self, spec: dict[str, Any]):
+            super().__init__(spec)
+            gpu_ids = ray.get_gpu_ids()
+            self.placement.update(
+                node_id=ray.get_runtime_context().get_node_id(),
+                gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
+            )
+
+    items = (
+        ray.data.read_parquet(
+            info.files, filesystem=_pyarrow_fs(spec.manifest.path, options), num_cpus=CPU_STAGE_CPUS
+        )
+        .map_batches(expand_rows, fn_args=(spec_dict, run_id), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
+        .repartition(target_num_rows_per_block=spec.compute.batch_size)
+    )
+    videos = (
+        items.map_batches(
+            load_images,
+            fn_args=(spec_dict,),
+            batch_format="pyarrow",
+            batch_size=spec.compute.batch_size,
+            num_cpus=spec.compute.cpus_per_task,
+        )
+        .map_batches(
+            RayVideoGenerator,
+            fn_constructor_args=(spec_dict,),
+            batch_format="pyarrow",
+            batch_size=spec.compute.batch_size,
+            compute=ActorPoolStrategy(size=actors),
+            num_gpus=spec.compute.gpus_per_actor if use_gpus else 0,
+            num_cpus=spec.compute.cpus_per_actor,
+        )
+        .map_batches(
+            write_videos, fn_args=(spec_dict,), batch_format="pyarrow", batch_size=1, num_cpus=spec.compute.cpus_per_task
+        )
+    )
+    metadata_url = storage.join(spec.output.url, "metadata")
+    try:
+        videos.write_parquet(
+            metadata_url if storage.is_local(metadata_url, options) else storage.filesystem(metadata_url, options)[1],
+            filesystem=_pyarrow_fs(metadata_url, options),
+            filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"),
+        )
+    except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
+        raise JobError(_root_message(error)) from None
+    summary = summarise(spec, run_id, time.time() - started)
+    write_job_record(spec, summary)
+    return summary
+
+
+def read_metadata(output_url: str, options: dict[str, Any] | None = None):
+    """The whole metadata table under an output, as one pyarrow Table."""
+    url = storage.join(output_url, "metadata")
+    fs, path = storage.filesystem(url, options)
+    files = sorted(name for name in fs.find(path) if name.endswith(".parquet"))
+    tables = [pq.read_table(fs.open(name, "rb")) for name in files]
+    import pyarrow as pa
+
+    from svdbatch.metadata import METADATA_SCHEMA
+
+    return pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
+
+
+def summarise(spec: JobSpec, run_id: str, wall_seconds: float) -> RunSummary:
+    table = read_metadata(spec.output.url, spec.storage_options).to_pylist()
+    mine = [row for row in table if row["run_id"] == run_id]
+    ok = sum(1 for row in mine if row["status"] == "ok")
+    return RunSummary(run_id, spec.output.url, ok, len(mine) - ok, wall_seconds)
+
+
+def write_job_record(spec: JobSpec, summary: RunSummary) -> None:
+    record = {"summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute}}
+    storage.write_bytes(
+        storage.join(spec.output.url, "_job", "summary.json"),
+        json.dumps(record, indent=2).encode(),
+        spec.storage_options,
+    )

@@ -1,0 +1,101 @@
+"""The CPU stages as plain functions over pyarrow Tables: manifest rows -> items -> images ... -> metadata rows.
+
+Each takes the job spec as a plain dict (what Ray ships to workers) and can be called directly in a unit test.
+Rows that already failed pass through untouched so they land in the table as dead letters.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from svdbatch import storage
+from svdbatch.config import JobSpec
+from svdbatch.images import ImageError, load_image
+from svdbatch.items import expand_row
+from svdbatch.metadata import METADATA_SCHEMA, OK, fail, to_rows, to_table
+from svdbatch.video import codec_name, encode_mp4
+
+
+def _describe(error: Exception) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "not found"
+    if isinstance(error, PermissionError):
+        return "permission denied"
+    return f"{type(error).__name__}: {error}"
+
+
+def expand_rows(batch: pa.Table, spec: dict[str, Any], run_id: str) -> pa.Table:
+    """Manifest rows -> work rows, ``variants`` per manifest row."""
+    job = JobSpec.model_validate(spec)
+    items = []
+    for row in batch.to_pylist():
+        items.extend(expand_row(row, job, run_id, job.output.url))
+    return to_table(items)
+
+
+def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+    """Fetch each item's image through fsspec and fit it to the item's size; variants share one fetch."""
+    job = JobSpec.model_validate(spec)
+    rows = to_rows(batch)
+    fetched: dict[str, bytes | Exception] = {}
+    for row in rows:
+        if row["status"] != OK:
+            continue
+        started = time.perf_counter()
+        uri = row["source_uri"]
+        if uri not in fetched:
+            try:
+                fetched[uri] = storage.read_bytes(uri, job.storage_options)
+            except Exception as error:  # noqa: BLE001 - any fetch failure is this row's problem only
+                fetched[uri] = error
+        data = fetched[uri]
+        if isinstance(data, Exception):
+            fail(row, f"image {uri!r} (key {row['key']!r}): {_describe(data)}")
+            continue
+        try:
+            image = load_image(data, row["width"], row["height"], row["fit"], job.images.max_pixels)
+        except ImageError as error:
+            fail(row, f"image {uri!r} (key {row['key']!r}): {error}")
+            continue
+        row.update(image=image.tobytes(), load_seconds=time.perf_counter() - started)
+    return to_table(rows)
+
+
+def write_videos(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+    """Encode frames to MP4, write them at their final key, and emit the metadata rows (payload dropped)."""
+    job = JobSpec.model_validate(spec)
+    rows = to_rows(batch)
+    for row in rows:
+        if row["status"] == OK:
+            _write(row, job)
+        row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
+    return to_table(rows, METADATA_SCHEMA)
+
+
+def _write(row: dict[str, Any], job: JobSpec) -> None:
+    frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["num_frames"], row["height"], row["width"], 3)
+    started = time.perf_counter()
+    try:
+        data = encode_mp4(frames, row["fps"], job.video)
+    except Exception as error:  # noqa: BLE001 - one bad encode is one error row
+        fail(row, f"encode {row['key']!r} v{row['variant']}: {_describe(error)}")
+        return
+    encoded = time.perf_counter()
+    uri = row["video_uri"]
+    try:
+        storage.write_bytes(uri, data, job.storage_options)
+    except Exception as error:  # noqa: BLE001 - one failed upload is one error row
+        fail(row, f"write {uri!r}: {_describe(error)}")
+        return
+    row.update(
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        encode_seconds=encoded - started,
+        write_seconds=time.perf_counter() - encoded,
+    )
