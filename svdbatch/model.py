@@ -53,6 +53,7 @@ def quiet_libraries() -> None:
 
 def build_tiny_pipeline():
     """The embedded default: real SVD classes at toy size, deterministic random weights."""
+    quiet_libraries()
     from diffusers import (
         AutoencoderKLTemporalDecoder,
         EulerDiscreteScheduler,
@@ -61,7 +62,6 @@ def build_tiny_pipeline():
     )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    quiet_libraries()
     torch.manual_seed(0)
     unet = UNetSpatioTemporalConditionModel(
         sample_size=16,
@@ -218,9 +218,9 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def load_pipeline(spec: ModelSpec, device: str, options: dict[str, Any] | None = None):
     """Load once per actor, apply the GPU options from the spec, and return the ready pipeline."""
+    quiet_libraries()
     from diffusers import StableVideoDiffusionPipeline
 
-    quiet_libraries()
     dtype = pick_dtype(spec, device)
     path = resolve_source(spec, options)
     try:

@@ -58,6 +58,8 @@ def init_ray(verbose: bool = False) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     level = logging.INFO if verbose else logging.WARNING
+    # The local cluster only listens on loopback; its token-auth notice is noise for a batch job.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(level if verbose else logging.ERROR)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=level)
     else:

@@ -1,0 +1,42 @@
+"""Builders for test inputs: sample images, manifests and job specs sized for a 2-core machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from svdbatch.config import build_spec
+from svdbatch.demo import sample_image
+
+TEST_RENDER = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "fps": 6}
+TEST_COMPUTE = {"num_actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25, "torch_threads": 1}
+
+
+def write_images(folder: Path, count: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"img-{index:03d}.png"
+        sample_image(index, 96, 80).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def write_manifest(path: Path, columns: dict[str, list]) -> Path:
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def make_spec(manifest: Path, output: Path, **sections):
+    data = {
+        "manifest": {"path": str(manifest)},
+        "output": {"url": str(output)},
+        "render": dict(TEST_RENDER),
+        "seeds": {"base_seed": 7, "variants": 1},
+        "compute": dict(TEST_COMPUTE),
+    }
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return build_spec(data)

@@ -1,0 +1,102 @@
+"""Seeds, output keys and row expansion: pure functions, no Ray."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import pytest
+
+from svdbatch.config import build_spec
+from svdbatch.items import derive_seed, effective_decode_chunk, expand_row, safe_key, video_key
+
+SPEC = build_spec(
+    {"manifest": {"path": "m.parquet"}, "output": {"url": "/out"}, "seeds": {"base_seed": 11, "variants": 3}}
+)
+
+
+def test_seed_is_the_documented_function():
+    # The README's formula, computed independently; changing it would silently change every user's videos.
+    digest = hashlib.sha256(b"svdbatch-seed-v1\x000\x00sku-1\x000").digest()
+    assert derive_seed(0, "sku-1", 0) == int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+def test_seed_depends_on_each_input_and_fits_int63():
+    seed = derive_seed(1, "a", 0)
+    assert seed != derive_seed(2, "a", 0)
+    assert seed != derive_seed(1, "b", 0)
+    assert seed != derive_seed(1, "a", 1)
+    assert 0 <= seed < 2**63
+
+
+def test_seeds_collision_free_across_keys_and_variants():
+    seeds = {derive_seed(5, f"key-{index}", variant) for index in range(5000) for variant in range(4)}
+    assert len(seeds) == 20000
+
+
+def test_seeds_are_well_spread():
+    seeds = [derive_seed(0, str(index), 0) for index in range(4000)]
+    high_bit_share = sum(seed >> 62 for seed in seeds) / len(seeds)
+    assert 0.45 < high_bit_share < 0.55
+    assert abs(sum(seed % 1000 for seed in seeds) / len(seeds) - 499.5) < 20
+
+
+@pytest.mark.parametrize("key", ["a/b", "a_b", "../etc/passwd", "x\\y", "spaces and ünïcödé", "..", "", "a" * 500])
+def test_safe_key_is_safe_and_bounded(key):
+    name = safe_key(key)
+    assert len(name) <= 80 + 17
+    assert all(char.isalnum() or char in "._-" for char in name)
+    assert not name.startswith(".")
+
+
+def test_safe_key_is_injective_on_lookalikes():
+    keys = ["a/b", "a_b", "a b", "a\\b", "a:b", "A/B", "a/b/"]
+    assert len({safe_key(key) for key in keys}) == len(keys)
+
+
+def test_video_key_is_under_videos_and_names_variant():
+    assert video_key("sku/1", 2).startswith("videos/sku_1-")
+    assert video_key("sku/1", 2).endswith("_v0002.mp4")
+
+
+@pytest.mark.parametrize(("frames", "requested", "expected"), [(25, 8, 5), (14, 8, 7), (8, 8, 8), (7, 100, 7), (13, 4, 1)])
+def test_decode_chunk_divides_frames(frames, requested, expected):
+    assert effective_decode_chunk(frames, requested) == expected
+
+
+def test_row_expands_into_variants_with_derived_seeds():
+    items = expand_row({"key": "k1", "image": "/img.png"}, SPEC, "run", "/out")
+    assert [item["variant"] for item in items] == [0, 1, 2]
+    assert [item["seed"] for item in items] == [derive_seed(11, "k1", v) for v in range(3)]
+    assert items[0]["video_uri"] == "/out/" + video_key("k1", 0)
+    assert items[0]["width"] == 1024 and items[0]["num_frames"] == 25 and items[0]["decode_chunk_size"] == 5
+
+
+def test_row_overrides_params_seed_and_variants():
+    row = {"key": "k", "image": "/i.png", "fps": 12, "motion_bucket_id": 30, "seed": 100, "variants": 2, "width": None}
+    items = expand_row(row, SPEC, "run", "/out")
+    assert [item["seed"] for item in items] == [100, 101]
+    assert items[0]["fps"] == 12 and items[0]["motion_bucket_id"] == 30 and items[0]["width"] == 1024
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "cause"),
+    [
+        ("fps", -1, "fps"),
+        ("num_frames", 0, "num_frames"),
+        ("noise_aug_strength", math.nan, "noise_aug_strength"),
+        ("width", "wide", "width"),
+        ("seed", -5, "seed"),
+        ("variants", 0, "variants"),
+    ],
+)
+def test_bad_override_becomes_one_error_row_naming_row_and_column(column, value, cause):
+    items = expand_row({"key": "bad", "image": "/i.png", column: value}, SPEC, "run", "/out")
+    assert len(items) == 1
+    assert items[0]["status"] == "error"
+    assert "'bad'" in items[0]["error"] and cause in items[0]["error"]
+
+
+def test_missing_key_or_image_is_an_error_row():
+    assert expand_row({"key": None, "image": "/i.png"}, SPEC, "r", "/o")[0]["error"].endswith("column key is empty")
+    assert "column image is empty" in expand_row({"key": "k", "image": ""}, SPEC, "r", "/o")[0]["error"]
