@@ -92,9 +92,9 @@ class SeedSpec(_Strict):
 
 class VideoSpec(_Strict):
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor; lower is better quality.")
-    preset: Literal[
-        "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"
-    ] = Field(default="medium", description="x264 speed/size trade-off.")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = (
+        Field(default="medium", description="x264 speed/size trade-off.")
+    )
     pixel_format: Literal["yuv420p", "yuv444p"] = Field(
         default="yuv420p", description="yuv420p plays everywhere; yuv444p keeps full colour resolution."
     )
@@ -126,6 +126,16 @@ class ImageSpec(_Strict):
     )
 
 
+class FailureSpec(_Strict):
+    max_error_fraction: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Abort the job when more than this share of items has failed (checked from 20 items on).",
+    )
+    retry_errors: bool = Field(default=True, description="Render items that failed in earlier runs again.")
+
+
 class JobSpec(_Strict):
     manifest: ManifestSpec = Field(description="Where the rows come from.")
     output: OutputSpec = Field(description="Where videos and metadata go.")
@@ -135,6 +145,7 @@ class JobSpec(_Strict):
     video: VideoSpec = Field(default_factory=VideoSpec, description="MP4 encoding.")
     compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Actors, batching, resources.")
     images: ImageSpec = Field(default_factory=ImageSpec, description="Input image limits.")
+    failures: FailureSpec = Field(default_factory=FailureSpec, description="Error budget and retries across runs.")
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra fsspec options (endpoint, region, ...) for every URL of the job."
     )

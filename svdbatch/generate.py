@@ -114,7 +114,7 @@ class VideoGenerator:
         started = time.perf_counter()
         frames = call_pipeline(self.pipe, images, [item["seed"] for item in items], first, self.device)
         elapsed = time.perf_counter() - started
-        for item, video in zip(items, frames):
+        for item, video in zip(items, frames, strict=True):
             item.update(
                 frames=video.tobytes(),
                 image=None,

@@ -9,6 +9,7 @@ variant) mod 2**63`` instead. Nothing depends on where a row sits in a file, blo
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import RENDER_COLUMNS, blank_row, fail
+from svdbatch.metadata import OK, RENDER_COLUMNS, SKIPPED, blank_row, fail
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
@@ -27,6 +28,11 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def derive_seed(base_seed: int, key: str, variant: int) -> int:
     digest = hashlib.sha256(f"svdbatch-seed-v1\0{base_seed}\0{key}\0{variant}".encode()).digest()
     return int.from_bytes(digest[:8], "big") & SEED_MASK
+
+
+def item_id(key: str, variant: int) -> str:
+    """The identity of an item across runs."""
+    return f"{key}\0{variant}"
 
 
 def safe_key(key: str) -> str:
@@ -90,8 +96,43 @@ def _checked_int(row: dict[str, Any], column: str, low: int, high: int) -> int |
     return int(value)
 
 
-def expand_row(row: dict[str, Any], spec: JobSpec, run_id: str, output_url: str) -> list[dict[str, Any]]:
-    """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row."""
+def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
+    """Everything that shapes the item's video: model, render params, seed and encoding. Changes force a re-render."""
+    shaping = {
+        "model": [spec.model.source, spec.model.variant, spec.model.dtype],
+        "params": [item[name] for name in RENDER_COLUMNS],
+        "seed": item["seed"],
+        "video": spec.video.model_dump(mode="json"),
+        "source": item["source_uri"],
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _resume(item: dict[str, Any], spec: JobSpec, previous: dict[str, tuple[str, str]]) -> None:
+    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again."""
+    earlier = previous.get(item_id(item["key"], item["variant"]))
+    if earlier is None:
+        return
+    old_fingerprint, old_status = earlier
+    if old_fingerprint != item["fingerprint"]:
+        item["rerender_reason"] = "spec changed"
+    elif old_status == OK or not spec.failures.retry_errors:
+        item["status"] = SKIPPED
+    else:
+        item["rerender_reason"] = "failed before"
+
+
+def expand_row(
+    row: dict[str, Any],
+    spec: JobSpec,
+    run_id: str,
+    output_url: str,
+    previous: dict[str, tuple[str, str]] | None = None,
+) -> list[dict[str, Any]]:
+    """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row.
+
+    ``previous`` maps item ids to the (fingerprint, status) earlier runs committed; see ``commit.previous_state``.
+    """
     raw_key = row.get(spec.manifest.key_column)
     key = None if raw_key is None else str(raw_key)
     source = row.get(spec.manifest.image_column)
@@ -112,10 +153,14 @@ def expand_row(row: dict[str, Any], spec: JobSpec, run_id: str, output_url: str)
         item.update(render.model_dump())
         item.update(
             variant=variant,
-            seed=derive_seed(spec.seeds.base_seed, key, variant) if row_seed is None else (row_seed + variant) & SEED_MASK,
+            seed=derive_seed(spec.seeds.base_seed, key, variant)
+            if row_seed is None
+            else (row_seed + variant) & SEED_MASK,
             decode_chunk_size=effective_decode_chunk(render.num_frames, render.decode_chunk_size),
             video_uri=f"{output_url.rstrip('/')}/{video_key(key, variant)}",
-            status="ok",
+            status=OK,
         )
+        item["fingerprint"] = fingerprint(item, spec)
+        _resume(item, spec, previous or {})
         items.append(item)
     return items

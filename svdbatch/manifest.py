@@ -43,8 +43,7 @@ def _check_schema(schema: pa.Schema, spec: JobSpec, where: str) -> None:
     for role, column in (("key", spec.manifest.key_column), ("image", spec.manifest.image_column)):
         if column not in schema.names:
             raise ManifestError(
-                f"{where}: no {role} column {column!r} (columns: {', '.join(schema.names)}); "
-                f"set manifest.{role}_column"
+                f"{where}: no {role} column {column!r} (columns: {', '.join(schema.names)}); set manifest.{role}_column"
             )
     key_type = schema.field(spec.manifest.key_column).type
     if not (pa.types.is_string(key_type) or pa.types.is_large_string(key_type) or pa.types.is_integer(key_type)):

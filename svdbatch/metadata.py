@@ -34,6 +34,8 @@ METADATA_SCHEMA = pa.schema(
         pa.field("video_codec", pa.string()),
         pa.field("bytes", pa.int64()),
         pa.field("sha256", pa.string()),
+        pa.field("fingerprint", pa.string()),
+        pa.field("rerender_reason", pa.string()),
         pa.field("status", pa.string()),
         pa.field("error", pa.string()),
         pa.field("batch_items", pa.int32()),
@@ -53,6 +55,7 @@ WORK_SCHEMA = pa.schema(list(METADATA_SCHEMA) + PAYLOAD_FIELDS)
 
 OK = "ok"
 ERROR = "error"
+SKIPPED = "skipped"  # committed by an earlier run with the same fingerprint; never written to the table
 
 # The parameters a video is rendered with, in the order the pipeline call and the docs list them.
 RENDER_COLUMNS = [

@@ -1,8 +1,8 @@
 """The only module that imports Ray: it turns the plain stages into one streaming Ray Data plan and runs it.
 
-    read_parquet(manifest) -> expand_rows -> repartition -> load_images (CPU tasks)
-      -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
-      -> write_parquet({output}/metadata)   # the commit record
+read_parquet(manifest) -> expand_rows -> repartition -> load_images (CPU tasks)
+  -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
+  -> rows stream back to the driver -> commit files -> {output}/metadata/metadata.parquet
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ import uuid
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import pyarrow.parquet as pq
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import manifest, storage
+from svdbatch import commit, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.generate import VideoGenerator
 from svdbatch.model import ModelError, check_source
-from svdbatch.stages import expand_rows, load_images, write_videos
+from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
 
 CPU_STAGE_CPUS = 0.25
 
@@ -32,21 +31,39 @@ class JobError(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Plan:
+    """What a run will do, counted before any image is read."""
+
+    new: int = 0
+    done: int = 0
+    changed: int = 0
+    retried: int = 0
+    invalid: int = 0
+
+    @property
+    def to_render(self) -> int:
+        return self.new + self.changed + self.retried
+
+
+@dataclass(frozen=True)
 class RunSummary:
     run_id: str
     output: str
-    ok: int
+    rendered: int
     failed: int
+    skipped: int
+    rerendered: int
     wall_seconds: float
 
     @property
     def videos_per_minute(self) -> float:
-        return self.ok / self.wall_seconds * 60 if self.wall_seconds else 0.0
+        return self.rendered / self.wall_seconds * 60 if self.wall_seconds else 0.0
 
     def line(self) -> str:
         return (
-            f"svdbatch: {self.ok} ok, {self.failed} failed in {self.wall_seconds:.1f}s "
-            f"({self.videos_per_minute:.1f} videos/min) -> {self.output}"
+            f"svdbatch: {self.rendered} ok, {self.failed} failed, {self.skipped} already done"
+            f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
+            f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
         )
 
 
@@ -59,7 +76,9 @@ def init_ray(verbose: bool = False) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     level = logging.INFO if verbose else logging.WARNING
     # The local cluster only listens on loopback; its token-auth notice is noise for a batch job.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(level if verbose else logging.ERROR)
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        level if verbose else logging.ERROR
+    )
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=level)
     else:
@@ -103,11 +122,37 @@ def preflight(spec: JobSpec) -> manifest.ManifestInfo:
     return info
 
 
+def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
+    import ray
+
+    fs = _pyarrow_fs(spec.manifest.path, spec.storage_options)
+    return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
+
+
+def plan(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, previous: dict) -> Plan:
+    """Expand the whole manifest (no images, no model) and count what is new, done, changed or invalid."""
+    tallies = (
+        _read_manifest(spec, info)
+        .map_batches(
+            tally_items,
+            fn_args=(spec.model_dump(mode="json"), run_id, previous),
+            batch_format="pyarrow",
+            num_cpus=CPU_STAGE_CPUS,
+        )
+        .take_all()
+    )
+    counts = {"new": 0, "done": 0, "changed": 0, "retried": 0, "invalid": 0}
+    names = {("ok", ""): "new", ("skipped", ""): "done", ("ok", "spec changed"): "changed"}
+    names[("ok", "failed before")] = "retried"
+    for tally in tallies:
+        counts[names.get((tally["status"], tally["reason"]), "invalid")] += tally["items"]
+    return Plan(**counts)
+
+
 def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSummary:
     """Run one job to completion and return its summary; raises JobError with one line on fatal problems."""
     import ray
     from ray.data import ActorPoolStrategy, DataContext
-    from ray.data.datasource import FilenameProvider
 
     started = time.time()
     info = preflight(spec)
@@ -121,6 +166,13 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     spec_dict = spec.model_dump(mode="json")
     options = spec.storage_options
+    previous = commit.previous_state(spec.output.url, options)
+    committer = commit.Committer(spec.output.url, run_id, options, spec.failures.max_error_fraction)
+    job_plan = plan(spec, info, run_id, previous) if previous else None
+    if job_plan is not None and job_plan.to_render + job_plan.invalid == 0:
+        committer.counts.skipped = job_plan.done
+        return _finish(spec, run_id, committer, started)
+
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     use_gpus = cluster_gpus > 0 and spec.model.device != "cpu"
     actors = _actor_count(spec, cluster_gpus)
@@ -134,15 +186,13 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
                 gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
             )
 
-    items = (
-        ray.data.read_parquet(
-            info.files, filesystem=_pyarrow_fs(spec.manifest.path, options), num_cpus=CPU_STAGE_CPUS
+    rows = (
+        _read_manifest(spec, info)
+        .map_batches(
+            expand_rows, fn_args=(spec_dict, run_id, previous), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
         )
-        .map_batches(expand_rows, fn_args=(spec_dict, run_id), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
         .repartition(target_num_rows_per_block=spec.compute.batch_size)
-    )
-    videos = (
-        items.map_batches(
+        .map_batches(
             load_images,
             fn_args=(spec_dict,),
             batch_format="pyarrow",
@@ -159,41 +209,43 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
             num_cpus=spec.compute.cpus_per_actor,
         )
         .map_batches(
-            write_videos, fn_args=(spec_dict,), batch_format="pyarrow", batch_size=1, num_cpus=spec.compute.cpus_per_task
+            write_videos,
+            fn_args=(spec_dict,),
+            batch_format="pyarrow",
+            batch_size=1,
+            num_cpus=spec.compute.cpus_per_task,
         )
     )
-    metadata_url = storage.join(spec.output.url, "metadata")
     try:
-        videos.write_parquet(
-            metadata_url if storage.is_local(metadata_url, options) else storage.filesystem(metadata_url, options)[1],
-            filesystem=_pyarrow_fs(metadata_url, options),
-            filename_provider=FilenameProvider(dataset_uuid=run_id, file_format="parquet"),
-        )
+        for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+            committer.add(batch)
+        if job_plan is not None:
+            committer.counts.skipped = job_plan.done
+        return _finish(spec, run_id, committer, started)
+    except commit.TooManyErrors as error:
+        raise JobError(str(error)) from None
+    except JobError:
+        raise
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
+        committer.flush()
         raise JobError(_root_message(error)) from None
-    summary = summarise(spec, run_id, time.time() - started)
+
+
+def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: float) -> RunSummary:
+    committer.finish()
+    commit.publish(spec.output.url, spec.storage_options)
+    counts = committer.counts
+    summary = RunSummary(
+        run_id=run_id,
+        output=spec.output.url,
+        rendered=counts.rendered,
+        failed=counts.failed,
+        skipped=counts.skipped,
+        rerendered=counts.rerendered,
+        wall_seconds=time.time() - started,
+    )
     write_job_record(spec, summary)
     return summary
-
-
-def read_metadata(output_url: str, options: dict[str, Any] | None = None):
-    """The whole metadata table under an output, as one pyarrow Table."""
-    url = storage.join(output_url, "metadata")
-    fs, path = storage.filesystem(url, options)
-    files = sorted(name for name in fs.find(path) if name.endswith(".parquet"))
-    tables = [pq.read_table(fs.open(name, "rb")) for name in files]
-    import pyarrow as pa
-
-    from svdbatch.metadata import METADATA_SCHEMA
-
-    return pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
-
-
-def summarise(spec: JobSpec, run_id: str, wall_seconds: float) -> RunSummary:
-    table = read_metadata(spec.output.url, spec.storage_options).to_pylist()
-    mine = [row for row in table if row["run_id"] == run_id]
-    ok = sum(1 for row in mine if row["status"] == "ok")
-    return RunSummary(run_id, spec.output.url, ok, len(mine) - ok, wall_seconds)
 
 
 def write_job_record(spec: JobSpec, summary: RunSummary) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from svdbatch import storage
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
 from svdbatch.items import expand_row
-from svdbatch.metadata import METADATA_SCHEMA, OK, fail, to_rows, to_table
+from svdbatch.metadata import METADATA_SCHEMA, OK, SKIPPED, fail, to_rows, to_table
 from svdbatch.video import codec_name, encode_mp4
 
 
@@ -30,13 +31,29 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def expand_rows(batch: pa.Table, spec: dict[str, Any], run_id: str) -> pa.Table:
-    """Manifest rows -> work rows, ``variants`` per manifest row."""
+def _expand(batch: pa.Table, spec: dict[str, Any], run_id: str, previous: dict) -> list[dict[str, Any]]:
     job = JobSpec.model_validate(spec)
     items = []
     for row in batch.to_pylist():
-        items.extend(expand_row(row, job, run_id, job.output.url))
-    return to_table(items)
+        items.extend(expand_row(row, job, run_id, job.output.url, previous))
+    return items
+
+
+def expand_rows(batch: pa.Table, spec: dict[str, Any], run_id: str, previous: dict) -> pa.Table:
+    """Manifest rows -> the work rows to render (and error rows), ``variants`` per row; done items are dropped."""
+    return to_table([item for item in _expand(batch, spec, run_id, previous) if item["status"] != SKIPPED])
+
+
+def tally_items(batch: pa.Table, spec: dict[str, Any], run_id: str, previous: dict) -> pa.Table:
+    """The plan: how many items of these rows are new, done, to re-render (and why) or already invalid."""
+    counts = Counter((item["status"], item["rerender_reason"] or "") for item in _expand(batch, spec, run_id, previous))
+    return pa.table(
+        {
+            "status": [status for status, _ in counts],
+            "reason": [reason for _, reason in counts],
+            "items": list(counts.values()),
+        }
+    )
 
 
 def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:

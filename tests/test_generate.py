@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from helpers import TEST_RENDER
+
 from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 from svdbatch.generate import VideoGenerator

@@ -59,7 +59,9 @@ def test_video_key_is_under_videos_and_names_variant():
     assert video_key("sku/1", 2).endswith("_v0002.mp4")
 
 
-@pytest.mark.parametrize(("frames", "requested", "expected"), [(25, 8, 5), (14, 8, 7), (8, 8, 8), (7, 100, 7), (13, 4, 1)])
+@pytest.mark.parametrize(
+    ("frames", "requested", "expected"), [(25, 8, 5), (14, 8, 7), (8, 8, 8), (7, 100, 7), (13, 4, 1)]
+)
 def test_decode_chunk_divides_frames(frames, requested, expected):
     assert effective_decode_chunk(frames, requested) == expected
 

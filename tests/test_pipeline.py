@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from helpers import make_spec, write_images, write_manifest
+
 from svdbatch import pipeline
 from svdbatch.cli import main
 from svdbatch.images import load_image
@@ -39,7 +39,7 @@ def test_job_end_to_end_writes_decodable_videos_and_matching_metadata(ray_cluste
     _, manifest = inputs
     spec = make_spec(manifest, tmp_path / "out", seeds={"variants": 2})
     summary = pipeline.run(spec, progress=False)
-    assert (summary.ok, summary.failed) == (10, 0)
+    assert (summary.rendered, summary.failed) == (10, 0)
     rows = _table(tmp_path / "out")
     assert len(rows) == 10 and {row["status"] for row in rows} == {"ok"}
     for row in rows:
@@ -59,7 +59,7 @@ def test_missing_image_is_one_error_row_and_the_rest_complete(ray_cluster, input
         tmp_path / "m.parquet", {"key": ["a", "gone", "b"], "image": [images[0], str(tmp_path / "nope.png"), images[1]]}
     )
     summary = pipeline.run(make_spec(manifest, tmp_path / "out"), progress=False)
-    assert (summary.ok, summary.failed) == (2, 1)
+    assert (summary.rendered, summary.failed) == (2, 1)
     bad = [row for row in _table(tmp_path / "out") if row["status"] == "error"]
     assert len(bad) == 1 and bad[0]["key"] == "gone"
     assert "nope.png" in bad[0]["error"] and "not found" in bad[0]["error"]
@@ -75,7 +75,7 @@ def test_batch_size_and_actor_count_do_not_change_seeds_or_frames(ray_cluster, i
     runs = {}
     for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"num_actors": 2}}.items():
         spec = make_spec(manifest, tmp_path / name, seeds={"variants": 2}, video={"lossless": True}, compute=compute)
-        assert pipeline.run(spec, progress=False).ok == 10
+        assert pipeline.run(spec, progress=False).rendered == 10
         runs[name] = _frames_by_item(tmp_path / name)
     reference = runs["b1a1"]
     for name, frames in runs.items():
@@ -141,7 +141,7 @@ def test_demo_command_from_the_readme(tmp_path):
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "12 ok, 0 failed" in result.stdout
+    assert "12 ok, 0 failed, 0 already done" in result.stdout
     rows = pq.read_table(tmp_path / "demo" / "output" / "metadata").to_pylist()
     assert len(rows) == 12
     for row in rows:

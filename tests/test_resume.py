@@ -1,0 +1,152 @@
+"""Resume, exactly-once and fault tolerance, on a real local Ray cluster with the tiny model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from helpers import make_spec, write_images, write_manifest
+from svdbatch import pipeline
+from svdbatch.commit import COMMITS
+from svdbatch.video import probe
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("images"), 8)
+
+
+def _manifest(folder: Path, images: list[str], count: int) -> Path:
+    paths = [images[index % len(images)] for index in range(count)]
+    return write_manifest(folder / "manifest.parquet", {"key": [f"item-{i:03d}" for i in range(count)], "image": paths})
+
+
+def _table(output: Path) -> list[dict]:
+    return pq.read_table(output / "metadata").to_pylist()
+
+
+def _assert_exactly_once(output: Path, expected_items: int) -> None:
+    rows = _table(output)
+    ids = [(row["key"], row["variant"]) for row in rows]
+    assert len(ids) == len(set(ids)) == expected_items
+    assert {row["status"] for row in rows} == {"ok"}
+    for row in rows:
+        assert probe(row["video_uri"]).frames == row["num_frames"]
+    videos = sorted(os.listdir(output / "videos"))
+    assert videos == sorted(Path(row["video_uri"]).name for row in rows)  # no partial or stray files
+
+
+def _generation_actor_pids() -> list[int]:
+    return [
+        process.pid
+        for process in psutil.process_iter(["cmdline"])
+        if any("RayVideoGenerator" in part for part in (process.info["cmdline"] or []))
+    ]
+
+
+def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_path):
+    manifest = _manifest(tmp_path, images, 24)
+    spec = make_spec(manifest, tmp_path / "out", compute={"num_actors": 2, "batch_size": 1})
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(summary=pipeline.run(spec, progress=False)))
+    worker.start()
+    kills = 0
+    while worker.is_alive() and kills < 3:
+        pids = _generation_actor_pids()
+        videos = len(os.listdir(tmp_path / "out" / "videos")) if (tmp_path / "out" / "videos").exists() else 0
+        if pids and videos > kills * 4:
+            os.kill(pids[0], signal.SIGKILL)
+            kills += 1
+            time.sleep(2)
+        time.sleep(0.2)
+    worker.join(timeout=600)
+    assert kills == 3, "the job ended before three actors could be killed"
+    assert result["summary"].rendered == 24 and result["summary"].failed == 0
+    _assert_exactly_once(tmp_path / "out", 24)
+
+
+def _driver_env() -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path):
+    manifest = _manifest(tmp_path, images, 30)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(make_spec(manifest, tmp_path / "out").model_dump(mode="json")))
+    command = [sys.executable, "-m", "svdbatch", "run", str(job), "--quiet"]
+    driver = subprocess.Popen(command, env=_driver_env(), start_new_session=True, stdout=subprocess.DEVNULL)
+    commits = tmp_path / "out" / COMMITS
+    deadline = time.time() + 300
+    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    driver.wait()
+    committed = pq.read_table(commits).num_rows
+    assert 0 < committed < 30
+
+    rerun = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"{30 - committed} ok, 0 failed, {committed} already done" in rerun.stdout
+    rows = _table(tmp_path / "out")
+    assert len({(row["key"], row["variant"]) for row in rows}) == len(rows) == 30
+    assert not commits.exists() or not any(commits.iterdir())  # compacted into the table
+
+
+def test_rerun_of_finished_job_renders_nothing_and_changed_specs_rerender(ray_cluster, images, tmp_path):
+    manifest = _manifest(tmp_path, images, 4)
+    output = tmp_path / "out"
+    first = pipeline.run(make_spec(manifest, output), progress=False)
+    assert (first.rendered, first.skipped) == (4, 0)
+    before = {row["key"]: row for row in _table(output)}
+
+    again = pipeline.run(make_spec(manifest, output), progress=False)
+    assert (again.rendered, again.failed, again.skipped) == (0, 0, 4)
+    assert {row["key"]: row["sha256"] for row in _table(output)} == {k: r["sha256"] for k, r in before.items()}
+
+    more = pipeline.run(make_spec(manifest, output, seeds={"variants": 2}), progress=False)
+    assert (more.rendered, more.skipped, more.rerendered) == (4, 4, 0)  # only the new variants
+
+    changed = pipeline.run(make_spec(manifest, output, seeds={"variants": 2}, render={"motion_bucket_id": 40}))
+    assert (changed.rendered, changed.skipped, changed.rerendered) == (8, 0, 8)
+    rows = _table(output)
+    assert len(rows) == 8 and {row["motion_bucket_id"] for row in rows} == {40}
+    assert {row["rerender_reason"] for row in rows} == {"spec changed"}
+    _assert_exactly_once(output, 8)
+
+
+def test_max_error_fraction_aborts_only_when_exceeded_and_errors_are_retried(ray_cluster, images, tmp_path):
+    missing = [str(tmp_path / f"missing-{i}.png") for i in range(3)]
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": ["a", "b", "c", "d"], "image": missing + images[:1]})
+    with pytest.raises(pipeline.JobError, match=r"3 of 4 items failed, more than failures.max_error_fraction=0.5"):
+        pipeline.run(make_spec(manifest, tmp_path / "strict"), progress=False)
+
+    output = tmp_path / "lenient"
+    summary = pipeline.run(make_spec(manifest, output, failures={"max_error_fraction": 0.8}), progress=False)
+    assert (summary.rendered, summary.failed) == (1, 3)
+
+    shutil.copy(images[1], missing[0])  # the user fixes one input and resubmits
+    retry = pipeline.run(make_spec(manifest, output, failures={"max_error_fraction": 0.8}), progress=False)
+    assert (retry.rendered, retry.failed, retry.skipped, retry.rerendered) == (1, 2, 1, 3)
+    rows = {row["key"]: row for row in _table(output)}
+    assert len(rows) == 4 and rows["a"]["status"] == "ok" and rows["a"]["rerender_reason"] == "failed before"
+
+    kept = pipeline.run(
+        make_spec(manifest, output, failures={"max_error_fraction": 0.8, "retry_errors": False}), progress=False
+    )
+    assert (kept.rendered, kept.failed, kept.skipped) == (0, 0, 4)
