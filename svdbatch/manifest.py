@@ -55,17 +55,21 @@ def _check_schema(schema: pa.Schema, spec: JobSpec, where: str) -> None:
         )
 
 
+def _footer(fs, name: str) -> pq.FileMetaData:
+    with fs.open(name, "rb") as handle:
+        return pq.ParquetFile(handle).metadata
+
+
 def inspect(spec: JobSpec) -> ManifestInfo:
     """Check every file's footer (cheap: no row data is read) and count the rows."""
     options = spec.storage_options
-    files = list_files(spec.manifest.path, options)
+    files = storage.retrying(lambda: list_files(spec.manifest.path, options))
     fs, _ = storage.filesystem(spec.manifest.path, options)
     rows = 0
     schema = None
     for name in files:
         try:
-            with fs.open(name, "rb") as handle:
-                metadata = pq.ParquetFile(handle).metadata
+            metadata = storage.retrying(lambda name=name: _footer(fs, name))
         except Exception as error:  # noqa: BLE001 - any unreadable file is the same fatal problem
             raise ManifestError(f"manifest file {name}: not a readable Parquet file ({error})") from None
         file_schema = metadata.schema.to_arrow_schema()

@@ -166,13 +166,13 @@ def _remote_copy(source: str, options: dict[str, Any]) -> Path:
     fs, root = storage.filesystem(source, options)
 
     def fill(folder: Path) -> None:
-        for path in fs.find(root):
+        for path in storage.retrying(lambda: fs.find(root)):
             relative = os.path.relpath(path, root)
             if not relative.endswith((".json", ".safetensors", ".txt")):
                 continue
             destination = folder / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            fs.get_file(path, str(destination))
+            storage.retrying(lambda path=path, destination=destination: fs.get_file(path, str(destination)))
 
     return _publish(cache_root() / "models" / f"remote-{digest}", fill)
 

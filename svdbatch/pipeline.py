@@ -244,14 +244,40 @@ def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: fl
         rerendered=counts.rerendered,
         wall_seconds=time.time() - started,
     )
-    write_job_record(spec, summary)
+    write_job_record(spec, summary, started)
     return summary
 
 
-def write_job_record(spec: JobSpec, summary: RunSummary) -> None:
-    record = {"summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute}}
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("svdbatch", "torch", "diffusers", "transformers", "ray", "pyarrow", "fsspec"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, Any]:
+    """What ran, with which versions, when, and what came of it; storage secrets are redacted."""
+    resolved = spec.model_dump(mode="json")
+    resolved["storage_options"] = storage.redact(resolved["storage_options"])
+    return {
+        "run_id": summary.run_id,
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "spec": resolved,
+        "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
+    }
+
+
+def write_job_record(spec: JobSpec, summary: RunSummary, started: float) -> None:
+    """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
+    data = json.dumps(job_record(spec, summary, started), indent=2).encode()
+    storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
     storage.write_bytes(
-        storage.join(spec.output.url, "_job", "summary.json"),
-        json.dumps(record, indent=2).encode(),
-        spec.storage_options,
+        storage.join(spec.output.url, "_job", "runs", f"{summary.run_id}.json"), data, spec.storage_options
     )

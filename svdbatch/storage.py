@@ -7,8 +7,11 @@ object store PUT only becomes visible once complete.
 from __future__ import annotations
 
 import os
+import random
+import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -17,8 +20,47 @@ from fsspec.implementations.local import LocalFileSystem
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
 
 
+T = TypeVar("T")
+ATTEMPTS = 6
+BACKOFF_S = 0.2
+SECRET_WORDS = ("secret", "password", "token", "key", "credential", "sas", "signature")
+
+
 class StorageError(RuntimeError):
     """A URL that cannot be used, phrased for the user."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Worth retrying: throttling, 5xx, timeouts and dropped connections; never a missing object or a 403."""
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return False
+    if isinstance(error, (TimeoutError, ConnectionError)):
+        return True
+    text = f"{type(error).__name__} {error}".lower()
+    markers = ("503", "500", "502", "504", "slowdown", "throttl", "timeout", "timed out", "reset", "connection")
+    return any(marker in text for marker in markers)
+
+
+def retrying(action: Callable[[], T], attempts: int = ATTEMPTS) -> T:
+    """Run an object-store call with exponential backoff and jitter; a bounded budget, then the last error."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception as error:  # noqa: BLE001 - classified just below
+            if attempt == attempts - 1 or not is_transient(error):
+                raise
+            time.sleep(BACKOFF_S * 2**attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
+
+
+def redact(options: Any) -> Any:
+    """storage_options with every secret-looking value replaced, for logs, errors and the job record."""
+    if isinstance(options, dict):
+        return {
+            name: "***" if any(word in name.lower() for word in SECRET_WORDS) and value else redact(value)
+            for name, value in options.items()
+        }
+    return options
 
 
 def scheme(url: str) -> str:
@@ -48,12 +90,7 @@ def join(base: str, *parts: str) -> str:
 
 def read_bytes(url: str, options: dict[str, Any] | None = None) -> bytes:
     fs, path = filesystem(url, options)
-    return fs.cat_file(path)
-
-
-def size(url: str, options: dict[str, Any] | None = None) -> int:
-    fs, path = filesystem(url, options)
-    return fs.size(path)
+    return retrying(lambda: fs.cat_file(path))
 
 
 def write_bytes(url: str, data: bytes, options: dict[str, Any] | None = None) -> None:
@@ -69,12 +106,13 @@ def write_bytes(url: str, data: bytes, options: dict[str, Any] | None = None) ->
             if os.path.exists(partial):
                 os.remove(partial)
         return
-    fs.pipe_file(path, data)
+    # One PUT (or a multipart upload completed at the end): the object appears whole or not at all.
+    retrying(lambda: fs.pipe_file(path, data))
 
 
 def exists(url: str, options: dict[str, Any] | None = None) -> bool:
     fs, path = filesystem(url, options)
-    return fs.exists(path)
+    return retrying(lambda: fs.exists(path))
 
 
 def check_writable(url: str, options: dict[str, Any] | None = None) -> None:

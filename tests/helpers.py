@@ -29,8 +29,9 @@ def write_manifest(path: Path, columns: dict[str, list]) -> Path:
     return path
 
 
-def make_spec(manifest: Path, output: Path, **sections):
+def make_spec(manifest: Path | str, output: Path | str, storage_options: dict | None = None, **sections):
     data = {
+        "storage_options": storage_options or {},
         "manifest": {"path": str(manifest)},
         "output": {"url": str(output)},
         "render": dict(TEST_RENDER),

@@ -15,8 +15,8 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
-
 from helpers import make_spec, write_images, write_manifest
+
 from svdbatch import pipeline
 from svdbatch.commit import COMMITS
 from svdbatch.video import probe
