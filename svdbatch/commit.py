@@ -57,12 +57,12 @@ def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
 
 
 def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (key, variant): the most recent. Rows without a key (bad manifest rows) are kept per run."""
+    """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
     latest: dict[Any, dict[str, Any]] = {}
     for row in rows:
         if row["status"] not in (OK, ERROR):
             continue
-        ident = item_id(row["key"], row["variant"]) if row["key"] else (row["run_id"], row["source_uri"])
+        ident = item_id(row["key"], row["variant"]) if row["key"] else (row["run_id"], row["source_uri"], row["key"])
         current = latest.get(ident)
         if current is None or (row["finished_at"], row["run_id"]) >= (current["finished_at"], current["run_id"]):
             latest[ident] = row

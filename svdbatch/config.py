@@ -124,6 +124,14 @@ class ImageSpec(_Strict):
     max_pixels: int = Field(
         default=64_000_000, ge=1, description="Images with more pixels are rejected before they are decoded."
     )
+    allowed_schemes: list[str] | None = Field(
+        default=None,
+        description="URI schemes image URIs may use; default: those of the manifest and the output (so http(s), "
+        "a server-side request forgery risk, is off unless listed).",
+    )
+    allowed_prefixes: list[str] = Field(
+        default_factory=list, description="If set, every image URI must start with one of these prefixes."
+    )
 
 
 class FailureSpec(_Strict):

@@ -23,11 +23,16 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageError("file is empty")
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        # Our own limit below is the one that applies; Pillow's hard stop only catches absurd headers.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             image = Image.open(io.BytesIO(data))
-        except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-            raise ImageError(f"not a readable image ({error})") from None
+        except Image.DecompressionBombError:
+            raise ImageError(f"header claims more than the {max_pixels} pixel limit (images.max_pixels)") from None
+        except UnidentifiedImageError:
+            raise ImageError("not a readable image (unknown or corrupt format)") from None
+        except (OSError, SyntaxError, ValueError) as error:
+            raise ImageError(f"not a readable image ({type(error).__name__}: {error})") from None
     width, height = image.size
     if width * height > max_pixels:
         raise ImageError(f"{width}x{height} is more than the {max_pixels} pixel limit (images.max_pixels)")

@@ -122,16 +122,44 @@ def _resume(item: dict[str, Any], spec: JobSpec, previous: dict[str, tuple[str, 
         item["rerender_reason"] = "failed before"
 
 
+def allowed_schemes(spec: JobSpec) -> set[str]:
+    if spec.images.allowed_schemes is not None:
+        return {name.lower() for name in spec.images.allowed_schemes}
+    return {uri_scheme(spec.manifest.path), uri_scheme(spec.output.url)}
+
+
+def uri_scheme(uri: str) -> str:
+    head, sep, _ = uri.partition("://")
+    return head.lower() if sep else "file"
+
+
+def check_uri(uri: str, spec: JobSpec) -> str | None:
+    """Why an image URI may not be read, or None: an allow-list of schemes and prefixes, never a guess."""
+    scheme = uri_scheme(uri)
+    allowed = allowed_schemes(spec)
+    if scheme not in allowed:
+        return f"URI scheme {scheme!r} is not allowed (images.allowed_schemes: {', '.join(sorted(allowed))})"
+    prefixes = spec.images.allowed_prefixes
+    if prefixes and not any(uri.startswith(prefix) for prefix in prefixes):
+        return "URI is outside images.allowed_prefixes"
+    if "\0" in uri:
+        return "URI contains a NUL byte"
+    return None
+
+
 def expand_row(
     row: dict[str, Any],
     spec: JobSpec,
     run_id: str,
     output_url: str,
     previous: dict[str, tuple[str, str]] | None = None,
+    duplicates: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row.
 
     ``previous`` maps item ids to the (fingerprint, status) earlier runs committed; see ``commit.previous_state``.
+    ``duplicates`` maps keys that appear more than once in the manifest to their count: all their rows fail, as no
+    one of them is more right than the others.
     """
     raw_key = row.get(spec.manifest.key_column)
     key = None if raw_key is None else str(raw_key)
@@ -141,8 +169,13 @@ def expand_row(
     label = f"row {key!r}" if key else f"row with image {source!r}"
     if not key:
         return [fail(base, f"{label}: column {spec.manifest.key_column} is empty")]
+    if duplicates and key in duplicates:
+        return [fail(base, f"{label}: key appears {duplicates[key]} times in the manifest; keys must be unique")]
     if not isinstance(source, str) or not source.strip():
         return [fail(base, f"{label}: column {spec.manifest.image_column} is empty")]
+    refused = check_uri(source, spec)
+    if refused:
+        return [fail(base, f"{label}: image {source!r}: {refused}")]
     try:
         render, row_seed, variants = _overrides(row, spec)
     except ValueError as error:

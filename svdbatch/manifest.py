@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdbatch import storage
@@ -20,6 +21,7 @@ class ManifestInfo:
     files: list[str]
     rows: int
     schema: pa.Schema
+    duplicate_keys: dict[str, int]
 
 
 def list_files(url: str, options: dict | None = None) -> list[str]:
@@ -78,4 +80,20 @@ def inspect(spec: JobSpec) -> ManifestInfo:
         rows += metadata.num_rows
     if rows == 0:
         raise ManifestError(f"manifest.path {spec.manifest.path}: the manifest has no rows")
-    return ManifestInfo(files=files, rows=rows, schema=schema)
+    return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=_duplicate_keys(fs, files, spec))
+
+
+def _duplicate_keys(fs, files: list[str], spec: JobSpec) -> dict[str, int]:
+    """Keys on more than one row, found by reading only the key column (a few bytes per row)."""
+    chunks = []
+    for name in files:
+        column = storage.retrying(lambda name=name: _key_column(fs, name, spec.manifest.key_column))
+        chunks.extend(column.cast(pa.string()).chunks)
+    counts = pa.chunked_array(chunks, pa.string()).drop_null().value_counts()
+    repeated = pc.filter(counts, pc.greater(counts.field("counts"), 1))
+    return dict(zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist(), strict=True))
+
+
+def _key_column(fs, name: str, column: str) -> pa.ChunkedArray:
+    with fs.open(name, "rb") as handle:
+        return pq.read_table(handle, columns=[column]).column(0)

@@ -99,16 +99,17 @@ def _actor_count(spec: JobSpec, cluster_gpus: float) -> int:
 
 
 def _root_message(error: BaseException) -> str:
-    """The one line to show for a failure deep inside Ray: our own error if there is one, else the last cause."""
+    """The one line to show for a failure deep inside Ray: the innermost cause, without Ray's wrapping."""
     seen = error
-    while seen is not None:
-        if isinstance(seen, (ModelError, storage.StorageError, manifest.ManifestError)):
-            return str(seen)
+    while True:
         cause = getattr(seen, "cause", None) or seen.__cause__
         if cause is None or cause is seen:
             break
         seen = cause
-    return f"{type(seen).__name__}: {str(seen).strip().splitlines()[-1] if str(seen).strip() else ''}"
+    if isinstance(seen, (ModelError, storage.StorageError, manifest.ManifestError)):
+        return str(seen)
+    lines = [line for line in str(seen).strip().splitlines() if line.strip()]
+    return f"{type(seen).__name__}: {lines[0] if lines else 'no message'} (--verbose for the full trace)"
 
 
 def preflight(spec: JobSpec) -> manifest.ManifestInfo:
@@ -129,13 +130,13 @@ def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
     return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
 
 
-def plan(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, previous: dict) -> Plan:
+def plan(spec: JobSpec, info: manifest.ManifestInfo, run: dict[str, Any]) -> Plan:
     """Expand the whole manifest (no images, no model) and count what is new, done, changed or invalid."""
     tallies = (
         _read_manifest(spec, info)
         .map_batches(
             tally_items,
-            fn_args=(spec.model_dump(mode="json"), run_id, previous),
+            fn_args=(spec.model_dump(mode="json"), run),
             batch_format="pyarrow",
             num_cpus=CPU_STAGE_CPUS,
         )
@@ -168,7 +169,8 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
     options = spec.storage_options
     previous = commit.previous_state(spec.output.url, options)
     committer = commit.Committer(spec.output.url, run_id, options, spec.failures.max_error_fraction)
-    job_plan = plan(spec, info, run_id, previous) if previous else None
+    run = {"run_id": run_id, "previous": previous, "duplicates": info.duplicate_keys}
+    job_plan = plan(spec, info, run) if previous else None
     if job_plan is not None and job_plan.to_render + job_plan.invalid == 0:
         committer.counts.skipped = job_plan.done
         return _finish(spec, run_id, committer, started)
@@ -188,9 +190,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
 
     rows = (
         _read_manifest(spec, info)
-        .map_batches(
-            expand_rows, fn_args=(spec_dict, run_id, previous), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
-        )
+        .map_batches(expand_rows, fn_args=(spec_dict, run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
         .repartition(target_num_rows_per_block=spec.compute.batch_size)
         .map_batches(
             load_images,

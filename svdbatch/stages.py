@@ -31,22 +31,25 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _expand(batch: pa.Table, spec: dict[str, Any], run_id: str, previous: dict) -> list[dict[str, Any]]:
+def _expand(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     job = JobSpec.model_validate(spec)
     items = []
     for row in batch.to_pylist():
-        items.extend(expand_row(row, job, run_id, job.output.url, previous))
+        items.extend(expand_row(row, job, run["run_id"], job.output.url, run["previous"], run["duplicates"]))
     return items
 
 
-def expand_rows(batch: pa.Table, spec: dict[str, Any], run_id: str, previous: dict) -> pa.Table:
-    """Manifest rows -> the work rows to render (and error rows), ``variants`` per row; done items are dropped."""
-    return to_table([item for item in _expand(batch, spec, run_id, previous) if item["status"] != SKIPPED])
+def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
+    """Manifest rows -> the work rows to render (and error rows), ``variants`` per row; done items are dropped.
+
+    ``run`` holds what the driver learnt before starting: run_id, previous (committed state), duplicates (keys).
+    """
+    return to_table([item for item in _expand(batch, spec, run) if item["status"] != SKIPPED])
 
 
-def tally_items(batch: pa.Table, spec: dict[str, Any], run_id: str, previous: dict) -> pa.Table:
+def tally_items(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
     """The plan: how many items of these rows are new, done, to re-render (and why) or already invalid."""
-    counts = Counter((item["status"], item["rerender_reason"] or "") for item in _expand(batch, spec, run_id, previous))
+    counts = Counter((item["status"], item["rerender_reason"] or "") for item in _expand(batch, spec, run))
     return pa.table(
         {
             "status": [status for status, _ in counts],
