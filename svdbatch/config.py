@@ -88,6 +88,18 @@ class RenderParams(_Strict):
 class SeedSpec(_Strict):
     base_seed: int = Field(default=0, ge=0, lt=2**63, description="Job seed every item seed derives from.")
     variants: int = Field(default=1, ge=1, le=10_000, description="Videos per image, each with its own seed.")
+    motion_sweep: list[int] = Field(
+        default_factory=list,
+        description="Motion bucket ids that variants cycle through (variant v uses entry v mod length) unless the "
+        "row sets motion_bucket_id; empty: every variant uses render.motion_bucket_id.",
+    )
+
+    @model_validator(mode="after")
+    def _sweep_range(self) -> SeedSpec:
+        for value in self.motion_sweep:
+            if not 0 <= value <= 1023:
+                raise ValueError(f"motion_sweep entry {value} is outside 0..1023")
+        return self
 
 
 class VideoSpec(_Strict):

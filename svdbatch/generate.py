@@ -7,6 +7,7 @@ batch is retried item by item so one bad item cannot take its neighbours down wi
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from typing import Any
@@ -18,7 +19,7 @@ from PIL import Image
 
 from svdbatch.config import JobSpec
 from svdbatch.metadata import OK, fail, to_rows, to_table
-from svdbatch.model import ModelError, dtype_name, load_pipeline, pick_dtype
+from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
 
 CALL_PARAMS = (
     "width",
@@ -79,7 +80,11 @@ class VideoGenerator:
         self.dtype = dtype_name(pick_dtype(self.spec.model, self.device))
         self.pipe = load_pipeline(self.spec.model, self.device, self.spec.storage_options)
         # Where this pipeline runs, stamped on every row; the Ray adapter adds the node and GPU ids.
-        self.placement: dict[str, Any] = {"device": self.device, "model_dtype": self.dtype}
+        self.placement: dict[str, Any] = {
+            "device": self.device,
+            "model_dtype": self.dtype,
+            "model_options": json.dumps(applied_options(self.spec.model, self.device), sort_keys=True),
+        }
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         rows = to_rows(batch)

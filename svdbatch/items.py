@@ -181,9 +181,12 @@ def expand_row(
     except ValueError as error:
         return [fail(base, f"{label}: {error}")]
     items = []
+    sweep = spec.seeds.motion_sweep if row.get("motion_bucket_id") is None else []
     for variant in range(variants):
         item = dict(base)
         item.update(render.model_dump())
+        if sweep:
+            item["motion_bucket_id"] = sweep[variant % len(sweep)]
         item.update(
             variant=variant,
             seed=derive_seed(spec.seeds.base_seed, key, variant)

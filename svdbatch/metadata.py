@@ -31,6 +31,7 @@ METADATA_SCHEMA = pa.schema(
         pa.field("fit", pa.string()),
         pa.field("model_source", pa.string()),
         pa.field("model_dtype", pa.string()),
+        pa.field("model_options", pa.string()),
         pa.field("video_codec", pa.string()),
         pa.field("bytes", pa.int64()),
         pa.field("sha256", pa.string()),

@@ -216,6 +216,19 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {value: key for key, value in DTYPES.items()}[dtype]
 
 
+def applied_options(spec: ModelSpec, device: str) -> dict[str, Any]:
+    """The performance options as actually applied on this device (CUDA-only ones are off on the CPU)."""
+    on_cuda = device.startswith("cuda")
+    return {
+        "variant": spec.variant,
+        "compile_unet": spec.compile_unet,
+        "forward_chunking": spec.forward_chunking,
+        "channels_last": on_cuda and spec.channels_last,
+        "allow_tf32": on_cuda and spec.allow_tf32,
+        "cpu_offload": on_cuda and spec.cpu_offload,
+    }
+
+
 def load_pipeline(spec: ModelSpec, device: str, options: dict[str, Any] | None = None):
     """Load once per actor, apply the GPU options from the spec, and return the ready pipeline."""
     quiet_libraries()
@@ -229,20 +242,25 @@ def load_pipeline(spec: ModelSpec, device: str, options: dict[str, Any] | None =
         )
     except Exception as error:  # noqa: BLE001 - every load failure is fatal and reported the same way
         raise ModelError(f"model.source {spec.source}: cannot load ({type(error).__name__}: {error})") from None
+    return configure(pipe, spec, device)
+
+
+def configure(pipe, spec: ModelSpec, device: str):
+    """Apply the spec's performance options and move the pipeline to its device."""
     pipe.set_progress_bar_config(disable=True)
-    on_cuda = device.startswith("cuda")
-    if on_cuda and spec.allow_tf32:
+    options = applied_options(spec, device)
+    if options["allow_tf32"]:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if spec.forward_chunking:
+    if options["forward_chunking"]:
         pipe.unet.enable_forward_chunking()
-    if on_cuda and spec.channels_last:
+    if options["channels_last"]:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
-    if on_cuda and spec.cpu_offload:
+    if options["cpu_offload"]:
         pipe.enable_model_cpu_offload(device=device)
     else:
         pipe.to(device)
-    if spec.compile_unet:
+    if options["compile_unet"]:
         pipe.unet = torch.compile(pipe.unet)
     return pipe

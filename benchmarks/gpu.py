@@ -1,0 +1,195 @@
+"""One-GPU throughput: bare diffusers vs svdbatch's generation path, on the full-size SVD-XT architecture.
+
+    python benchmarks/gpu.py                 # CUDA: SVD-XT shapes, random fp16 weights, 1024x576, 25 frames, 25 steps
+    python benchmarks/gpu.py --reduced       # anywhere: the tiny model at 64x64, 8 frames, 4 steps (CI runs this)
+
+No weights are downloaded: the architecture is built from the configs below (those of
+stabilityai/stable-video-diffusion-img2vid-xt) with random weights, which cost the same FLOPs as trained ones.
+"Bare" is what the diffusers docs show: one image per call, default options. "svdbatch" is the same call through
+``svdbatch.generate.call_pipeline`` with the job spec's options applied by ``svdbatch.model.configure``
+(channels_last, TF32, optionally torch.compile) and batches of 1, 2 or 4 items with one generator each.
+Printed per row: seconds per video, videos per hour, peak GPU memory, busy fraction (time inside pipeline calls
+over wall time) and the ratio to bare diffusers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from svdbatch.config import ModelSpec  # noqa: E402
+from svdbatch.generate import call_pipeline  # noqa: E402
+from svdbatch.model import build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
+
+SVD_XT_UNET = dict(
+    sample_size=96,
+    in_channels=8,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
+    up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
+    block_out_channels=(320, 640, 1280, 1280),
+    addition_time_embed_dim=256,
+    projection_class_embeddings_input_dim=768,
+    layers_per_block=2,
+    cross_attention_dim=1024,
+    transformer_layers_per_block=1,
+    num_attention_heads=(5, 10, 20, 20),
+    num_frames=25,
+)
+SVD_XT_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    block_out_channels=[128, 256, 512, 512],
+    layers_per_block=2,
+    latent_channels=4,
+    sample_size=768,
+    scaling_factor=0.18215,
+    force_upcast=True,
+)
+SVD_XT_CLIP = dict(
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=16,
+    patch_size=14,
+    image_size=224,
+    projection_dim=1024,
+    hidden_act="gelu",
+)
+FULL = dict(width=1024, height=576, num_frames=25, num_inference_steps=25, decode_chunk_size=5)
+REDUCED = dict(width=64, height=64, num_frames=8, num_inference_steps=4, decode_chunk_size=8)
+
+
+def build_svd_xt(device: str, dtype: torch.dtype):
+    """The SVD-XT pipeline with random weights, initialised directly on the device."""
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    tiny = build_tiny_pipeline()  # only for its scheduler, which has no weights
+    with torch.device(device):
+        unet = UNetSpatioTemporalConditionModel(**SVD_XT_UNET).to(dtype)
+        vae = AutoencoderKLTemporalDecoder(**SVD_XT_VAE).to(dtype)
+        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**SVD_XT_CLIP)).to(dtype)
+    return StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=encoder,
+        unet=unet,
+        scheduler=tiny.scheduler,
+        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
+    )
+
+
+def _params(shape: dict) -> dict:
+    return dict(
+        shape, fps=6, motion_bucket_id=127, noise_aug_strength=0.02, min_guidance_scale=1.0, max_guidance_scale=3.0
+    )
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def bare(pipe, images, shape, device: str) -> tuple[float, float]:
+    """The documented diffusers loop: one video per call."""
+    wall_started = time.perf_counter()
+    busy = 0.0
+    for index, image in enumerate(images):
+        started = time.perf_counter()
+        pipe(
+            image,
+            width=shape["width"],
+            height=shape["height"],
+            num_frames=shape["num_frames"],
+            num_inference_steps=shape["num_inference_steps"],
+            decode_chunk_size=shape["decode_chunk_size"],
+            generator=torch.Generator(device).manual_seed(index),
+            output_type="np",
+        )
+        _sync(device)
+        busy += time.perf_counter() - started
+    return time.perf_counter() - wall_started, busy
+
+
+def ours(pipe, images, shape, device: str, batch: int) -> tuple[float, float]:
+    wall_started = time.perf_counter()
+    busy = 0.0
+    for start in range(0, len(images), batch):
+        chunk = images[start : start + batch]
+        started = time.perf_counter()
+        call_pipeline(pipe, chunk, list(range(start, start + len(chunk))), _params(shape), device)
+        _sync(device)
+        busy += time.perf_counter() - started
+    return time.perf_counter() - wall_started, busy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reduced", action="store_true", help="Tiny model and shapes; runs on a CPU.")
+    parser.add_argument("--items", type=int, default=8, help="Videos per configuration (after one warm-up call).")
+    parser.add_argument("--batches", default="1,2,4")
+    parser.add_argument("--compile", choices=["both", "off", "on"], default="both")
+    args = parser.parse_args()
+    quiet_libraries()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    reduced = args.reduced or device == "cpu"
+    shape = REDUCED if reduced else FULL
+    dtype_name = "fp32" if device == "cpu" else "fp16"
+    dtype = torch.float32 if device == "cpu" else torch.float16
+    size = f"{shape['width']}x{shape['height']}, {shape['num_frames']} frames, {shape['num_inference_steps']} steps"
+    print(f"device: {torch.cuda.get_device_name() if device == 'cuda' else 'cpu'}; {size}; {dtype_name}")
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 255, (shape["height"], shape["width"], 3), dtype=np.uint8))
+        for _ in range(args.items)
+    ]
+
+    def fresh_pipe():
+        return build_tiny_pipeline().to(dtype).to(device) if reduced else build_svd_xt(device, dtype)
+
+    rows = []
+    pipe = fresh_pipe()
+    pipe.set_progress_bar_config(disable=True)
+    bare(pipe, images[:1], shape, device)  # warm-up
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    wall, busy = bare(pipe, images, shape, device)
+    rows.append(("bare diffusers", 1, wall, busy, _peak(device)))
+    compile_modes = {"both": [False, True], "off": [False], "on": [True]}[args.compile]
+    for compiled in compile_modes:
+        pipe = configure(fresh_pipe(), ModelSpec(dtype=dtype_name, compile_unet=compiled), device)
+        for batch in (int(value) for value in args.batches.split(",")):
+            ours(pipe, images[:batch], shape, device, batch)  # warm-up (and compilation) for this batch shape
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            wall, busy = ours(pipe, images, shape, device, batch)
+            rows.append((f"svdbatch{' +compile' if compiled else ''}", batch, wall, busy, _peak(device)))
+    baseline = rows[0][2] / args.items
+    print(f"{'path':<20}{'batch':>6}{'s/video':>10}{'videos/h':>10}{'peak GiB':>10}{'busy':>7}{'vs bare':>9}")
+    for name, batch, wall, busy, peak in rows:
+        per_video = wall / args.items
+        print(
+            f"{name:<20}{batch:>6}{per_video:>10.2f}{3600 / per_video:>10.1f}{peak:>10.1f}"
+            f"{busy / wall:>7.0%}{baseline / per_video:>8.2f}x"
+        )
+
+
+def _peak(device: str) -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else float("nan")
+
+
+if __name__ == "__main__":
+    main()
