@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 
 from svdbatch.config import SpecError, load_spec, reference
+from svdbatch.plan import GPU_TFLOPS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -30,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
     demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
     demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
+    plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
+    plan.add_argument("job", help="Job spec YAML.")
+    plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
+    plan.add_argument("--gpu", default="H100", choices=sorted(GPU_TFLOPS), help="GPU kind for the estimate.")
+    plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
     commands.add_parser("spec", help="Print the job spec reference.")
     return parser
 
@@ -45,6 +51,21 @@ def _run(job: Path, args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else EXIT_FAILED
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from svdbatch import manifest, storage
+    from svdbatch.model import ModelError
+    from svdbatch.pipeline import JobError
+    from svdbatch.plan import make_plan
+
+    spec = load_spec(Path(args.job), args.set)
+    try:
+        report = make_plan(spec, args.gpu, args.seconds_per_video)
+    except (manifest.ManifestError, ModelError, storage.StorageError) as error:
+        raise JobError(str(error)) from None
+    print("\n".join(report.lines(args.gpus, args.gpu)))
+    return 0 if not report.problems else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "spec":
@@ -54,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     from svdbatch.pipeline import JobError
 
     try:
+        if args.command == "plan":
+            return _plan(args)
         if args.command == "demo":
             from svdbatch.demo import prepare
 

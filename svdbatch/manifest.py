@@ -65,7 +65,14 @@ def _footer(fs, name: str) -> pq.FileMetaData:
 def inspect(spec: JobSpec) -> ManifestInfo:
     """Check every file's footer (cheap: no row data is read) and count the rows."""
     options = spec.storage_options
-    files = storage.retrying(lambda: list_files(spec.manifest.path, options))
+    try:
+        files = storage.retrying(lambda: list_files(spec.manifest.path, options))
+    except (ManifestError, storage.StorageError):
+        raise
+    except Exception as error:  # noqa: BLE001 - credentials, network, permissions: all stop the job the same way
+        raise ManifestError(
+            f"manifest.path {spec.manifest.path}: cannot list ({type(error).__name__}: {error})"
+        ) from None
     fs, _ = storage.filesystem(spec.manifest.path, options)
     rows = 0
     schema = None

@@ -1,0 +1,106 @@
+"""Multi-node for real: a local Ray cluster with a head and two GPU worker nodes (logical GPUs, CPU execution),
+and the demo submitted with the real ``ray job submit`` CLI to a ``ray start`` head."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from helpers import make_spec, write_images, write_manifest
+from s3_server import free_port
+
+from svdbatch import pipeline
+from svdbatch.video import probe
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def multi_node():
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
+    workers = [cluster.add_node(num_cpus=1, num_gpus=2) for _ in range(2)]
+    ray.init(address=cluster.address, logging_level="ERROR")
+    cluster.wait_for_nodes()
+    yield {node.node_id for node in workers}
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
+    images = write_images(tmp_path / "images", 4)
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(8)], "image": images * 2})
+    # num_actors left unset: one actor per GPU in the cluster (4), each pinned to one logical GPU.
+    compute = {"num_actors": None, "batch_size": 1, "cpus_per_actor": 0.2, "cpus_per_task": 0.1, "torch_threads": 1}
+    spec = make_spec(manifest, tmp_path / "out", compute=compute)
+    summary = pipeline.run(spec, progress=False)
+    assert (summary.rendered, summary.failed) == (8, 0)
+    rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
+    placements = {(row["node_id"], row["gpu_id"]) for row in rows}
+    assert {node for node, _ in placements} <= multi_node
+    assert len({node for node, _ in placements}) >= 2, placements
+    assert len({gpu for _, gpu in placements}) >= 2, placements
+    assert all(row["device"] == "cpu" for row in rows)  # logical GPUs: CPU execution underneath
+
+
+def _ray(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
+    ray_cli = str(Path(sys.executable).with_name("ray"))
+    return subprocess.run([ray_cli, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def test_demo_submitted_with_ray_job_submit(tmp_path):
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
+    dashboard = free_port()
+    started = _ray(
+        "start",
+        "--head",
+        "--num-cpus",
+        "2",
+        f"--port={free_port()}",
+        "--dashboard-host",
+        "127.0.0.1",
+        f"--dashboard-port={dashboard}",
+        "--include-dashboard=true",
+        env=env,
+    )
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        demo_dir = tmp_path / "demo"
+        submitted = _ray(
+            "job",
+            "submit",
+            "--address",
+            f"http://127.0.0.1:{dashboard}",
+            "--working-dir",
+            ".",
+            "--runtime-env",
+            "jobs/runtime_env.yaml",
+            "--",
+            "python",
+            "-m",
+            "svdbatch",
+            "demo",
+            "--dir",
+            str(demo_dir),
+            "--quiet",
+            env=env,
+            timeout=600,
+        )
+        assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
+        assert "SUCCEEDED" in submitted.stdout + submitted.stderr
+        assert "12 ok, 0 failed" in submitted.stdout
+        rows = pq.read_table(demo_dir / "output" / "metadata").to_pylist()
+        assert len(rows) == 12 and {row["status"] for row in rows} == {"ok"}
+        assert probe(rows[0]["video_uri"]).frames == 8
+    finally:
+        _ray("stop", "--force", env=env)
+        time.sleep(1)
