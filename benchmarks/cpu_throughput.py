@@ -105,7 +105,7 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, svdbatch batch size {args.batch}")
     print(
         f"{'shape':<16}{'items':>6}{'hand items/s':>14}{'svdbatch items/s':>18}{'ratio':>8}"
-        f"{'steady ratio':>14}{'overhead':>10}"
+        f"{'steady ratio':>14}{'overhead':>10}{'hand s/item':>13}{'call s/item':>13}"
     )
     for entry in args.shapes.split(","):
         shape, _, count = entry.partition(":")
@@ -129,7 +129,7 @@ def main() -> None:
         overhead = max(0.0, 1 - model_time / steady) if steady else 0.0
         print(
             f"{shape:<16}{items:>6}{hand_rate:>14.3f}{ours:>18.3f}{ours / hand_rate:>8.2f}"
-            f"{hand_steady / steady:>14.2f}{overhead:>9.1%}"
+            f"{hand_steady / steady:>14.2f}{overhead:>9.1%}{hand_steady:>13.3f}{model_time:>13.3f}"
         )
     ray.shutdown()
 
