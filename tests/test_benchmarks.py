@@ -1,0 +1,39 @@
+"""The benchmarks run and print their tables (at toy sizes), so they cannot rot between GPU runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str) -> str:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True, timeout=900, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_gpu_benchmark_runs_reduced_on_cpu():
+    out = _run("gpu.py", "--reduced", "--items", "2", "--batches", "1,2", "--compile", "off")
+    lines = [line for line in out.splitlines() if line.startswith(("bare diffusers", "svdbatch"))]
+    assert len(lines) == 3 and "64x64, 8 frames, 4 steps" in out
+
+
+def test_cpu_benchmark_prints_both_paths_and_the_ratio():
+    out = _run("cpu_throughput.py", "--shapes", "64x64x8x2:4")
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "64x64x8x2" and row[1] == "4" and float(row[2]) > 0 and float(row[3]) > 0
+
+
+def test_memory_benchmark_prints_peaks_for_each_size():
+    out = _run("memory.py", "--rows", "8,16")
+    assert "driver peak growth 8 -> 16 rows" in out and "max worker MiB" in out
