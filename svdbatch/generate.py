@@ -18,21 +18,11 @@ import torch
 from PIL import Image
 
 from svdbatch.config import JobSpec
-from svdbatch.metadata import OK, fail, to_rows, to_table
+from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
 from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
 
-CALL_PARAMS = (
-    "width",
-    "height",
-    "num_frames",
-    "num_inference_steps",
-    "fps",
-    "motion_bucket_id",
-    "noise_aug_strength",
-    "min_guidance_scale",
-    "max_guidance_scale",
-    "decode_chunk_size",
-)
+# Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
+CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
 
 
 def pick_device(requested: str) -> str:
