@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -107,10 +106,10 @@ def main() -> None:
         return
     results = []
     for rows in (int(value) for value in args.rows.split(",")):
-        output = subprocess.run(
-            [sys.executable, __file__, "--child", str(rows)], capture_output=True, text=True, check=True, env=os.environ
-        ).stdout
-        results.append(json.loads(output.strip().splitlines()[-1]))
+        done = subprocess.run([sys.executable, __file__, "--child", str(rows)], capture_output=True, text=True)
+        if done.returncode:
+            sys.exit(f"the {rows}-row run failed:\n{done.stderr[-3000:]}")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     print(f"{'rows':>6}{'rendered':>10}{'wall s':>8}{'driver MiB':>12}{'max worker MiB':>16}{'all processes MiB':>19}")
     for result in results:
         print(
