@@ -10,6 +10,7 @@ from pathlib import Path
 
 from svdbatch.config import SpecError, load_spec, reference
 from svdbatch.plan import GPU_TFLOPS
+from svdbatch.scan import IMAGE_EXTENSIONS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -36,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
     plan.add_argument("--gpu", default="H100", choices=sorted(GPU_TFLOPS), help="GPU kind for the estimate.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
+    scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
+    scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
+    scan.add_argument("-o", "--output", required=True, help="Manifest to write (.parquet, local or URL).")
+    scan.add_argument("--column", action="append", default=[], metavar="NAME=VALUE", help="A constant column.")
+    scan.add_argument("--params", help="CSV with a 'key' column (relative path) and per-row parameter columns.")
+    scan.add_argument("--verbose", action="store_true", help="Full tracebacks.")
+    report = commands.add_parser("report", help="Write an HTML gallery of an output: OUTPUT/report/index.html.")
+    report.add_argument("output", help="The job's output URL or folder.")
+    report.add_argument("--set", action="append", default=[], metavar="storage_options.NAME=VALUE")
+    report.add_argument("--verbose", action="store_true", help="Full tracebacks.")
     commands.add_parser("spec", help="Print the job spec reference.")
     return parser
 
@@ -66,6 +77,38 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if not report.problems else EXIT_FAILED
 
 
+def _manifest(args: argparse.Namespace) -> int:
+    from svdbatch import storage
+    from svdbatch.pipeline import JobError
+    from svdbatch.scan import build_manifest, parse_constants, read_params
+
+    try:
+        constants = parse_constants(args.column)
+        params = read_params(args.params, {}) if args.params else {}
+        rows = build_manifest(args.source, args.output, constants, params)
+    except (ValueError, OSError, storage.StorageError) as error:
+        raise JobError(str(error)) from None
+    if rows == 0:
+        raise JobError(f"{args.source}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    print(f"manifest: {rows} images -> {args.output}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from svdbatch import storage
+    from svdbatch.config import parse_overrides
+    from svdbatch.pipeline import JobError
+    from svdbatch.report import write_report
+
+    options = parse_overrides(args.set).get("storage_options", {})
+    try:
+        index = write_report(args.output, options)
+    except (ValueError, OSError, storage.StorageError) as error:
+        raise JobError(str(error)) from None
+    print(f"report: {index}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "spec":
@@ -77,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "plan":
             return _plan(args)
+        if args.command == "manifest":
+            return _manifest(args)
+        if args.command == "report":
+            return _report(args)
         if args.command == "demo":
             from svdbatch.demo import prepare
 

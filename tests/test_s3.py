@@ -159,3 +159,16 @@ def test_unwritable_output_and_missing_client_fail_before_any_work(moto_server, 
         pipeline.run(make_spec(manifest, "gs://bucket/out"), progress=False)
     assert "pip install 'svdbatch[gcs]'" in str(caught.value) or "not writable" in str(caught.value)
     assert SECRET not in str(caught.value)
+
+
+def test_report_is_written_back_to_object_storage(runs, moto_server):
+    from svdbatch.report import write_report
+
+    port, client = moto_server
+    index = write_report(f"s3://{BUCKET}/out", _options(f"http://127.0.0.1:{port}"))
+    assert index == f"s3://{BUCKET}/out/report/index.html"
+    keys = _keys(client, "out/report/")
+    assert "out/report/index.html" in keys and "out/report/contact_sheet.png" in keys
+    assert len([key for key in keys if key.startswith("out/report/posters/")]) == 4
+    page = client.get_object(Bucket=BUCKET, Key="out/report/index.html")["Body"].read().decode()
+    assert "../videos/" in page and SECRET not in page

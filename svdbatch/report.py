@@ -1,0 +1,176 @@
+"""``svdbatch report OUTPUT``: a static HTML gallery written next to the outputs, local or on object storage.
+
+``{output}/report/index.html`` shows the run summary and per-stage timings, one poster per video (its first frame)
+that plays the MP4 on click, the failed items with their errors, and links a PNG contact sheet. Every path in the
+page is relative, so the folder works from disk, behind any static web server, or from a bucket's website endpoint.
+Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import tempfile
+from typing import Any
+
+import imageio_ffmpeg
+import numpy as np
+from PIL import Image
+
+from svdbatch import commit, storage
+from svdbatch.metadata import OK
+
+POSTER_WIDTH = 320
+SHEET_COLUMNS = 8
+SHEET_MAX = 96
+
+
+def first_frame(data: bytes) -> Image.Image:
+    with tempfile.TemporaryDirectory(prefix="svdbatch-report-") as folder:
+        path = os.path.join(folder, "video.mp4")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        reader = imageio_ffmpeg.read_frames(path, pix_fmt="rgb24")
+        meta = next(reader)
+        width, height = meta["size"]
+        frame = np.frombuffer(next(reader), dtype=np.uint8).reshape(height, width, 3)
+        reader.close()
+    return Image.fromarray(frame)
+
+
+def _poster(frame: Image.Image) -> Image.Image:
+    scale = POSTER_WIDTH / frame.width
+    return frame.resize((POSTER_WIDTH, max(1, round(frame.height * scale))), Image.Resampling.LANCZOS)
+
+
+def _encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, quality=85) if fmt == "JPEG" else image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def _relative_video(row: dict[str, Any], output: str) -> str:
+    prefix = output.rstrip("/") + "/"
+    uri = row["video_uri"]
+    return "../" + uri[len(prefix) :] if uri.startswith(prefix) else uri
+
+
+def contact_sheet(posters: list[Image.Image]) -> Image.Image:
+    shown = posters[:SHEET_MAX]
+    cell_height = max(poster.height for poster in shown)
+    rows = (len(shown) + SHEET_COLUMNS - 1) // SHEET_COLUMNS
+    sheet = Image.new("RGB", (SHEET_COLUMNS * POSTER_WIDTH, rows * cell_height), (20, 20, 20))
+    for index, poster in enumerate(shown):
+        sheet.paste(poster, ((index % SHEET_COLUMNS) * POSTER_WIDTH, (index // SHEET_COLUMNS) * cell_height))
+    return sheet
+
+
+def _mean(rows: list[dict[str, Any]], column: str) -> float:
+    values = [row[column] for row in rows if row[column] is not None]
+    return sum(values) / len(values) if values else 0.0
+
+
+def write_report(output: str, options: dict[str, Any] | None = None) -> str:
+    """Build the gallery under ``{output}/report/`` and return the URL of its index.html."""
+    options = options or {}
+    rows = commit.latest_rows(commit.read_rows(output, options).to_pylist())
+    if not rows:
+        raise ValueError(f"{output}: no metadata rows to report on")
+    summary_url = storage.join(output, "_job", "summary.json")
+    summary = (
+        json.loads(storage.read_bytes(summary_url, options))["summary"] if storage.exists(summary_url, options) else {}
+    )
+    report = storage.join(output, "report")
+    ok = [row for row in rows if row["status"] == OK]
+    failed = [row for row in rows if row["status"] != OK]
+    posters = []
+    cards = []
+    for index, row in enumerate(ok):
+        poster = _poster(first_frame(storage.read_bytes(row["video_uri"], options)))
+        posters.append(poster)
+        name = f"posters/{index:06d}.jpg"
+        storage.write_bytes(storage.join(report, name), _encode(poster, "JPEG"), options)
+        cards.append(_card(index, row, name, _relative_video(row, output)))
+    if posters:
+        storage.write_bytes(storage.join(report, "contact_sheet.png"), _encode(contact_sheet(posters), "PNG"), options)
+    page = _page(rows, ok, failed, summary, cards, bool(posters))
+    storage.write_bytes(storage.join(report, "index.html"), page.encode("utf-8"), options)
+    return storage.join(report, "index.html")
+
+
+def _card(index: int, row: dict[str, Any], poster: str, video: str) -> str:
+    label = html.escape(f"{row['key']} · v{row['variant']}")
+    details = html.escape(
+        f"seed {row['seed']} · {row['width']}x{row['height']} · {row['num_frames']} frames @ {row['fps']} fps · "
+        f"motion {row['motion_bucket_id']}"
+    )
+    return (
+        f'<figure class="card" id="card-{index}" data-status="ok" data-video="{html.escape(video)}">'
+        f'<img class="poster" src="{poster}" alt="{label}" loading="lazy">'
+        f"<figcaption><b>{label}</b><br><small>{details}</small></figcaption></figure>"
+    )
+
+
+def _page(rows, ok, failed, summary, cards, has_sheet: bool) -> str:
+    timings = " · ".join(
+        f"{stage} {_mean(ok, column):.2f}s"
+        for stage, column in (
+            ("load", "load_seconds"),
+            ("generate", "generate_seconds"),
+            ("encode", "encode_seconds"),
+            ("write", "write_seconds"),
+        )
+    )
+    rate = f"{summary['videos_per_minute']:.1f} videos/min over {summary['wall_seconds']:.0f}s" if summary else ""
+    errors = "".join(
+        f"<tr data-status='error'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
+        f"<td>{html.escape(str(row['source_uri']))}</td><td>{html.escape(str(row['error']))}</td></tr>"
+        for row in failed
+    )
+    sheet = '<a href="contact_sheet.png">contact sheet (PNG)</a>' if has_sheet else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>svdbatch report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa; color: #222; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax({POSTER_WIDTH}px, 1fr)); gap: 1rem; }}
+.card {{ margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 6px; overflow: hidden; cursor: pointer; }}
+.card img, .card video {{ width: 100%; display: block; }}
+figcaption {{ padding: .4rem .6rem; word-break: break-all; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid #ddd; padding: .3rem; }}
+.hidden {{ display: none; }}
+</style></head>
+<body data-posters-loaded="0" data-videos="{len(ok)}">
+<h1>svdbatch report</h1>
+<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rows)} items · {html.escape(rate)}</p>
+<p id="timings">mean per item: {html.escape(timings)} · {sheet}</p>
+<p><button data-filter="all">all</button> <button data-filter="ok">ok</button>
+<button data-filter="error">failed ({len(failed)})</button></p>
+<section class="grid" id="videos">{"".join(cards)}</section>
+<section id="failures"><h2>Failed items</h2>
+<table><tr><th>key</th><th>variant</th><th>source</th><th>error</th></tr>{errors}</table></section>
+<script>
+let loaded = 0;
+document.querySelectorAll("img.poster").forEach((img) => {{
+  const count = () => {{ if (img.naturalWidth > 0) document.body.dataset.postersLoaded = ++loaded; }};
+  if (img.complete) count(); else img.addEventListener("load", count);
+}});
+function play(card) {{
+  if (card.querySelector("video")) return;
+  const video = document.createElement("video");
+  video.src = card.dataset.video; video.controls = true; video.muted = true; video.loop = true; video.autoplay = true;
+  video.addEventListener("playing", () => {{ card.dataset.played = "true"; document.body.dataset.played = card.id; }});
+  card.querySelector("img").replaceWith(video);
+  video.play().catch(() => {{}});
+}}
+document.querySelectorAll(".card").forEach((card) => card.addEventListener("click", () => play(card)));
+document.querySelectorAll("button[data-filter]").forEach((button) => button.addEventListener("click", () => {{
+  const wanted = button.dataset.filter;
+  document.getElementById("videos").classList.toggle("hidden", wanted === "error");
+  document.getElementById("failures").classList.toggle("hidden", wanted === "ok");
+}}));
+const deepLink = location.hash.match(/^#play=(\\d+)$/);
+if (deepLink) {{ const card = document.getElementById("card-" + deepLink[1]); if (card) play(card); }}
+</script></body></html>
+"""

@@ -1,0 +1,91 @@
+"""``svdbatch manifest``: a folder or object-store prefix of images -> a Parquet manifest ``run`` accepts.
+
+It streams: files are listed with ``fs.walk`` and written in batches, so millions of images never sit in memory
+at once. Keys are the paths relative to the source (unique, stable across reruns); per-row parameters come from
+constants (``--column fps=8``) and/or a CSV keyed by the same relative path.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from svdbatch import storage
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+BATCH_ROWS = 50_000
+
+
+def _images(source: str, options: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(key, uri) per image below source, in a stable order."""
+    fs, root = storage.filesystem(source, options)
+    root = root.rstrip("/")
+    for folder, _, files in fs.walk(root):
+        for name in sorted(files):
+            if name.lower().endswith(IMAGE_EXTENSIONS):
+                path = f"{folder.rstrip('/')}/{name}"
+                yield path[len(root) + 1 :], fs.unstrip_protocol(path) if "://" in source else path
+
+
+def parse_constants(pairs: list[str]) -> dict[str, Any]:
+    constants = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--column {pair!r}: expected NAME=VALUE")
+        constants[name] = yaml.safe_load(raw)
+    return constants
+
+
+def read_params(url: str, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A CSV whose ``key`` column holds relative paths; its other columns become per-row parameters."""
+    text = storage.read_bytes(url, options).decode("utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    if rows and "key" not in rows[0]:
+        raise ValueError(f"{url}: the CSV needs a 'key' column (the image's path relative to the source)")
+    return {row.pop("key"): {name: yaml.safe_load(value) for name, value in row.items() if value != ""} for row in rows}
+
+
+def _schema(constants: dict[str, Any], params: dict[str, dict[str, Any]]) -> pa.Schema:
+    """Column types decided once, from every value given, so batches with gaps still share one schema."""
+    fields = [pa.field("key", pa.string()), pa.field("image", pa.string())]
+    names = dict.fromkeys([*constants, *sorted({name for values in params.values() for name in values})])
+    for name in names:
+        values = [values[name] for values in params.values() if name in values]
+        if name in constants:
+            values.append(constants[name])
+        fields.append(pa.field(name, pa.array(values).type))
+    return pa.schema(fields)
+
+
+def build_manifest(
+    source: str,
+    destination: str,
+    constants: dict[str, Any] | None = None,
+    params: dict[str, dict[str, Any]] | None = None,
+    options: dict[str, Any] | None = None,
+) -> int:
+    """Write the manifest (one atomic write) and return its row count."""
+    options = options or {}
+    constants = constants or {}
+    params = params or {}
+    schema = _schema(constants, params)
+    buffer = io.BytesIO()
+    count = 0
+    with pq.ParquetWriter(buffer, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        for key, uri in _images(source, options):
+            batch.append({"key": key, "image": uri, **constants, **params.get(key, {})})
+            if len(batch) >= BATCH_ROWS:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count, batch = count + len(batch), []
+        writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        count += len(batch)
+    storage.write_bytes(destination, buffer.getvalue(), options)
+    return count
