@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -64,6 +65,31 @@ class RunSummary:
             f"svdbatch: {self.rendered} ok, {self.failed} failed, {self.skipped} already done"
             f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
             f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
+        )
+
+
+class Progress:
+    """One line every few seconds on stderr: items done of the expected total, rate and ETA."""
+
+    def __init__(self, total: int, enabled: bool, every_s: float = 10.0):
+        self.total = total
+        self.enabled = enabled
+        self.every_s = every_s
+        self.started = self.last = time.monotonic()
+
+    def update(self, counts: commit.Counts) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < self.every_s:
+            return
+        self.last = now
+        done = counts.rendered + counts.failed
+        rate = done / (now - self.started)
+        left = max(0, self.total - done)
+        eta = f"{left / rate / 60:.1f} min" if rate else "unknown"
+        print(
+            f"svdbatch: {done}/{self.total} items ({counts.failed} failed), {rate * 60:.1f}/min, ETA {eta}",
+            file=sys.stderr,
+            flush=True,
         )
 
 
@@ -216,9 +242,12 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
             num_cpus=spec.compute.cpus_per_task,
         )
     )
+    expected = job_plan.to_render + job_plan.invalid if job_plan else info.rows * spec.seeds.variants
+    progress_line = Progress(expected, progress)
     try:
         for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
             committer.add(batch)
+            progress_line.update(committer.counts)
         if job_plan is not None:
             committer.counts.skipped = job_plan.done
         return _finish(spec, run_id, committer, started)

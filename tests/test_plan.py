@@ -52,3 +52,15 @@ def test_plan_estimates_gpu_time_and_takes_a_measured_latency(tmp_path, capsys):
 def test_svd_xt_latency_estimate_is_in_the_measured_range():
     seconds = seconds_per_video({"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25}, "A100")
     assert 30 < seconds < 90  # the public A100 demo takes about 60 s per video
+
+
+def test_progress_line_shows_done_of_total_and_an_eta(capsys):
+    from svdbatch.commit import Counts
+    from svdbatch.pipeline import Progress
+
+    progress = Progress(total=10, enabled=True, every_s=0)
+    progress.update(Counts(rendered=3, failed=1))
+    line = capsys.readouterr().err
+    assert line.startswith("svdbatch: 4/10 items (1 failed),") and "ETA" in line
+    Progress(total=10, enabled=False, every_s=0).update(Counts(rendered=3))
+    assert capsys.readouterr().err == ""
