@@ -80,10 +80,6 @@ def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[fsspec.
         raise StorageError(f"{url}: {error}") from None
 
 
-def is_local(url: str, options: dict[str, Any] | None = None) -> bool:
-    return isinstance(filesystem(url, options)[0], LocalFileSystem)
-
-
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(part.strip("/") for part in parts)])
 
