@@ -60,18 +60,17 @@ def test_demo_submitted_with_ray_job_submit(tmp_path):
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
     env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
     dashboard = free_port()
-    started = _ray(
-        "start",
-        "--head",
-        "--num-cpus",
-        "2",
-        f"--port={free_port()}",
-        "--dashboard-host",
-        "127.0.0.1",
-        f"--dashboard-port={dashboard}",
-        "--include-dashboard=true",
-        env=env,
-    )
+    # Every port fresh: agents of the previous test's cluster may still hold the default ones for a while.
+    ports = {
+        "--port": free_port(),
+        "--dashboard-port": dashboard,
+        "--dashboard-agent-listen-port": free_port(),
+        "--dashboard-agent-grpc-port": free_port(),
+        "--runtime-env-agent-port": free_port(),
+        "--metrics-export-port": free_port(),
+    }
+    options = [f"{flag}={port}" for flag, port in ports.items()]
+    started = _ray("start", "--head", "--num-cpus", "2", "--dashboard-host", "127.0.0.1", *options, env=env)
     assert started.returncode == 0, started.stderr[-2000:]
     try:
         demo_dir = tmp_path / "demo"
