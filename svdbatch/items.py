@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import OK, RENDER_COLUMNS, SKIPPED, blank_row, fail
+from svdbatch.metadata import ERROR, OK, RENDER_COLUMNS, SKIPPED, blank_row, fail
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
@@ -120,6 +120,15 @@ def _resume(item: dict[str, Any], spec: JobSpec, previous: dict[str, tuple[str, 
         item["status"] = SKIPPED
     else:
         item["rerender_reason"] = "failed before"
+
+
+def plan_category(item: dict[str, Any]) -> str:
+    """How a plan counts an item: invalid, done, changed, retry or new."""
+    if item["status"] == ERROR:
+        return "invalid"
+    if item["status"] == SKIPPED:
+        return "done"
+    return {"spec changed": "changed", "failed before": "retry"}.get(item["rerender_reason"], "new")
 
 
 def allowed_schemes(spec: JobSpec) -> set[str]:

@@ -177,17 +177,31 @@ def _remote_copy(source: str, options: dict[str, Any]) -> Path:
     return _publish(cache_root() / "models" / f"remote-{digest}", fill)
 
 
+def _is_remote(source: str) -> bool:
+    return "://" in source and storage.scheme(source) != "file"
+
+
+def _local_folder(spec: ModelSpec) -> Path:
+    """A local model folder, checked to be a diffusers pipeline."""
+    local = Path(spec.source.removeprefix("file://")).expanduser()
+    if not (local / "model_index.json").exists():
+        raise ModelError(f"model.source {spec.source}: not a diffusers pipeline folder (no model_index.json)")
+    return local
+
+
+def _looks_local(source: str) -> bool:
+    """A path rather than a hub id ("org/name"): absolute, relative with ./ or ../, home-relative, or file://."""
+    return source.startswith(("/", "./", "../", "~", "file://"))
+
+
 def resolve_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
     """A path or hub id diffusers can load, fetching to the node cache where needed."""
     if spec.source == TINY_MODEL:
         return str(ensure_tiny_model())
-    if "://" in spec.source and storage.scheme(spec.source) != "file":
+    if _is_remote(spec.source):
         return str(_remote_copy(spec.source, options or {}))
-    local = Path(spec.source.removeprefix("file://")).expanduser()
-    if local.exists():
-        if not (local / "model_index.json").exists():
-            raise ModelError(f"model.source {spec.source}: not a diffusers pipeline folder (no model_index.json)")
-        return str(local)
+    if _looks_local(spec.source) or Path(spec.source).exists():
+        return str(_local_folder(spec))
     return spec.source
 
 
@@ -195,15 +209,11 @@ def check_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> None
     """Cheap driver-side check that the model can be found, so a typo fails before any work."""
     if spec.source == TINY_MODEL:
         return
-    if "://" in spec.source and storage.scheme(spec.source) != "file":
-        index = storage.join(spec.source, "model_index.json")
-        if not storage.exists(index, options):
+    if _is_remote(spec.source):
+        if not storage.exists(storage.join(spec.source, "model_index.json"), options):
             raise ModelError(f"model.source {spec.source}: no model_index.json there")
-        return
-    local = Path(spec.source.removeprefix("file://")).expanduser()
-    if local.is_absolute() or spec.source.startswith(("./", "../", "~", "file://")):
-        if not (local / "model_index.json").exists():
-            raise ModelError(f"model.source {spec.source}: not a diffusers pipeline folder (no model_index.json)")
+    elif _looks_local(spec.source):
+        _local_folder(spec)
 
 
 def pick_dtype(spec: ModelSpec, device: str) -> torch.dtype:

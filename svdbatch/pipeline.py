@@ -13,6 +13,7 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,12 +39,12 @@ class Plan:
     new: int = 0
     done: int = 0
     changed: int = 0
-    retried: int = 0
+    retry: int = 0
     invalid: int = 0
 
     @property
     def to_render(self) -> int:
-        return self.new + self.changed + self.retried
+        return self.new + self.changed + self.retry
 
 
 @dataclass(frozen=True)
@@ -168,11 +169,9 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, run: dict[str, Any]) -> Pla
         )
         .take_all()
     )
-    counts = {"new": 0, "done": 0, "changed": 0, "retried": 0, "invalid": 0}
-    names = {("ok", ""): "new", ("skipped", ""): "done", ("ok", "spec changed"): "changed"}
-    names[("ok", "failed before")] = "retried"
+    counts: Counter = Counter()
     for tally in tallies:
-        counts[names.get((tally["status"], tally["reason"]), "invalid")] += tally["items"]
+        counts[tally["category"]] += tally["items"]
     return Plan(**counts)
 
 

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 
 from svdbatch import commit, manifest, storage
 from svdbatch.config import TINY_MODEL, JobSpec
-from svdbatch.items import expand_row
-from svdbatch.metadata import ERROR, OK, SKIPPED
+from svdbatch.items import expand_row, plan_category
+from svdbatch.metadata import OK
 from svdbatch.model import check_source
 
 # Dense bf16/fp16 matmul throughput (TFLOP/s) and the share of it a diffusers SVD call sustains. The utilisation is
@@ -86,12 +86,7 @@ def make_plan(spec: JobSpec, gpu: str = "H100", measured_seconds: float | None =
 
 def _count(report: PlanReport, item: dict, where: str) -> None:
     report.items += 1
-    if item["status"] == ERROR:
-        report.counts["invalid"] += 1
-        if len(report.problems) < MAX_PROBLEMS:
-            report.problems.append(f"{where}: {item['error']}")
-    elif item["status"] == SKIPPED:
-        report.counts["done"] += 1
-    else:
-        reason = item["rerender_reason"]
-        report.counts["changed" if reason == "spec changed" else "retry" if reason else "new"] += 1
+    category = plan_category(item)
+    report.counts[category] += 1
+    if category == "invalid" and len(report.problems) < MAX_PROBLEMS:
+        report.problems.append(f"{where}: {item['error']}")

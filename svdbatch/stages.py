@@ -18,7 +18,7 @@ import pyarrow as pa
 from svdbatch import storage
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
-from svdbatch.items import expand_row
+from svdbatch.items import expand_row, plan_category
 from svdbatch.metadata import METADATA_SCHEMA, OK, SKIPPED, fail, to_rows, to_table
 from svdbatch.video import codec_name, encode_mp4
 
@@ -48,15 +48,9 @@ def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> p
 
 
 def tally_items(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
-    """The plan: how many items of these rows are new, done, to re-render (and why) or already invalid."""
-    counts = Counter((item["status"], item["rerender_reason"] or "") for item in _expand(batch, spec, run))
-    return pa.table(
-        {
-            "status": [status for status, _ in counts],
-            "reason": [reason for _, reason in counts],
-            "items": list(counts.values()),
-        }
-    )
+    """The plan: how many items of these rows are new, done, changed, to retry or invalid."""
+    counts = Counter(plan_category(item) for item in _expand(batch, spec, run))
+    return pa.table({"category": list(counts), "items": list(counts.values())})
 
 
 def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
