@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_spec, write_images, write_manifest
+from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 from s3_server import free_port
 
 from svdbatch import pipeline
@@ -29,6 +29,7 @@ def multi_node():
     import ray
     from ray.cluster_utils import Cluster
 
+    stop_shared_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     workers = [cluster.add_node(num_cpus=1, num_gpus=2) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
@@ -38,6 +39,7 @@ def multi_node():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     images = write_images(tmp_path / "images", 4)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(8)], "image": images * 2})
@@ -101,6 +103,7 @@ def head_node(env: dict, dashboard: int):
             head.wait()
 
 
+@pytest.mark.slow
 def test_demo_submitted_with_ray_job_submit(tmp_path):
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
     env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
@@ -111,7 +114,7 @@ def test_demo_submitted_with_ray_job_submit(tmp_path):
         demo_dir = tmp_path / "demo"
         submit = ["job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", "."]
         submit += ["--runtime-env", "jobs/runtime_env.yaml", "--", "python", "-m", "svdbatch", "demo"]
-        submit += ["--dir", str(demo_dir), "--quiet"]
+        submit += ["--dir", str(demo_dir), "--images", "2", "--quiet"]
         for _ in range(30):  # the job agent comes up a few seconds after the dashboard
             submitted = _ray(*submit, env=env, timeout=600)
             if "No available agent" not in submitted.stdout + submitted.stderr:
@@ -119,7 +122,7 @@ def test_demo_submitted_with_ray_job_submit(tmp_path):
             time.sleep(2)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         assert "succeeded" in (submitted.stdout + submitted.stderr).lower()
-        assert "12 ok, 0 failed" in submitted.stdout
+        assert "4 ok, 0 failed" in submitted.stdout
         rows = pq.read_table(demo_dir / "output" / "metadata").to_pylist()
-        assert len(rows) == 12 and {row["status"] for row in rows} == {"ok"}
+        assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}
         assert probe(rows[0]["video_uri"]).frames == 8
