@@ -104,7 +104,8 @@ def head_node(env: dict, dashboard: int):
 
 
 @pytest.mark.slow
-def test_demo_submitted_with_ray_job_submit(tmp_path):
+def test_demo_submitted_with_ray_job_submit(ray_cluster, tmp_path):
+    """``ray_cluster`` is a bystander: stopping the test's own head must leave every other Ray cluster running."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
     env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
     # The cluster's `python` is the one svdbatch is installed in, as on a real node, whatever the caller's PATH.
@@ -126,3 +127,4 @@ def test_demo_submitted_with_ray_job_submit(tmp_path):
         rows = pq.read_table(demo_dir / "output" / "metadata").to_pylist()
         assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}
         assert probe(rows[0]["video_uri"]).frames == 8
+    assert ray_cluster.get(ray_cluster.remote(lambda: "still up").remote(), timeout=60) == "still up"
