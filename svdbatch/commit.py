@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.items import item_id
-from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, SKIPPED
+from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, SKIPPED
+from svdbatch.provenance import PROVENANCE_COLUMNS
 
 COMMITS = "_commits"
 TABLE = "metadata/metadata.parquet"
@@ -60,7 +61,7 @@ def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
     latest: dict[Any, dict[str, Any]] = {}
     for row in rows:
-        if row["status"] not in (OK, ERROR):
+        if row["status"] not in (OK, ERROR, REJECTED):
             continue
         ident = item_id(row["key"], row["variant"]) if row["key"] else (row["run_id"], row["source_uri"], row["key"])
         current = latest.get(ident)
@@ -91,10 +92,12 @@ def publish(output: str, options: dict[str, Any] | None = None) -> pa.Table:
 @dataclass
 class Counts:
     rendered: int = 0
+    rejected: int = 0
     failed: int = 0
     skipped: int = 0
     rerendered: int = 0
     errors: list[str] = field(default_factory=list)
+    environments: list[dict[str, str]] = field(default_factory=list)  # distinct provenance of the rendered rows
 
 
 class Committer:
@@ -112,12 +115,17 @@ class Committer:
         self._last_flush = time.monotonic()
 
     def add(self, batch: pa.Table) -> None:
-        for row in batch.select(["status", "error", "rerender_reason"]).to_pylist():
+        for row in batch.select(["status", "error", "rerender_reason", *PROVENANCE_COLUMNS]).to_pylist():
             if row["status"] == SKIPPED:
                 self.counts.skipped += 1
                 continue
+            environment = {name: row[name] for name in PROVENANCE_COLUMNS}
+            if environment["gpu_name"] and environment not in self.counts.environments:
+                self.counts.environments.append(environment)
             if row["status"] == OK:
                 self.counts.rendered += 1
+            elif row["status"] == REJECTED:
+                self.counts.rejected += 1
             else:
                 self.counts.failed += 1
                 if len(self.counts.errors) < 5:
@@ -133,7 +141,7 @@ class Committer:
         self._check_errors()
 
     def _check_errors(self, minimum: int = MIN_ITEMS_BEFORE_ABORT) -> None:
-        done = self.counts.rendered + self.counts.failed
+        done = self.counts.rendered + self.counts.rejected + self.counts.failed
         if done and done >= minimum and self.counts.failed / done > self.max_error_fraction:
             self.flush()
             raise TooManyErrors(

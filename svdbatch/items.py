@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import ERROR, OK, RENDER_COLUMNS, SKIPPED, blank_row, fail
+from svdbatch.metadata import ERROR, OK, REJECTED, RENDER_COLUMNS, SKIPPED, blank_row, fail
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
@@ -109,14 +109,18 @@ def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
 
 
 def _resume(item: dict[str, Any], spec: JobSpec, previous: dict[str, tuple[str, str]]) -> None:
-    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again."""
+    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again.
+
+    A rejected item is done: the same fingerprint renders the same pixels, so rendering it again cannot pass the
+    gates. The gates are not in the fingerprint because they do not shape the video.
+    """
     earlier = previous.get(item_id(item["key"], item["variant"]))
     if earlier is None:
         return
     old_fingerprint, old_status = earlier
     if old_fingerprint != item["fingerprint"]:
         item["rerender_reason"] = "spec changed"
-    elif old_status == OK or not spec.failures.retry_errors:
+    elif old_status in (OK, REJECTED) or not spec.failures.retry_errors:
         item["status"] = SKIPPED
     else:
         item["rerender_reason"] = "failed before"

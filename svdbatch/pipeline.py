@@ -23,6 +23,7 @@ from svdbatch import commit, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.generate import VideoGenerator
 from svdbatch.model import ModelError, check_source
+from svdbatch.provenance import package_version
 from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
 
 CPU_STAGE_CPUS = 0.25
@@ -56,6 +57,7 @@ class RunSummary:
     skipped: int
     rerendered: int
     wall_seconds: float
+    rejected: int = 0
 
     @property
     def videos_per_minute(self) -> float:
@@ -63,7 +65,8 @@ class RunSummary:
 
     def line(self) -> str:
         return (
-            f"svdbatch: {self.rendered} ok, {self.failed} failed, {self.skipped} already done"
+            f"svdbatch: {self.rendered} ok, {f'{self.rejected} rejected, ' if self.rejected else ''}"
+            f"{self.failed} failed, {self.skipped} already done"
             f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
             f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
         )
@@ -83,7 +86,7 @@ class Progress:
         if not self.enabled or now - self.last < self.every_s:
             return
         self.last = now
-        done = counts.rendered + counts.failed
+        done = counts.rendered + counts.rejected + counts.failed
         rate = done / (now - self.started)
         left = max(0, self.total - done)
         eta = f"{left / rate / 60:.1f} min" if rate else "unknown"
@@ -271,25 +274,24 @@ def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: fl
         skipped=counts.skipped,
         rerendered=counts.rerendered,
         wall_seconds=time.time() - started,
+        rejected=counts.rejected,
     )
-    write_job_record(spec, summary, started)
+    write_job_record(spec, summary, started, counts.environments)
     return summary
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("svdbatch", "torch", "diffusers", "transformers", "ray", "pyarrow", "fsspec"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    packages = ("svdbatch", "torch", "diffusers", "transformers", "ray", "pyarrow", "fsspec")
+    return {name: package_version(name) for name in packages}
 
 
-def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, Any]:
-    """What ran, with which versions, when, and what came of it; storage secrets are redacted."""
+def job_record(
+    spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]
+) -> dict[str, Any]:
+    """What ran, with which versions, when, and what came of it; storage secrets are redacted.
+
+    ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered.
+    """
     resolved = spec.model_dump(mode="json")
     resolved["storage_options"] = storage.redact(resolved["storage_options"])
     return {
@@ -297,14 +299,17 @@ def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, 
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
+        "environments": environments,
         "spec": resolved,
         "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
     }
 
 
-def write_job_record(spec: JobSpec, summary: RunSummary, started: float) -> None:
+def write_job_record(
+    spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]
+) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
-    data = json.dumps(job_record(spec, summary, started), indent=2).encode()
+    data = json.dumps(job_record(spec, summary, started, environments), indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
     storage.write_bytes(
         storage.join(spec.output.url, "_job", "runs", f"{summary.run_id}.json"), data, spec.storage_options

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from svdbatch import storage
+from svdbatch import quality, storage
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
 from svdbatch.items import expand_row, plan_category
-from svdbatch.metadata import METADATA_SCHEMA, OK, SKIPPED, fail, to_rows, to_table
+from svdbatch.metadata import METADATA_SCHEMA, OK, REJECTED, SHARD_INPUT_SCHEMA, SKIPPED, fail, to_rows, to_table
 from svdbatch.video import codec_name, encode_mp4
 
 
@@ -82,18 +82,26 @@ def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
 
 
 def write_videos(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
-    """Encode frames to MP4, write them at their final key, and emit the metadata rows (payload dropped)."""
+    """Measure quality, encode frames to MP4, write them at their final key, and emit the metadata rows.
+
+    The payload is dropped, except the MP4 and the fitted image when a shard stage follows.
+    """
     job = JobSpec.model_validate(spec)
     rows = to_rows(batch)
     for row in rows:
         if row["status"] == OK:
             _write(row, job)
-        row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
-    return to_table(rows, METADATA_SCHEMA)
+        row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc), frames=None)
+    return to_table(rows, SHARD_INPUT_SCHEMA if job.output.shards.enabled else METADATA_SCHEMA)
 
 
 def _write(row: dict[str, Any], job: JobSpec) -> None:
-    frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["num_frames"], row["height"], row["width"], 3)
+    shape = (row["height"], row["width"], 3)
+    frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["num_frames"], *shape)
+    row.update(quality.measure(frames, np.frombuffer(row["image"], np.uint8).reshape(shape), row["nonfinite_frames"]))
+    reason = quality.rejection(row, job.quality.model_dump())
+    if reason:
+        row.update(status=REJECTED, error=reason)
     started = time.perf_counter()
     try:
         data = encode_mp4(frames, row["fps"], job.video)
@@ -108,6 +116,7 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
         fail(row, f"write {uri!r}: {_describe(error)}")
         return
     row.update(
+        video=data if job.output.shards.enabled else None,
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         encode_seconds=encoded - started,
