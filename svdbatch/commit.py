@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.items import item_id
-from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, SKIPPED
+from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, SKIPPED, conform
 from svdbatch.provenance import PROVENANCE_COLUMNS
 
 COMMITS = "_commits"
@@ -46,7 +46,7 @@ def _read_parquet_files(url: str, options: dict[str, Any]) -> list[pa.Table]:
     tables = []
     for name in names:
         with fs.open(name, "rb") as handle:
-            tables.append(pq.read_table(handle).cast(METADATA_SCHEMA))
+            tables.append(conform(pq.read_table(handle)))
     return tables
 
 

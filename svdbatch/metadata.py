@@ -110,5 +110,13 @@ def to_rows(table: pa.Table) -> list[dict[str, Any]]:
     return table.to_pylist()
 
 
+def conform(table: pa.Table) -> pa.Table:
+    """A stored table in today's metadata schema; columns added since it was written read as null."""
+    missing = [field for field in METADATA_SCHEMA if field.name not in table.column_names]
+    for field in missing:
+        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
+
+
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) -> pa.Table:
     return pa.Table.from_pylist([{name: row.get(name) for name in schema.names} for row in rows], schema=schema)

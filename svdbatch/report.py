@@ -1,7 +1,8 @@
 """``svdbatch report OUTPUT``: a static HTML gallery written next to the outputs, local or on object storage.
 
 ``{output}/report/index.html`` shows the run summary and per-stage timings, one poster per video (its first frame)
-that plays the MP4 on click, the failed items with their errors, and links a PNG contact sheet. Every path in the
+that plays the MP4 on click, the failed items with their errors, the items the quality gates rejected with their
+reasons, and links a PNG contact sheet. Every path in the
 page is relative, so the folder works from disk, behind any static web server, or from a bucket's website endpoint.
 Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
 """
@@ -20,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from svdbatch import commit, storage
-from svdbatch.metadata import OK
+from svdbatch.metadata import OK, REJECTED
 
 POSTER_WIDTH = 320
 SHEET_COLUMNS = 8
@@ -84,7 +85,8 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     )
     report = storage.join(output, "report")
     ok = [row for row in rows if row["status"] == OK]
-    failed = [row for row in rows if row["status"] != OK]
+    rejected = [row for row in rows if row["status"] == REJECTED]
+    failed = [row for row in rows if row["status"] not in (OK, REJECTED)]
     posters = []
     cards = []
     for index, row in enumerate(ok):
@@ -95,7 +97,7 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
         cards.append(_card(index, row, name, _relative_video(row, output)))
     if posters:
         storage.write_bytes(storage.join(report, "contact_sheet.png"), _encode(contact_sheet(posters), "PNG"), options)
-    page = _page(rows, ok, failed, summary, cards, bool(posters))
+    page = _page(rows, ok, failed, rejected, summary, cards, bool(posters), output)
     storage.write_bytes(storage.join(report, "index.html"), page.encode("utf-8"), options)
     return storage.join(report, "index.html")
 
@@ -104,7 +106,7 @@ def _card(index: int, row: dict[str, Any], poster: str, video: str) -> str:
     label = html.escape(f"{row['key']} · v{row['variant']}")
     details = html.escape(
         f"seed {row['seed']} · {row['width']}x{row['height']} · {row['num_frames']} frames @ {row['fps']} fps · "
-        f"motion {row['motion_bucket_id']}"
+        f"motion {row['motion_bucket_id']} · {_quality(row)}"
     )
     return (
         f'<figure class="card" id="card-{index}" data-status="ok" data-video="{html.escape(video)}">'
@@ -113,7 +115,16 @@ def _card(index: int, row: dict[str, Any], poster: str, video: str) -> str:
     )
 
 
-def _page(rows, ok, failed, summary, cards, has_sheet: bool) -> str:
+def _quality(row: dict[str, Any]) -> str:
+    if row["motion_mean"] is None:  # rendered before svdbatch measured quality
+        return "quality not measured"
+    return (
+        f"mean motion {row['motion_mean']:.1f} · first frame {row['first_frame_psnr']:.1f} dB, "
+        f"SSIM {row['first_frame_ssim']:.2f}"
+    )
+
+
+def _page(rows, ok, failed, rejected, summary, cards, has_sheet: bool, output: str) -> str:
     timings = " · ".join(
         f"{stage} {_mean(ok, column):.2f}s"
         for stage, column in (
@@ -129,6 +140,12 @@ def _page(rows, ok, failed, summary, cards, has_sheet: bool) -> str:
         f"<td>{html.escape(str(row['source_uri']))}</td><td>{html.escape(str(row['error']))}</td></tr>"
         for row in failed
     )
+    rejections = "".join(
+        f"<tr data-status='rejected'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
+        f"<td><a href=\"{html.escape(_relative_video(row, output))}\">video</a></td>"
+        f"<td>{html.escape(str(row['error']))}</td></tr>"
+        for row in rejected
+    )
     sheet = '<a href="contact_sheet.png">contact sheet (PNG)</a>' if has_sheet else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>svdbatch report</title>
@@ -143,13 +160,17 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid 
 </style></head>
 <body data-posters-loaded="0" data-videos="{len(ok)}">
 <h1>svdbatch report</h1>
-<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rows)} items · {html.escape(rate)}</p>
+<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rejected)} rejected · {len(rows)} items ·
+{html.escape(rate)}</p>
 <p id="timings">mean per item: {html.escape(timings)} · {sheet}</p>
 <p><button data-filter="all">all</button> <button data-filter="ok">ok</button>
-<button data-filter="error">failed ({len(failed)})</button></p>
+<button data-filter="error">failed ({len(failed)})</button>
+<button data-filter="rejected">rejected ({len(rejected)})</button></p>
 <section class="grid" id="videos">{"".join(cards)}</section>
 <section id="failures"><h2>Failed items</h2>
 <table><tr><th>key</th><th>variant</th><th>source</th><th>error</th></tr>{errors}</table></section>
+<section id="rejections"><h2>Rejected by the quality gates</h2>
+<table><tr><th>key</th><th>variant</th><th>video</th><th>reason</th></tr>{rejections}</table></section>
 <script>
 let loaded = 0;
 document.querySelectorAll("img.poster").forEach((img) => {{
@@ -167,8 +188,10 @@ function play(card) {{
 document.querySelectorAll(".card").forEach((card) => card.addEventListener("click", () => play(card)));
 document.querySelectorAll("button[data-filter]").forEach((button) => button.addEventListener("click", () => {{
   const wanted = button.dataset.filter;
-  document.getElementById("videos").classList.toggle("hidden", wanted === "error");
-  document.getElementById("failures").classList.toggle("hidden", wanted === "ok");
+  const shown = {{ videos: "ok", failures: "error", rejections: "rejected" }};
+  for (const [id, status] of Object.entries(shown)) {{
+    document.getElementById(id).classList.toggle("hidden", wanted !== "all" && wanted !== status);
+  }}
 }}));
 const deepLink = location.hash.match(/^#play=(\\d+)$/);
 if (deepLink) {{ const card = document.getElementById("card-" + deepLink[1]); if (card) play(card); }}

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from helpers import TEST_RENDER
 
 from svdbatch import quality
+from svdbatch.commit import read_rows
 from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 from svdbatch.generate import nonfinite_frames, to_uint8
 from svdbatch.items import expand_row
 from svdbatch.metadata import to_table
+from svdbatch.provenance import PROVENANCE_COLUMNS
+from svdbatch.report import write_report
 from svdbatch.stages import write_videos
 from svdbatch.video import probe
 
@@ -108,3 +114,20 @@ def test_quality_gates_are_off_by_default_and_typos_fail():
     assert all(value is None for value in spec.quality.model_dump().values())
     with pytest.raises(ValueError, match="quality.max_blak_frames: unknown field"):
         build_spec({"manifest": {"path": "m"}, "output": {"url": "o"}, "quality": {"max_blak_frames": 0}})
+
+
+def test_report_filters_rejected_items_and_reads_tables_written_before_quality_columns(tmp_path, image):
+    black = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)
+    spec, batch = _rows(tmp_path, {"good": _moving(image), "black": black}, image, {}, quality={"max_black_frames": 0})
+    table = write_videos(batch, spec.model_dump(mode="json"))
+    (tmp_path / "metadata").mkdir()
+    pq.write_table(table, tmp_path / "metadata" / "metadata.parquet")
+    page = Path(write_report(str(tmp_path))).read_text()
+    assert "1 ok · 0 failed · 1 rejected" in page and 'data-filter="rejected"' in page
+    assert "black frames 8 &gt; quality.max_black_frames=0" in page and "SSIM 1.00" in page
+
+    old = table.drop_columns([*quality.QUALITY_COLUMNS, *PROVENANCE_COLUMNS, "shard"])
+    pq.write_table(old, tmp_path / "metadata" / "metadata.parquet")
+    rows = read_rows(str(tmp_path)).to_pylist()
+    assert {row["motion_mean"] for row in rows} == {None}
+    assert "quality not measured" in Path(write_report(str(tmp_path))).read_text()

@@ -150,3 +150,18 @@ def test_max_error_fraction_aborts_only_when_exceeded_and_errors_are_retried(ray
         make_spec(manifest, output, failures={"max_error_fraction": 0.8, "retry_errors": False}), progress=False
     )
     assert (kept.rendered, kept.failed, kept.skipped) == (0, 0, 4)
+
+
+def test_rejected_items_stay_in_the_table_and_count_as_done_on_reruns(ray_cluster, images, tmp_path):
+    manifest = _manifest(tmp_path, images, 3)
+    output = tmp_path / "out"
+    strict = {"min_first_frame_psnr": 99.0}  # the random tiny model never reproduces its input this closely
+    first = pipeline.run(make_spec(manifest, output, quality=strict), progress=False)
+    assert (first.rendered, first.rejected, first.failed) == (0, 3, 0)
+    assert "0 ok, 3 rejected, 0 failed" in first.line()
+    rows = _table(output)
+    assert {row["status"] for row in rows} == {"rejected"}
+    assert all("first-frame PSNR" in row["error"] and row["first_frame_psnr"] < 99 for row in rows)
+
+    again = pipeline.run(make_spec(manifest, output, quality=strict), progress=False)
+    assert (again.rendered, again.rejected, again.skipped) == (0, 0, 3)
