@@ -26,6 +26,7 @@ from svdbatch import storage
 from svdbatch.items import item_id
 from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, SKIPPED, conform
 from svdbatch.provenance import PROVENANCE_COLUMNS
+from svdbatch.shards import SHARDS, reconcile
 
 COMMITS = "_commits"
 TABLE = "metadata/metadata.parquet"
@@ -76,11 +77,18 @@ def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[s
     return {item_id(row["key"], row["variant"]): (row["fingerprint"], row["status"]) for row in rows if row["key"]}
 
 
-def publish(output: str, options: dict[str, Any] | None = None) -> pa.Table:
-    """Compact every row into the metadata table, written atomically, then drop the compacted commit files."""
+def publish(output: str, options: dict[str, Any] | None = None, shards: bool = False) -> pa.Table:
+    """Compact every row into the metadata table, written atomically, then drop the compacted commit files.
+
+    With shards (on now, or written by an earlier run) the shard folder is reconciled with the latest rows first.
+    """
     fs, commits = storage.filesystem(storage.join(output, COMMITS), options or {})
     compacted = [name for name in fs.find(commits) if name.endswith(".parquet")] if fs.exists(commits) else []
-    table = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
+    rows = read_rows(output, options)
+    latest = latest_rows(rows.to_pylist())
+    if shards or storage.exists(storage.join(output, SHARDS), options):
+        reconcile(output, rows, latest, options or {})
+    table = pa.Table.from_pylist(latest, schema=METADATA_SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     storage.write_bytes(storage.join(output, TABLE), buffer.getvalue(), options)

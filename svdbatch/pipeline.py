@@ -2,6 +2,7 @@
 
 read_parquet(manifest) -> expand_rows -> repartition -> load_images (CPU tasks)
   -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
+  [-> repartition into shard-sized blocks -> write_shards (CPU tasks), with output.shards]
   -> rows stream back to the driver -> commit files -> {output}/metadata/metadata.parquet
 """
 
@@ -24,6 +25,7 @@ from svdbatch.config import JobSpec
 from svdbatch.generate import VideoGenerator
 from svdbatch.model import ModelError, check_source
 from svdbatch.provenance import package_version
+from svdbatch.shards import write_shards
 from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
 
 CPU_STAGE_CPUS = 0.25
@@ -244,6 +246,14 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
             num_cpus=spec.compute.cpus_per_task,
         )
     )
+    if spec.output.shards.enabled:
+        rows = rows.repartition(target_num_rows_per_block=spec.output.shards.samples_per_shard).map_batches(
+            write_shards,
+            fn_args=(spec_dict,),
+            batch_format="pyarrow",
+            batch_size=None,
+            num_cpus=spec.compute.cpus_per_task,
+        )
     expected = job_plan.to_render + job_plan.invalid if job_plan else info.rows * spec.seeds.variants
     progress_line = Progress(expected, progress)
     try:
@@ -264,7 +274,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
 
 def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: float) -> RunSummary:
     committer.finish()
-    commit.publish(spec.output.url, spec.storage_options)
+    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
     counts = committer.counts
     summary = RunSummary(
         run_id=run_id,
