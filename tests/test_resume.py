@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
@@ -84,10 +87,22 @@ def _driver_env() -> dict[str, str]:
     return env
 
 
+def _shard_samples(output: Path) -> Counter:
+    """How often each sample key occurs across every tar in shards/ (indexed or not)."""
+    counts: Counter = Counter()
+    for path in (output / "shards").glob("*"):
+        if path.name != "index.json":
+            with tarfile.open(path) as archive:
+                counts.update(name.split(".", 1)[0] for name in archive.getnames() if name.endswith(".mp4"))
+    return counts
+
+
 def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path):
     manifest = _manifest(tmp_path, images, 30)
     job = tmp_path / "job.yaml"
-    job.write_text(yaml.safe_dump(make_spec(manifest, tmp_path / "out").model_dump(mode="json")))
+    spec = make_spec(manifest, tmp_path / "out").model_dump(mode="json")
+    spec["output"]["shards"] = {"enabled": True, "samples_per_shard": 4}
+    job.write_text(yaml.safe_dump(spec))
     command = [sys.executable, "-m", "svdbatch", "run", str(job), "--quiet"]
     driver = subprocess.Popen(command, env=_driver_env(), start_new_session=True, stdout=subprocess.DEVNULL)
     commits = tmp_path / "out" / COMMITS
@@ -106,6 +121,12 @@ def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path)
     rows = _table(tmp_path / "out")
     assert len({(row["key"], row["variant"]) for row in rows}) == len(rows) == 30
     assert not commits.exists() or not any(commits.iterdir())  # compacted into the table
+    # Shards: every sample exactly once across all tars on disk (orphans of the killed run removed), all indexed.
+    samples = _shard_samples(tmp_path / "out")
+    assert set(samples.values()) == {1} and len(samples) == 30
+    index = json.loads((tmp_path / "out" / "shards" / "index.json").read_text())
+    assert sorted(key for keys in index["shards"].values() for key in keys) == sorted(samples)
+    assert {row["shard"] for row in rows} == set(index["shards"])
 
 
 def test_rerun_of_finished_job_renders_nothing_and_changed_specs_rerender(ray_cluster, images, tmp_path):
