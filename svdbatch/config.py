@@ -35,9 +35,17 @@ class ShardSpec(_Strict):
         description="Also write WebDataset tar shards of the ok videos ({key}.mp4, .json row, .jpg input) under "
         "shards/, with shards/index.json listing each shard's samples.",
     )
-    samples_per_shard: int = Field(default=1000, ge=1, le=1_000_000, description="At most this many samples a shard.")
+    samples_per_shard: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="At most this many samples a shard; rows are grouped in blocks of this size before a shard "
+        "task writes them, so a block's MP4s are in memory together.",
+    )
     max_shard_bytes: int = Field(
-        default=1_000_000_000, ge=1, description="A shard is closed before it grows past this (one sample may exceed)."
+        default=256_000_000,
+        ge=1,
+        description="A shard is closed before its MP4s pass this many bytes (a larger single sample gets its own).",
     )
 
 
