@@ -315,9 +315,7 @@ def job_record(
     }
 
 
-def write_job_record(
-    spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]
-) -> None:
+def write_job_record(spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
     data = json.dumps(job_record(spec, summary, started, environments), indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)

@@ -142,7 +142,7 @@ def _page(rows, ok, failed, rejected, summary, cards, has_sheet: bool, output: s
     )
     rejections = "".join(
         f"<tr data-status='rejected'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
-        f"<td><a href=\"{html.escape(_relative_video(row, output))}\">video</a></td>"
+        f'<td><a href="{html.escape(_relative_video(row, output))}">video</a></td>'
         f"<td>{html.escape(str(row['error']))}</td></tr>"
         for row in rejected
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,3 +43,13 @@ def make_spec(manifest: Path | str, output: Path | str, storage_options: dict | 
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return build_spec(data)
+
+
+def shard_samples(output: Path) -> Counter:
+    """How often each sample key occurs across every tar under shards/, indexed or not."""
+    counts: Counter = Counter()
+    for path in (Path(output) / "shards").glob("*"):
+        if path.name != "index.json":
+            with tarfile.open(path) as archive:
+                counts.update(name.split(".", 1)[0] for name in archive.getnames() if name.endswith(".mp4"))
+    return counts

@@ -8,17 +8,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from helpers import make_spec, write_images, write_manifest
+from helpers import make_spec, shard_samples, write_images, write_manifest
 
 from svdbatch import pipeline
 from svdbatch.commit import COMMITS
@@ -87,16 +85,6 @@ def _driver_env() -> dict[str, str]:
     return env
 
 
-def _shard_samples(output: Path) -> Counter:
-    """How often each sample key occurs across every tar in shards/ (indexed or not)."""
-    counts: Counter = Counter()
-    for path in (output / "shards").glob("*"):
-        if path.name != "index.json":
-            with tarfile.open(path) as archive:
-                counts.update(name.split(".", 1)[0] for name in archive.getnames() if name.endswith(".mp4"))
-    return counts
-
-
 def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path):
     manifest = _manifest(tmp_path, images, 30)
     job = tmp_path / "job.yaml"
@@ -122,7 +110,7 @@ def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path)
     assert len({(row["key"], row["variant"]) for row in rows}) == len(rows) == 30
     assert not commits.exists() or not any(commits.iterdir())  # compacted into the table
     # Shards: every sample exactly once across all tars on disk (orphans of the killed run removed), all indexed.
-    samples = _shard_samples(tmp_path / "out")
+    samples = shard_samples(tmp_path / "out")
     assert set(samples.values()) == {1} and len(samples) == 30
     index = json.loads((tmp_path / "out" / "shards" / "index.json").read_text())
     assert sorted(key for keys in index["shards"].values() for key in keys) == sorted(samples)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import tarfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
-from helpers import TEST_RENDER
+from helpers import TEST_RENDER, shard_samples
 
 from svdbatch import commit
 from svdbatch.config import build_spec
@@ -53,15 +52,6 @@ def _commit(spec, run_id: str, table) -> None:
     commit.publish(spec.output.url, {}, shards=True)
 
 
-def _tar_samples(output: Path) -> Counter:
-    counts: Counter = Counter()
-    for path in (output / "shards").glob("*"):
-        if path.name != "index.json":
-            with tarfile.open(path) as archive:
-                counts.update(name.split(".", 1)[0] for name in archive.getnames() if name.endswith(".mp4"))
-    return counts
-
-
 def test_shards_round_trip_through_the_webdataset_library(tmp_path):
     output = tmp_path / "out"
     spec = _spec(output, samples_per_shard=2)
@@ -96,11 +86,11 @@ def test_orphans_are_deleted_and_superseded_samples_rewritten_so_each_sample_is_
     spec = _spec(output, samples_per_shard=10)
     _commit(spec, "run1", _render(spec, "run1", ["a", "b"]))
     _render(spec, "run2", ["c"])  # a killed run: its shard was written, its rows never committed
-    assert _tar_samples(output) == Counter({sample_key("a", 0): 1, sample_key("b", 0): 1, sample_key("c", 0): 1})
+    assert shard_samples(output) == Counter({sample_key("a", 0): 1, sample_key("b", 0): 1, sample_key("c", 0): 1})
 
     rerendered = _render(spec, "run3", ["a", "c"], shift=5)  # a changed, c rendered again after the kill
     _commit(spec, "run3", rerendered)
-    assert _tar_samples(output) == Counter({sample_key(key, 0): 1 for key in "abc"})
+    assert shard_samples(output) == Counter({sample_key(key, 0): 1 for key in "abc"})
     index = json.loads((output / "shards" / "index.json").read_text())
     assert sorted(len(keys) for keys in index["shards"].values()) == [1, 2] and index["samples"] == 3
     newest = {row["key"]: row["shard"] for row in rerendered.to_pylist()}
