@@ -84,11 +84,11 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
     """
     fs, commits = storage.filesystem(storage.join(output, COMMITS), options or {})
     compacted = [name for name in fs.find(commits) if name.endswith(".parquet")] if fs.exists(commits) else []
-    rows = read_rows(output, options)
-    latest = latest_rows(rows.to_pylist())
     if shards or storage.exists(storage.join(output, SHARDS), options):
-        reconcile(output, rows, latest, options or {})
-    table = pa.Table.from_pylist(latest, schema=METADATA_SCHEMA)
+        tables = _read_parquet_files(storage.join(output, COMMITS), options or {})
+        pending = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
+        reconcile(output, pending, latest_rows(pending.to_pylist()), options or {})
+    table = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     storage.write_bytes(storage.join(output, TABLE), buffer.getvalue(), options)

@@ -100,32 +100,40 @@ def _without_stale(data: bytes, keep: set[str]) -> bytes:
     return _tar(members, max(info.mtime for info in infos))
 
 
-def reconcile(output: str, rows: pa.Table, latest: list[dict[str, Any]], options: dict[str, Any]) -> dict:
+def reconcile(output: str, pending: pa.Table, latest: list[dict[str, Any]], options: dict[str, Any]) -> dict:
     """Make the shard folder hold each latest ok sample exactly once, then publish the index; returns the index.
 
-    ``rows`` is every recorded row (stale ones included, so a shard's written samples are known), ``latest`` the
-    latest row per item. A shard no latest row names is deleted; one that also holds superseded samples is
-    rewritten without them. Shards are fixed before the index is written, so a kill in between repeats the work.
+    ``pending`` is every row committed since the last publish (superseded ones included, so what each new shard
+    holds is known) and ``latest`` the latest of them per item: the cost follows the run, not the table. Each such
+    item leaves the shard the index had it in and joins the shard its latest row names, if it is ok. A shard the
+    new index does not name is deleted (a killed run's orphan, or emptied); one that still holds a superseded
+    sample is rewritten without it. Shards are fixed before the index is written, and applying the same pending
+    rows twice gives the same result, so a kill anywhere in between is repaired by the next publish.
     """
     fs, folder = storage.filesystem(storage.join(output, SHARDS), options)
     index_url = storage.join(output, SHARDS, INDEX)
-    written: dict[str, set[str]] = defaultdict(set)
+    live: dict[str, set[str]] = defaultdict(set)
     if storage.exists(index_url, options):
         for name, keys in json.loads(storage.read_bytes(index_url, options))["shards"].items():
-            written[name].update(keys)
-    for row in rows.select(["shard", "key", "variant"]).to_pylist():
+            live[name].update(keys)
+    written = {name: set(keys) for name, keys in live.items()}
+    for row in pending.select(["shard", "key", "variant"]).to_pylist():
         if row["shard"]:
-            written[row["shard"]].add(sample_key(row["key"], row["variant"]))
-    live: dict[str, set[str]] = defaultdict(set)
+            written.setdefault(row["shard"], set()).add(sample_key(row["key"], row["variant"]))
+    home = {key: name for name, keys in live.items() for key in keys}
     for row in latest:
+        key = sample_key(row["key"], row["variant"]) if row["key"] else None
+        if key in home:
+            live[home[key]].discard(key)
         if row["status"] == OK and row["shard"]:
-            live[row["shard"]].add(sample_key(row["key"], row["variant"]))
+            live[row["shard"]].add(key)
+    live = {name: keys for name, keys in live.items() if keys}
     present = [path for path in fs.find(folder) if not path.endswith("/" + INDEX)] if fs.exists(folder) else []
     for path in present:
         name = path.rsplit("/", 1)[-1]
         if name not in live:
             fs.rm(path)
-        elif written[name] - live[name]:
+        elif written.get(name, set()) - live[name]:
             url = storage.join(output, SHARDS, name)
             storage.write_bytes(url, _without_stale(storage.read_bytes(url, options), live[name]), options)
     index = {

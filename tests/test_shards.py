@@ -15,7 +15,7 @@ from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 from svdbatch.items import expand_row
 from svdbatch.metadata import to_table
-from svdbatch.shards import sample_key, write_shards
+from svdbatch.shards import reconcile, sample_key, write_shards
 from svdbatch.stages import write_videos
 from svdbatch.video import probe
 
@@ -96,6 +96,10 @@ def test_orphans_are_deleted_and_superseded_samples_rewritten_so_each_sample_is_
     newest = {row["key"]: row["shard"] for row in rerendered.to_pylist()}
     assert sample_key("a", 0) in index["shards"][newest["a"]]
     assert sorted(path.name for path in (output / "shards").iterdir()) == sorted([*index["shards"], "index.json"])
+
+    # A publish killed after the index was written applies the same commit files again: nothing changes.
+    assert reconcile(str(output), rerendered, commit.latest_rows(rerendered.to_pylist()), {}) == index
+    assert shard_samples(output) == Counter({sample_key(key, 0): 1 for key in "abc"})
 
 
 def test_rejected_and_error_rows_are_not_sharded(tmp_path):
