@@ -80,7 +80,8 @@ def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[s
 def publish(output: str, options: dict[str, Any] | None = None, shards: bool = False) -> pa.Table:
     """Compact every row into the metadata table, written atomically, then drop the compacted commit files.
 
-    With shards (on now, or written by an earlier run) the shard folder is reconciled with the latest rows first.
+    With shards (on now, or written by an earlier run) the shard folder is first reconciled with the rows committed
+    since the last publish (see ``shards.reconcile``).
     """
     fs, commits = storage.filesystem(storage.join(output, COMMITS), options or {})
     compacted = [name for name in fs.find(commits) if name.endswith(".parquet")] if fs.exists(commits) else []

@@ -91,7 +91,7 @@ def write_videos(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     for row in rows:
         if row["status"] == OK:
             _write(row, job)
-        row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc), frames=None)
+        row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
     return to_table(rows, SHARD_INPUT_SCHEMA if job.output.shards.enabled else METADATA_SCHEMA)
 
 
@@ -116,7 +116,7 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
         fail(row, f"write {uri!r}: {_describe(error)}")
         return
     row.update(
-        video=data if job.output.shards.enabled else None,
+        video=data if job.output.shards.enabled and row["status"] == OK else None,
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         encode_seconds=encoded - started,
