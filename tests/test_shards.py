@@ -98,7 +98,7 @@ def test_orphans_are_deleted_and_superseded_samples_rewritten_so_each_sample_is_
     assert sorted(path.name for path in (output / "shards").iterdir()) == sorted([*index["shards"], "index.json"])
 
     # A publish killed after the index was written applies the same commit files again: nothing changes.
-    assert reconcile(str(output), rerendered, commit.latest_rows(rerendered.to_pylist()), {}) == index
+    assert reconcile(str(output), rerendered, commit.latest(rerendered).to_pylist(), {}) == index
     assert shard_samples(output) == Counter({sample_key(key, 0): 1 for key in "abc"})
 
 
