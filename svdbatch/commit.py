@@ -135,13 +135,14 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
     pending = pending_files(output, options)
     _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
     has_legacy = storage.retrying(lambda: fs.exists(legacy))
-    sources = ([legacy] if has_legacy else []) + pending
-    if not sources:
-        return 0
-    tables = [storage.retrying(lambda name=name: _read(fs, name)) for name in sources]
-    if pending and (shards or storage.exists(storage.join(output, SHARDS), options)):
-        run_rows = pa.concat_tables(tables[len(tables) - len(pending) :])
+    tables = [storage.retrying(lambda name=name: _read(fs, name)) for name in pending]
+    if shards or storage.exists(storage.join(output, SHARDS), options):
+        run_rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
         reconcile(output, run_rows, latest(run_rows).to_pylist(), options)
+    if has_legacy:
+        tables.append(storage.retrying(lambda: _read(fs, legacy)))
+    if not tables:
+        return 0
     rows = pa.concat_tables(tables)
     buckets = pa.array([bucket_of(key) for key in rows["key"].to_pylist()], pa.int32())
     touched = pc.unique(buckets).to_pylist()

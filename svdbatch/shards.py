@@ -4,8 +4,9 @@ Each sample is ``{sample key}.mp4``, ``.json`` (its metadata row) and ``.jpg`` (
 ``{output}/shards/{run_id}-{hash of its sample keys}.tar``; ``{output}/shards/index.json`` lists every shard's
 samples. A shard stage writes each tar whole (one atomic write) *before* its rows reach the driver's commit record,
 and every row names its shard. So after a kill a shard is either referenced by committed rows or an orphan, and
-``reconcile`` (run by every publish, at the end of a run) deletes orphans and rewrites shards holding a sample that
-a later render superseded: every (key, variant) is then in exactly one shard, the one its latest row names.
+``reconcile`` (run by every publish, at the start and end of a run) deletes orphans and rewrites shards holding
+a sample that a later render superseded: every (key, variant) is then in exactly one shard, the one its latest row
+names.
 
 Ray's ``write_webdataset`` was evaluated first: it is a terminal sink (its rows cannot then reach the commit record
 in the same pass), streams straight to the final file name (a killed write leaves a partial tar visible on local

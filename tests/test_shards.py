@@ -87,6 +87,9 @@ def test_orphans_are_deleted_and_superseded_samples_rewritten_so_each_sample_is_
     _commit(spec, "run1", _render(spec, "run1", ["a", "b"]))
     _render(spec, "run2", ["c"])  # a killed run: its shard was written, its rows never committed
     assert shard_samples(output) == Counter({sample_key("a", 0): 1, sample_key("b", 0): 1, sample_key("c", 0): 1})
+    commit.publish(str(output), {}, shards=True)  # the next run starts: nothing pending, the orphan goes
+    assert shard_samples(output) == Counter({sample_key("a", 0): 1, sample_key("b", 0): 1})
+    _render(spec, "run2", ["c"])  # killed again
 
     rerendered = _render(spec, "run3", ["a", "c"], shift=5)  # a changed, c rendered again after the kill
     _commit(spec, "run3", rerendered)
