@@ -76,7 +76,8 @@ def _mean(rows: list[dict[str, Any]], column: str) -> float:
 def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     """Build the gallery under ``{output}/report/`` and return the URL of its index.html."""
     options = options or {}
-    rows = commit.latest(commit.read_rows(output, options)).to_pylist()
+    latest = commit.latest(commit.read_rows(output, options))
+    rows = latest.sort_by([("key", "ascending"), ("variant", "ascending")]).to_pylist()
     if not rows:
         raise ValueError(f"{output}: no metadata rows to report on")
     summary_url = storage.join(output, "_job", "summary.json")
