@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdbatch.config import ModelSpec  # noqa: E402
-from svdbatch.generate import call_pipeline  # noqa: E402
+from svdbatch.generate import call_pipeline, to_uint8  # noqa: E402
 from svdbatch.model import build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
 
 SVD_XT_UNET = dict(
@@ -130,7 +130,7 @@ def ours(pipe, images, shape, device: str, batch: int) -> tuple[float, float]:
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         started = time.perf_counter()
-        call_pipeline(pipe, chunk, list(range(start, start + len(chunk))), _params(shape), device)
+        to_uint8(call_pipeline(pipe, chunk, list(range(start, start + len(chunk))), _params(shape), device))
         _sync(device)
         busy += time.perf_counter() - started
     return time.perf_counter() - wall_started, busy

@@ -3,9 +3,13 @@
 An item is committed when its video is written and its metadata row is in a commit file under
 ``{output}/_commits/``. The driver writes those files as finished rows stream back, every few seconds, each file
 atomically; a killed driver loses at most the rows of its last interval (their videos are simply rendered again, to
-the same key). At the end of a run the commit files are compacted into ``{output}/metadata/metadata.parquet``: the
-latest row per (key, variant), published with one atomic write, so its readers never see duplicates or a row
-whose video is missing.
+the same key).
+
+The metadata table is ``{output}/metadata/bucket-NNNNN.parquet``: every item lives in the bucket
+``sha256(key) mod BUCKETS``, and each bucket file holds the latest row per (key, variant) of its items. Publishing a
+run merges its commit files into the buckets its rows fall in, each bucket rewritten with one atomic write, so the
+cost follows the rows of the run, not the size of the table, and a reader never sees duplicates. A table written by
+earlier versions (``metadata/metadata.parquet``) is split into buckets by the first publish.
 
 Ray Data's own checkpointing (``DataContext.checkpoint_config``) skips rows by an id column only: it would keep
 an item whose spec changed and count error rows as done, so svdbatch keeps this record itself.
@@ -13,21 +17,26 @@ an item whose spec changed and count error rows as done, so svdbatch keeps this 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdbatch import storage
-from svdbatch.items import item_id
-from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, SKIPPED
+from svdbatch.items import RESUME_COLUMNS
+from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, SKIPPED, conform
+from svdbatch.provenance import PROVENANCE_COLUMNS
+from svdbatch.shards import SHARDS, reconcile
 
 COMMITS = "_commits"
-TABLE = "metadata/metadata.parquet"
+METADATA = "metadata"
+LEGACY_TABLE = "metadata/metadata.parquet"
+BUCKETS = 256
 COMMIT_INTERVAL_S = 5.0
 COMMIT_MAX_ROWS = 2000
 MIN_ITEMS_BEFORE_ABORT = 20
@@ -37,64 +46,136 @@ class TooManyErrors(RuntimeError):
     """More items failed than the job allows (failures.max_error_fraction)."""
 
 
-def _read_parquet_files(url: str, options: dict[str, Any]) -> list[pa.Table]:
-    fs, path = storage.filesystem(url, options)
-    if not fs.exists(path):
-        return []
-    names = [path] if fs.isfile(path) else sorted(name for name in fs.find(path) if name.endswith(".parquet"))
-    tables = []
-    for name in names:
-        with fs.open(name, "rb") as handle:
-            tables.append(pq.read_table(handle).cast(METADATA_SCHEMA))
-    return tables
+def bucket_of(key: str | None) -> int:
+    """The bucket file an item's row lives in: stable across runs, versions and machines."""
+    digest = hashlib.sha256((key or "").encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % BUCKETS
+
+
+def bucket_path(output: str, bucket: int) -> str:
+    return storage.join(output, METADATA, f"bucket-{bucket:05d}.parquet")
+
+
+def item_ids(table: pa.Table) -> pa.Array:
+    """``items.item_id`` for every row, computed by Arrow; null where the key is null."""
+    variant = pc.cast(table["variant"], pa.string())
+    return pc.binary_join_element_wise(table["key"], variant, "\0").combine_chunks()
+
+
+def latest(table: pa.Table) -> pa.Table:
+    """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
+    table = table.filter(pc.is_in(table["status"], pa.array([OK, ERROR, REJECTED])))
+    keyless = pc.binary_join_element_wise("\1", table["run_id"], table["source_uri"], "\0")
+    ident = pc.coalesce(item_ids(table), keyless.combine_chunks())
+    order = pc.sort_indices(
+        pa.table({"i": ident, "f": table["finished_at"], "r": table["run_id"]}),
+        sort_keys=[("i", "ascending"), ("f", "ascending"), ("r", "ascending")],
+    )
+    table, ident = table.take(order), ident.take(order)
+    if table.num_rows == 0:
+        return table
+    last = pc.not_equal(ident.slice(0, len(ident) - 1), ident.slice(1))
+    return table.filter(pa.concat_arrays([pc.fill_null(last, True), pa.array([True])]))
+
+
+COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the join next to the item's own columns
+STATE_COLUMNS = sorted({"key", "variant", "run_id", "source_uri", "finished_at", "status", *RESUME_COLUMNS})
+
+
+def resume_state(table: pa.Table) -> pa.Table:
+    """Committed rows -> key, variant and ``committed_<column>`` for each of RESUME_COLUMNS: the join's right side."""
+    table = table.filter(pc.is_valid(table["key"]))
+    columns = {"key": table["key"], "variant": table["variant"]}
+    columns.update({COMMITTED + name: table[name] for name in RESUME_COLUMNS})
+    return pa.table(columns)
+
+
+def _read(fs, path: str, columns: list[str] | None = None) -> pa.Table:
+    """A table or commit file; read whole, it is conformed to today's schema (newer columns read as null)."""
+    with fs.open(path, "rb") as handle:
+        table = pq.read_table(handle, columns=columns)
+    if columns is None:
+        return conform(table)
+    schema = pa.schema([METADATA_SCHEMA.field(name) for name in table.column_names])
+    return table.cast(schema)
+
+
+def _parquet_under(fs, path: str) -> list[str]:
+    return sorted(name for name in fs.find(path) if name.endswith(".parquet")) if fs.exists(path) else []
+
+
+def pending_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
+    """Commit files not yet merged into the table (a running job's, or a killed one's), as fsspec paths."""
+    fs, path = storage.filesystem(storage.join(output, COMMITS), options or {})
+    return storage.retrying(lambda: _parquet_under(fs, path))
+
+
+def table_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
+    """Every file of the metadata table: bucket files, and the single file of a table from an earlier version."""
+    fs, path = storage.filesystem(storage.join(output, METADATA), options or {})
+    return storage.retrying(lambda: _parquet_under(fs, path))
 
 
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
-    """Every recorded row: the published table plus the commit files of runs not yet compacted."""
-    tables = _read_parquet_files(storage.join(output, TABLE), options or {})
-    tables += _read_parquet_files(storage.join(output, COMMITS), options or {})
+    """Every recorded row: the published table plus the commit files of runs not yet merged into it."""
+    fs, _ = storage.filesystem(output, options or {})
+    tables = [_read(fs, name) for name in table_files(output, options) + pending_files(output, options)]
     return pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
 
 
-def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
-    latest: dict[Any, dict[str, Any]] = {}
-    for row in rows:
-        if row["status"] not in (OK, ERROR):
-            continue
-        ident = item_id(row["key"], row["variant"]) if row["key"] else (row["run_id"], row["source_uri"], row["key"])
-        current = latest.get(ident)
-        if current is None or (row["finished_at"], row["run_id"]) >= (current["finished_at"], current["run_id"]):
-            latest[ident] = row
-    return sorted(latest.values(), key=lambda row: (row["key"] or "", row["variant"] or 0))
+def publish(output: str, options: dict[str, Any] | None = None, shards: bool = False) -> int:
+    """Merge the commit files (and a table from an earlier version) into the buckets they touch; return how many.
 
-
-def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[str, tuple[str, str]]:
-    """item id -> (fingerprint, status) of its latest row, for the expand stage to decide what to skip."""
-    rows = latest_rows(read_rows(output, options).to_pylist())
-    return {item_id(row["key"], row["variant"]): (row["fingerprint"], row["status"]) for row in rows if row["key"]}
-
-
-def publish(output: str, options: dict[str, Any] | None = None) -> pa.Table:
-    """Compact every row into the metadata table, written atomically, then drop the compacted commit files."""
-    fs, commits = storage.filesystem(storage.join(output, COMMITS), options or {})
-    compacted = [name for name in fs.find(commits) if name.endswith(".parquet")] if fs.exists(commits) else []
-    table = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    storage.write_bytes(storage.join(output, TABLE), buffer.getvalue(), options)
-    for name in compacted:
+    Each touched bucket is rewritten atomically with its latest rows; commit files are removed only afterwards, so
+    a publish that is interrupted is simply done again by the next run. With shards (on now, or written by an
+    earlier run) the shard folder is first reconciled with the commit files' rows (see ``shards.reconcile``).
+    """
+    options = options or {}
+    fs, _ = storage.filesystem(output, options)
+    pending = pending_files(output, options)
+    _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
+    has_legacy = storage.retrying(lambda: fs.exists(legacy))
+    tables = [storage.retrying(lambda name=name: _read(fs, name)) for name in pending]
+    if shards or storage.exists(storage.join(output, SHARDS), options):
+        run_rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
+        reconcile(output, run_rows, latest(run_rows).to_pylist(), options)
+    if has_legacy:
+        tables.append(storage.retrying(lambda: _read(fs, legacy)))
+    if not tables:
+        return 0
+    rows = pa.concat_tables(tables)
+    buckets = pa.array([bucket_of(key) for key in rows["key"].to_pylist()], pa.int32())
+    touched = pc.unique(buckets).to_pylist()
+    for bucket in touched:
+        _merge_bucket(output, options, bucket, rows.filter(pc.equal(buckets, bucket)))
+    if has_legacy:
+        fs.rm(legacy)
+    for name in pending:
         fs.rm(name)
-    return table
+    return len(touched)
+
+
+def _merge_bucket(output: str, options: dict[str, Any], bucket: int, rows: pa.Table) -> None:
+    url = bucket_path(output, bucket)
+    fs, path = storage.filesystem(url, options)
+    if storage.retrying(lambda: fs.exists(path)):
+        rows = pa.concat_tables([storage.retrying(lambda: _read(fs, path)), rows])
+    merged = latest(rows)
+    merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending"), ("variant", "ascending")]))
+    buffer = io.BytesIO()
+    pq.write_table(merged, buffer)
+    storage.write_bytes(url, buffer.getvalue(), options)
 
 
 @dataclass
 class Counts:
     rendered: int = 0
+    rejected: int = 0
     failed: int = 0
     skipped: int = 0
     rerendered: int = 0
     errors: list[str] = field(default_factory=list)
+    environments: list[dict[str, str]] = field(default_factory=list)  # distinct provenance of the rendered rows
 
 
 class Committer:
@@ -112,12 +193,17 @@ class Committer:
         self._last_flush = time.monotonic()
 
     def add(self, batch: pa.Table) -> None:
-        for row in batch.select(["status", "error", "rerender_reason"]).to_pylist():
+        for row in batch.select(["status", "error", "rerender_reason", *PROVENANCE_COLUMNS]).to_pylist():
             if row["status"] == SKIPPED:
                 self.counts.skipped += 1
                 continue
+            environment = {name: row[name] for name in PROVENANCE_COLUMNS}
+            if environment["gpu_name"] and environment not in self.counts.environments:
+                self.counts.environments.append(environment)
             if row["status"] == OK:
                 self.counts.rendered += 1
+            elif row["status"] == REJECTED:
+                self.counts.rejected += 1
             else:
                 self.counts.failed += 1
                 if len(self.counts.errors) < 5:
@@ -133,7 +219,7 @@ class Committer:
         self._check_errors()
 
     def _check_errors(self, minimum: int = MIN_ITEMS_BEFORE_ABORT) -> None:
-        done = self.counts.rendered + self.counts.failed
+        done = self.counts.rendered + self.counts.rejected + self.counts.failed
         if done and done >= minimum and self.counts.failed / done > self.max_error_fraction:
             self.flush()
             raise TooManyErrors(

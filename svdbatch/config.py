@@ -29,8 +29,29 @@ class ManifestSpec(_Strict):
     image_column: str = Field(default="image", description="Column holding each row's image URI (path or URL).")
 
 
+class ShardSpec(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="Also write WebDataset tar shards of the ok videos ({key}.mp4, .json row, .jpg input) under "
+        "shards/, with shards/index.json listing each shard's samples.",
+    )
+    samples_per_shard: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="At most this many samples a shard; rows are grouped in blocks of this size before a shard "
+        "task writes them, so a block's MP4s are in memory together.",
+    )
+    max_shard_bytes: int = Field(
+        default=256_000_000,
+        ge=1,
+        description="A shard is closed before its MP4s pass this many bytes (a larger single sample gets its own).",
+    )
+
+
 class OutputSpec(_Strict):
     url: str = Field(description="Where videos (videos/) and the metadata table (metadata/) are written.")
+    shards: ShardSpec = Field(default_factory=ShardSpec, description="WebDataset shards for training loaders.")
 
 
 class ModelSpec(_Strict):
@@ -156,6 +177,27 @@ class FailureSpec(_Strict):
     retry_errors: bool = Field(default=True, description="Render items that failed in earlier runs again.")
 
 
+class QualitySpec(_Strict):
+    """Gates on the quality columns; a video that fails one is kept in the table as ``rejected``, not sharded."""
+
+    max_nonfinite_frames: int | None = Field(
+        default=None, ge=0, description="Reject above this many frames with NaN/inf in the generator's output."
+    )
+    max_black_frames: int | None = Field(default=None, ge=0, description="Reject above this many black frames.")
+    max_constant_frames: int | None = Field(
+        default=None, ge=0, description="Reject above this many single-colour frames."
+    )
+    min_motion: float | None = Field(
+        default=None, ge=0, description="Reject below this mean absolute luma change between frames (0..255)."
+    )
+    min_first_frame_psnr: float | None = Field(
+        default=None, ge=0, description="Reject below this PSNR (dB) of the first frame against the input image."
+    )
+    min_first_frame_ssim: float | None = Field(
+        default=None, ge=-1, le=1, description="Reject below this SSIM of the first frame against the input image."
+    )
+
+
 class JobSpec(_Strict):
     manifest: ManifestSpec = Field(description="Where the rows come from.")
     output: OutputSpec = Field(description="Where videos and metadata go.")
@@ -166,6 +208,7 @@ class JobSpec(_Strict):
     compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Actors, batching, resources.")
     images: ImageSpec = Field(default_factory=ImageSpec, description="Input image limits.")
     failures: FailureSpec = Field(default_factory=FailureSpec, description="Error budget and retries across runs.")
+    quality: QualitySpec = Field(default_factory=QualitySpec, description="Optional quality gates (all off).")
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra fsspec options (endpoint, region, ...) for every URL of the job."
     )

@@ -20,6 +20,7 @@ from PIL import Image
 from svdbatch.config import JobSpec
 from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
 from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
+from svdbatch.provenance import provenance
 
 # Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
 CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
@@ -36,7 +37,7 @@ def pick_device(requested: str) -> str:
 
 
 def call_pipeline(pipe, images: list[Image.Image], seeds: list[int], params: dict[str, Any], device: str):
-    """The one SVD call: exactly what a user would write with plain diffusers. Returns (n, F, H, W, 3) uint8."""
+    """The one SVD call: exactly what a user would write with plain diffusers. Returns (n, F, 3, H, W) floats."""
     generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
     with torch.inference_mode():
         frames = pipe(
@@ -54,8 +55,17 @@ def call_pipeline(pipe, images: list[Image.Image], seeds: list[int], params: dic
             generator=generators,
             output_type="pt",
         ).frames
-    # (n, F, 3, H, W) floats in [0, 1] -> (n, F, H, W, 3) uint8, rounded like diffusers' own numpy_to_pil.
+    return frames
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """(n, F, 3, H, W) floats in [0, 1] -> (n, F, H, W, 3) uint8, rounded like diffusers' own numpy_to_pil."""
     return (frames * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2).cpu().numpy()
+
+
+def nonfinite_frames(frames: torch.Tensor) -> list[int]:
+    """Frames with any NaN or inf, per video: counted on the floats, as the uint8 cast turns them into black."""
+    return (~torch.isfinite(frames)).flatten(2).any(dim=2).sum(dim=1).tolist()
 
 
 class VideoGenerator:
@@ -74,6 +84,7 @@ class VideoGenerator:
             "device": self.device,
             "model_dtype": self.dtype,
             "model_options": json.dumps(applied_options(self.spec.model, self.device), sort_keys=True),
+            **provenance(self.device),
         }
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -107,12 +118,13 @@ class VideoGenerator:
             for item in items
         ]
         started = time.perf_counter()
-        frames = call_pipeline(self.pipe, images, [item["seed"] for item in items], first, self.device)
+        floats = call_pipeline(self.pipe, images, [item["seed"] for item in items], first, self.device)
+        frames, nonfinite = to_uint8(floats), nonfinite_frames(floats)
         elapsed = time.perf_counter() - started
-        for item, video in zip(items, frames, strict=True):
+        for item, video, bad in zip(items, frames, nonfinite, strict=True):
             item.update(
                 frames=video.tobytes(),
-                image=None,
+                nonfinite_frames=bad,
                 generate_seconds=elapsed / len(items),
                 batch_items=len(items),
             )

@@ -14,10 +14,12 @@ import math
 import re
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import ERROR, OK, RENDER_COLUMNS, SKIPPED, blank_row, fail
+from svdbatch.metadata import ERROR, OK, REJECTED, RENDER_COLUMNS, SKIPPED, WORK_SCHEMA, blank_row, fail, to_table
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
@@ -108,15 +110,23 @@ def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _resume(item: dict[str, Any], spec: JobSpec, previous: dict[str, tuple[str, str]]) -> None:
-    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again."""
-    earlier = previous.get(item_id(item["key"], item["variant"]))
-    if earlier is None:
+# The committed columns the resume decision reads, carried from the metadata table through the join by item id.
+RESUME_COLUMNS = ["fingerprint", "status"]
+
+
+def resume(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool) -> None:
+    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again.
+
+    ``committed`` holds the RESUME_COLUMNS of the item's current row in the metadata table, or None when no run
+    committed it. Rows that already failed in expansion are left alone. A rejected item is done: the same
+    fingerprint renders the same pixels, so rendering it again cannot pass the quality gates; the gates are not in
+    the fingerprint because they do not shape the video.
+    """
+    if committed is None or item["status"] != OK:
         return
-    old_fingerprint, old_status = earlier
-    if old_fingerprint != item["fingerprint"]:
+    if committed["fingerprint"] != item["fingerprint"]:
         item["rerender_reason"] = "spec changed"
-    elif old_status == OK or not spec.failures.retry_errors:
+    elif committed["status"] in (OK, REJECTED) or not retry_errors:
         item["status"] = SKIPPED
     else:
         item["rerender_reason"] = "failed before"
@@ -161,12 +171,11 @@ def expand_row(
     spec: JobSpec,
     run_id: str,
     output_url: str,
-    previous: dict[str, tuple[str, str]] | None = None,
     duplicates: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row.
 
-    ``previous`` maps item ids to the (fingerprint, status) earlier runs committed; see ``commit.previous_state``.
+    What earlier runs committed is applied afterwards, by ``resume``, once the items are joined with the table.
     ``duplicates`` maps keys that appear more than once in the manifest to their count: all their rows fail, as no
     one of them is more right than the others.
     """
@@ -206,6 +215,96 @@ def expand_row(
             status=OK,
         )
         item["fingerprint"] = fingerprint(item, spec)
-        _resume(item, spec, previous or {})
         items.append(item)
     return items
+
+
+OVERRIDE_COLUMNS = [*RENDER_COLUMNS, "seed", "variants"]
+
+
+def _has_overrides(batch: pa.Table) -> bool:
+    return any(name in batch.column_names and batch[name].null_count < batch.num_rows for name in OVERRIDE_COLUMNS)
+
+
+def _fingerprint_template(spec: JobSpec, params: dict[str, Any]) -> tuple[str, str]:
+    """The JSON ``fingerprint`` hashes, split around its seed and source: the only parts that vary per item.
+
+    Sorted keys put "seed" and "source" next to each other; quotes inside string values are escaped, so the marker
+    occurs once.
+    """
+    text = json.dumps(
+        {
+            "model": [spec.model.source, spec.model.variant, spec.model.dtype],
+            "params": [params[name] for name in RENDER_COLUMNS],
+            "seed": 0,
+            "source": "",
+            "video": spec.video.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
+    head, tail = text.split('"seed": 0, "source": ""')
+    return head, tail
+
+
+def expand_batch(
+    batch: pa.Table, spec: JobSpec, run_id: str, output_url: str, duplicates: dict[str, int] | None = None
+) -> pa.Table:
+    """``expand_row`` over a batch, as columns: the same items bit for bit, built without a dict per item.
+
+    Batches with per-row overrides, and rows that fail, go through ``expand_row``; the common case (job-wide
+    parameters) only hashes each item's seed, fingerprint and output key.
+    """
+    if _has_overrides(batch):
+        return to_table([item for row in batch.to_pylist() for item in
+                         expand_row(row, spec, run_id, output_url, duplicates)])
+    keys = batch[spec.manifest.key_column]
+    if not pa.types.is_string(keys.type):
+        keys = pc.cast(keys, pa.string())
+    sources = batch[spec.manifest.image_column].to_pylist()
+    render = spec.render.model_dump()
+    render["decode_chunk_size"] = effective_decode_chunk(spec.render.num_frames, spec.render.decode_chunk_size)
+    sweep = spec.seeds.motion_sweep
+    variants = spec.seeds.variants
+    per_variant = []
+    for variant in range(variants):
+        params = dict(render, motion_bucket_id=sweep[variant % len(sweep)]) if sweep else render
+        per_variant.append((params, _fingerprint_template(spec, params)))
+    base = spec.seeds.base_seed
+    prefix = output_url.rstrip("/") + "/videos/"
+    columns: dict[str, list] = {name: [] for name in ("key", "variant", "source_uri", "video_uri", "seed", "fingerprint")}
+    columns.update({name: [] for name in RENDER_COLUMNS})
+    failed: list[dict[str, Any]] = []
+    for key, source in zip(keys.to_pylist(), sources, strict=True):
+        if (
+            not key
+            or (duplicates and key in duplicates)
+            or not isinstance(source, str)
+            or not source.strip()
+            or check_uri(source, spec)
+        ):
+            row = {spec.manifest.key_column: key, spec.manifest.image_column: source}
+            failed.extend(expand_row(row, spec, run_id, output_url, duplicates))
+            continue
+        safe = safe_key(key)
+        quoted = json.dumps(source)
+        for variant, (params, (head, tail)) in enumerate(per_variant):
+            seed = derive_seed(base, key, variant)
+            text = f'{head}"seed": {seed}, "source": {quoted}{tail}'
+            columns["key"].append(key)
+            columns["variant"].append(variant)
+            columns["source_uri"].append(source)
+            columns["video_uri"].append(f"{prefix}{safe}_v{variant:04d}.mp4")
+            columns["seed"].append(seed)
+            columns["fingerprint"].append(hashlib.sha256(text.encode()).hexdigest()[:32])
+            for name in RENDER_COLUMNS:
+                columns[name].append(params[name])
+    count = len(columns["key"])
+    arrays = {name: pa.array(values, WORK_SCHEMA.field(name).type) for name, values in columns.items()}
+    constants = {"run_id": run_id, "model_source": spec.model.source, "status": OK}
+    arrays.update({name: pa.array([value] * count, pa.string()) for name, value in constants.items()})
+    table = pa.table(
+        [arrays[name] if name in arrays else pa.nulls(count, field.type) for name, field in
+         zip(WORK_SCHEMA.names, WORK_SCHEMA, strict=True)],
+        schema=WORK_SCHEMA,
+    )
+    return pa.concat_tables([table, to_table(failed)]) if failed else table

@@ -1,7 +1,8 @@
 """The columns every stage passes along, and the metadata table they end in.
 
 Rows stay Arrow-native from the manifest to the table: strings, numbers and bytes, never pickled objects. A work row
-is a metadata row plus two payload columns (the fitted image and the generated frames) that the writer drops.
+is a metadata row plus payload columns (the fitted image, the generated frames, the MP4 for shards) that the
+last stage drops.
 """
 
 from __future__ import annotations
@@ -43,6 +44,19 @@ METADATA_SCHEMA = pa.schema(
         pa.field("device", pa.string()),
         pa.field("node_id", pa.string()),
         pa.field("gpu_id", pa.string()),
+        pa.field("gpu_name", pa.string()),
+        pa.field("cuda_version", pa.string()),
+        pa.field("driver_version", pa.string()),
+        pa.field("torch_version", pa.string()),
+        pa.field("diffusers_version", pa.string()),
+        pa.field("transformers_version", pa.string()),
+        pa.field("nonfinite_frames", pa.int32()),
+        pa.field("black_frames", pa.int32()),
+        pa.field("constant_frames", pa.int32()),
+        pa.field("motion_mean", pa.float64()),
+        pa.field("first_frame_psnr", pa.float64()),
+        pa.field("first_frame_ssim", pa.float64()),
+        pa.field("shard", pa.string()),
         pa.field("load_seconds", pa.float64()),
         pa.field("generate_seconds", pa.float64()),
         pa.field("encode_seconds", pa.float64()),
@@ -51,11 +65,19 @@ METADATA_SCHEMA = pa.schema(
     ]
 )
 
-PAYLOAD_FIELDS = [pa.field("image", pa.large_binary()), pa.field("frames", pa.large_binary())]
+# The fitted image and the frames; the MP4 bytes travel on only when shards are written after the writer stage.
+PAYLOAD_FIELDS = [
+    pa.field("image", pa.large_binary()),
+    pa.field("frames", pa.large_binary()),
+    pa.field("video", pa.large_binary()),
+]
 WORK_SCHEMA = pa.schema(list(METADATA_SCHEMA) + PAYLOAD_FIELDS)
+# What the writer hands the shard stage: the row, its fitted image and its MP4.
+SHARD_INPUT_SCHEMA = pa.schema(list(METADATA_SCHEMA) + [PAYLOAD_FIELDS[0], PAYLOAD_FIELDS[2]])
 
 OK = "ok"
 ERROR = "error"
+REJECTED = "rejected"  # rendered, but a quality gate refused it: in the table, not in the shards
 SKIPPED = "skipped"  # committed by an earlier run with the same fingerprint; never written to the table
 
 # The parameters a video is rendered with, in the order the pipeline call and the docs list them.
@@ -80,12 +102,20 @@ def blank_row() -> dict[str, Any]:
 
 def fail(row: dict[str, Any], message: str) -> dict[str, Any]:
     """Mark a row as a dead letter: it keeps flowing so it lands in the table, without its payload."""
-    row.update(status=ERROR, error=message, video_uri=None, image=None, frames=None)
+    row.update(status=ERROR, error=message, video_uri=None, image=None, frames=None, video=None)
     return row
 
 
 def to_rows(table: pa.Table) -> list[dict[str, Any]]:
     return table.to_pylist()
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """A stored table in today's metadata schema; columns added since it was written read as null."""
+    missing = [field for field in METADATA_SCHEMA if field.name not in table.column_names]
+    for field in missing:
+        table = table.append_column(field, pa.nulls(table.num_rows, field.type))
+    return table.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
 
 
 def to_table(rows: list[dict[str, Any]], schema: pa.Schema = WORK_SCHEMA) -> pa.Table:

@@ -1,8 +1,12 @@
 """The only module that imports Ray: it turns the plain stages into one streaming Ray Data plan and runs it.
 
-read_parquet(manifest) -> expand_rows -> repartition -> load_images (CPU tasks)
+read_parquet(manifest) -> expand_rows -> left join with the committed rows by (key, variant) -> resume_rows
+  -> repartition -> load_images (CPU tasks)
   -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
-  -> rows stream back to the driver -> commit files -> {output}/metadata/metadata.parquet
+  [-> repartition into shard-sized blocks -> write_shards (CPU tasks), with output.shards]
+  -> rows stream back to the driver -> commit files -> merged into the touched buckets of {output}/metadata/
+
+The driver holds no per-row state: what is done is decided by the join, where the data is; the driver only counts.
 """
 
 from __future__ import annotations
@@ -24,10 +28,15 @@ from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError
 from svdbatch.generate import VideoGenerator
+from svdbatch.metadata import SKIPPED
 from svdbatch.model import ModelError, check_source
-from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
+from svdbatch.provenance import package_version
+from svdbatch.shards import write_shards
+from svdbatch.stages import TALLY_COLUMNS, expand_rows, load_images, resume_rows, tally_items, write_videos
 
 CPU_STAGE_CPUS = 0.25
+JOIN_ROWS_PER_PARTITION = 500_000
+MAX_PROBLEMS = 20
 
 
 @dataclass(frozen=True)
@@ -54,6 +63,7 @@ class RunSummary:
     skipped: int
     rerendered: int
     wall_seconds: float
+    rejected: int = 0
 
     @property
     def videos_per_minute(self) -> float:
@@ -61,7 +71,8 @@ class RunSummary:
 
     def line(self) -> str:
         return (
-            f"svdbatch: {self.rendered} ok, {self.failed} failed, {self.skipped} already done"
+            f"svdbatch: {self.rendered} ok, {f'{self.rejected} rejected, ' if self.rejected else ''}"
+            f"{self.failed} failed, {self.skipped} already done"
             f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
             f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
         )
@@ -81,7 +92,7 @@ class Progress:
         self.started = self.last = time.monotonic()
 
     def line(self, counts: commit.Counts, now: float) -> str:
-        done = counts.rendered + counts.failed
+        done = counts.rendered + counts.rejected + counts.failed
         rate = done / max(now - self.started, 1e-9)
         left = max(0, self.total - done)
         eta = f"{left / rate / 60:.1f} min" if rate else "unknown"
@@ -175,22 +186,75 @@ def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
     return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
 
 
-def plan(spec: JobSpec, info: manifest.ManifestInfo, run: dict[str, Any]) -> Plan:
-    """Expand the whole manifest (no images, no model) and count what is new, done, changed or invalid."""
-    tallies = (
-        _read_manifest(spec, info)
-        .map_batches(
-            tally_items,
-            fn_args=(spec.model_dump(mode="json"), run),
-            batch_format="pyarrow",
-            num_cpus=CPU_STAGE_CPUS,
-        )
-        .take_all()
+def _committed(spec: JobSpec):
+    """The committed rows as the join's right side (key, variant, committed_*), read by Ray; None if there are none.
+
+    After a completed publish every item has one row in its bucket file. Commit files not yet merged (a killed or a
+    running job) and a half-split table from an earlier version can hold several rows per item: then the latest is
+    picked by a group-by on (key, variant), also in Ray.
+    """
+    import ray
+
+    options = spec.storage_options
+    tables, pending = commit.table_files(spec.output.url, options), commit.pending_files(spec.output.url, options)
+    if not tables and not pending:
+        return None
+    fs = _pyarrow_fs(spec.output.url, options)
+    state = ray.data.read_parquet(
+        tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
     )
+    legacy = storage.filesystem(storage.join(spec.output.url, commit.LEGACY_TABLE), options)[1]
+    if pending or (legacy in tables and len(tables) > 1):
+        state = state.groupby(["key", "variant"]).map_groups(
+            commit.latest, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+        )
+    return state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
+
+
+def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str):
+    """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
+    run = {"run_id": run_id, "duplicates": info.duplicate_keys}
+    items = _read_manifest(spec, info).map_batches(
+        expand_rows, fn_args=(spec.model_dump(mode="json"), run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+    )
+    state = _committed(spec)
+    if state is None:
+        return items, False
+    partitions = max(1, min(64, info.rows * spec.seeds.variants // JOIN_ROWS_PER_PARTITION))
+    joined = items.join(
+        state,
+        join_type="left_outer",
+        num_partitions=partitions,
+        on=("key", "variant"),
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+    )
+    return joined, True
+
+
+def plan(spec: JobSpec, info: manifest.ManifestInfo) -> tuple[Plan, list[dict[str, Any]], list[str]]:
+    """Expand and decide the whole manifest as a run would (no images, no model): counts, render shapes, problems.
+
+    Returns the plan, the to-render counts per render shape (for a GPU estimate) and the first problems.
+    """
+    items, _ = _items(spec, info, "plan")
+    tallies = items.map_batches(
+        tally_items,
+        fn_args=(spec.model_dump(mode="json"), MAX_PROBLEMS),
+        batch_format="pyarrow",
+        num_cpus=CPU_STAGE_CPUS,
+    ).take_all()
     counts: Counter = Counter()
+    shapes: Counter = Counter()
+    problems = []
     for tally in tallies:
+        if tally["category"] is None:
+            problems.append(tally["error"])
+            continue
         counts[tally["category"]] += tally["items"]
-    return Plan(**counts)
+        if tally["category"] not in ("done", "invalid"):
+            shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
+    shape_rows = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
+    return Plan(**counts), shape_rows, problems[:MAX_PROBLEMS]
 
 
 def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False) -> RunSummary:
@@ -211,14 +275,20 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
 
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     spec_dict = spec.model_dump(mode="json")
-    options = spec.storage_options
-    previous = commit.previous_state(spec.output.url, options)
-    committer = commit.Committer(spec.output.url, run_id, options, spec.failures.max_error_fraction)
-    run = {"run_id": run_id, "previous": previous, "duplicates": info.duplicate_keys}
-    job_plan = plan(spec, info, run) if previous else None
-    if job_plan is not None and job_plan.to_render + job_plan.invalid == 0:
-        committer.counts.skipped = job_plan.done
-        return _finish(spec, run_id, committer, started)
+    committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
+    # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
+    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+    items, resumed = _items(spec, info, run_id)
+    expected = info.rows * spec.seeds.variants
+    if resumed:
+        items = items.map_batches(resume_rows, fn_args=(spec_dict,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
+        items = items.materialize()
+        done = items.filter(expr=f"status == '{SKIPPED}'")
+        committer.counts.skipped = done.sum("batch_items") or 0
+        items = items.filter(expr=f"status != '{SKIPPED}'")
+        expected = items.count()
+        if expected == 0:
+            return _finish(spec, run_id, committer, started)
 
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     use_gpus = cluster_gpus > 0 and spec.model.device != "cpu"
@@ -234,9 +304,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
             )
 
     rows = (
-        _read_manifest(spec, info)
-        .map_batches(expand_rows, fn_args=(spec_dict, run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
-        .repartition(target_num_rows_per_block=spec.compute.batch_size)
+        items.repartition(target_num_rows_per_block=spec.compute.batch_size)
         .map_batches(
             load_images,
             fn_args=(spec_dict,),
@@ -261,14 +329,19 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
             num_cpus=spec.compute.cpus_per_task,
         )
     )
-    expected = job_plan.to_render + job_plan.invalid if job_plan else info.rows * spec.seeds.variants
+    if spec.output.shards.enabled:
+        rows = rows.repartition(target_num_rows_per_block=spec.output.shards.samples_per_shard).map_batches(
+            write_shards,
+            fn_args=(spec_dict,),
+            batch_format="pyarrow",
+            batch_size=None,
+            num_cpus=spec.compute.cpus_per_task,
+        )
     progress_line = Progress(expected, progress)
     try:
         for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
             committer.add(batch)
             progress_line.update(committer.counts)
-        if job_plan is not None:
-            committer.counts.skipped = job_plan.done
         return _finish(spec, run_id, committer, started)
     except commit.TooManyErrors as error:
         raise JobError(str(error)) from None
@@ -281,7 +354,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
 
 def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: float) -> RunSummary:
     committer.finish()
-    commit.publish(spec.output.url, spec.storage_options)
+    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
     counts = committer.counts
     summary = RunSummary(
         run_id=run_id,
@@ -291,25 +364,24 @@ def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: fl
         skipped=counts.skipped,
         rerendered=counts.rerendered,
         wall_seconds=time.time() - started,
+        rejected=counts.rejected,
     )
-    write_job_record(spec, summary, started)
+    write_job_record(spec, summary, started, counts.environments)
     return summary
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for package in ("svdbatch", "torch", "diffusers", "transformers", "ray", "pyarrow", "fsspec"):
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            found[package] = "not installed"
-    return found
+    packages = ("svdbatch", "torch", "diffusers", "transformers", "ray", "pyarrow", "fsspec")
+    return {name: package_version(name) for name in packages}
 
 
-def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, Any]:
-    """What ran, with which versions, when, and what came of it; storage secrets are redacted."""
+def job_record(
+    spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]
+) -> dict[str, Any]:
+    """What ran, with which versions, when, and what came of it; storage secrets are redacted.
+
+    ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered.
+    """
     resolved = spec.model_dump(mode="json")
     resolved["storage_options"] = storage.redact(resolved["storage_options"])
     return {
@@ -317,14 +389,15 @@ def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, 
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": _versions(),
+        "environments": environments,
         "spec": resolved,
         "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
     }
 
 
-def write_job_record(spec: JobSpec, summary: RunSummary, started: float) -> None:
+def write_job_record(spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
-    data = json.dumps(job_record(spec, summary, started), indent=2).encode()
+    data = json.dumps(job_record(spec, summary, started, environments), indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
     storage.write_bytes(
         storage.join(spec.output.url, "_job", "runs", f"{summary.run_id}.json"), data, spec.storage_options

@@ -1,8 +1,7 @@
-"""``svdbatch plan``: what a job would do, before any GPU is spent. No Ray, no model, nothing written.
+"""``svdbatch plan``: what a job would do, before any GPU is spent. No images, no model, nothing written.
 
-Reads the whole manifest on this machine (only its columns, in batches), expands every row exactly as the job
-would, reports each bad row with its file and row number, reads the resume state from the output, and estimates
-GPU time from per-video latency.
+Expands the whole manifest and joins it with the metadata table exactly as ``run`` does, in Ray (a local one unless
+RAY_ADDRESS names a cluster), reports the first bad rows, and estimates GPU time from per-video latency.
 """
 
 from __future__ import annotations
@@ -10,12 +9,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow.parquet as pq
-
-from svdbatch import commit, manifest, storage
+from svdbatch import manifest
 from svdbatch.config import TINY_MODEL, JobSpec
-from svdbatch.items import expand_row, plan_category
-from svdbatch.metadata import OK
 from svdbatch.model import check_source
 
 # Dense bf16/fp16 matmul throughput (TFLOP/s) and the share of it a diffusers SVD call sustains. The utilisation is
@@ -27,7 +22,6 @@ UTILISATION = 0.3
 UNET_FLOP_PER_STEP = 160e12
 VAE_FLOP = 0.17e15
 REFERENCE_PIXELS_FRAMES = 1024 * 576 * 25
-MAX_PROBLEMS = 20
 TINY_SECONDS = 0.5  # the embedded tiny model at demo size on a 2-core CPU
 
 
@@ -65,28 +59,17 @@ def seconds_per_video(item: dict, gpu: str) -> float:
 
 def make_plan(spec: JobSpec, gpu: str = "H100", measured_seconds: float | None = None) -> PlanReport:
     """Raise ManifestError/ModelError/StorageError for job-level problems; count and list the rest."""
+    from svdbatch import pipeline
+
     info = manifest.inspect(spec)
     check_source(spec.model, spec.storage_options)
-    previous = commit.previous_state(spec.output.url, spec.storage_options)
-    fs, _ = storage.filesystem(spec.manifest.path, spec.storage_options)
-    report = PlanReport(files=len(info.files), rows=info.rows)
-    for name in info.files:
-        with fs.open(name, "rb") as handle:
-            batches = pq.ParquetFile(handle).iter_batches(batch_size=10_000)
-            rows = (row for batch in batches for row in batch.to_pylist())
-            for row_number, row in enumerate(rows):
-                for item in expand_row(row, spec, "plan", spec.output.url, previous, info.duplicate_keys):
-                    _count(report, item, f"{name} row {row_number}")
-                    if item["status"] == OK:
-                        tiny = spec.model.source == TINY_MODEL
-                        estimate = TINY_SECONDS if tiny else seconds_per_video(item, gpu)
-                        report.seconds += measured_seconds or estimate
+    pipeline.init_ray()
+    counts, shapes, problems = pipeline.plan(spec, info)
+    report = PlanReport(files=len(info.files), rows=info.rows, problems=problems)
+    report.counts.update({name: getattr(counts, name) for name in ("new", "done", "changed", "retry", "invalid")})
+    report.items = sum(report.counts.values())
+    tiny = spec.model.source == TINY_MODEL
+    for shape in shapes:
+        estimate = TINY_SECONDS if tiny else seconds_per_video(shape, gpu)
+        report.seconds += (measured_seconds or estimate) * shape["items"]
     return report
-
-
-def _count(report: PlanReport, item: dict, where: str) -> None:
-    report.items += 1
-    category = plan_category(item)
-    report.counts[category] += 1
-    if category == "invalid" and len(report.problems) < MAX_PROBLEMS:
-        report.problems.append(f"{where}: {item['error']}")

@@ -2,9 +2,10 @@
 
 ``{output}/report/index.html`` shows the totals across every run and the figures of the last run that rendered,
 per-stage timings, one poster per video (its first frame, which plays the MP4 on click) beside the fitted input image
-it was rendered from, the failed items with their errors, and links a PNG contact sheet. Every path in the page is
-relative (videos are always directly under ``{output}/videos/``), so the folder works from disk, behind any static
-web server, or from a bucket's website endpoint, whatever form of the output path the command was given.
+it was rendered from, the failed items with their errors, the items the quality gates rejected with their reasons,
+and links a PNG contact sheet. Every path in the page is relative (videos are always directly under
+``{output}/videos/``), so the folder works from disk, behind any static web server, or from a bucket's website
+endpoint, whatever form of the output path the command was given.
 Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
 """
 
@@ -23,7 +24,7 @@ from PIL import Image
 
 from svdbatch import commit, storage
 from svdbatch.images import ImageError, load_image
-from svdbatch.metadata import OK
+from svdbatch.metadata import OK, REJECTED
 
 POSTER_WIDTH = 320
 SHEET_COLUMNS = 8
@@ -102,13 +103,15 @@ def _mean(rows: list[dict[str, Any]], column: str) -> float:
 def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     """Build the gallery under ``{output}/report/`` and return the URL of its index.html."""
     options = options or {}
-    rows = commit.latest_rows(commit.read_rows(output, options).to_pylist())
+    latest = commit.latest(commit.read_rows(output, options))
+    rows = latest.sort_by([("key", "ascending"), ("variant", "ascending")]).to_pylist()
     if not rows:
         raise ValueError(f"{output}: no metadata rows to report on")
     totals = run_totals(output, options)
     report = storage.join(output, "report")
     ok = [row for row in rows if row["status"] == OK]
-    failed = [row for row in rows if row["status"] != OK]
+    rejected = [row for row in rows if row["status"] == REJECTED]
+    failed = [row for row in rows if row["status"] not in (OK, REJECTED)]
     posters = []
     cards = []
     for index, row in enumerate(ok):
@@ -123,7 +126,7 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
         cards.append(_card(index, row, name, source_name, _relative_video(row)))
     if posters:
         storage.write_bytes(storage.join(report, "contact_sheet.png"), _encode(contact_sheet(posters), "PNG"), options)
-    page = _page(rows, ok, failed, totals, cards, bool(posters))
+    page = _page(rows, ok, failed, rejected, totals, cards, bool(posters))
     storage.write_bytes(storage.join(report, "index.html"), page.encode("utf-8"), options)
     return storage.join(report, "index.html")
 
@@ -132,7 +135,7 @@ def _card(index: int, row: dict[str, Any], poster: str, source: str | None, vide
     label = html.escape(f"{row['key']} · v{row['variant']}")
     details = html.escape(
         f"seed {row['seed']} · {row['width']}x{row['height']} · {row['num_frames']} frames @ {row['fps']} fps · "
-        f"motion {row['motion_bucket_id']}"
+        f"motion {row['motion_bucket_id']} · {_quality(row)}"
     )
     source_cell = (
         f'<img class="input" src="{source}" alt="input of {label}" loading="lazy">'
@@ -157,7 +160,16 @@ def _rate_line(totals: dict[str, Any]) -> str:
     )
 
 
-def _page(rows, ok, failed, totals, cards, has_sheet: bool) -> str:
+def _quality(row: dict[str, Any]) -> str:
+    if row["motion_mean"] is None:  # rendered before svdbatch measured quality
+        return "quality not measured"
+    return (
+        f"mean motion {row['motion_mean']:.1f} · first frame {row['first_frame_psnr']:.1f} dB, "
+        f"SSIM {row['first_frame_ssim']:.2f}"
+    )
+
+
+def _page(rows, ok, failed, rejected, totals, cards, has_sheet: bool) -> str:
     timings = " · ".join(
         f"{stage} {_mean(ok, column):.2f}s"
         for stage, column in (
@@ -172,6 +184,12 @@ def _page(rows, ok, failed, totals, cards, has_sheet: bool) -> str:
         f"<tr data-status='error'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
         f"<td>{html.escape(str(row['source_uri']))}</td><td>{html.escape(str(row['error']))}</td></tr>"
         for row in failed
+    )
+    rejections = "".join(
+        f"<tr data-status='rejected'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
+        f'<td><a href="{html.escape(_relative_video(row))}">video</a></td>'
+        f"<td>{html.escape(str(row['error']))}</td></tr>"
+        for row in rejected
     )
     sheet = '<a href="contact_sheet.png">contact sheet (PNG)</a>' if has_sheet else ""
     return f"""<!doctype html>
@@ -189,14 +207,17 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid 
 </style></head>
 <body data-posters-loaded="0" data-videos="{len(ok)}">
 <h1>svdbatch report</h1>
-<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rows)} items</p>
+<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rejected)} rejected · {len(rows)} items</p>
 <p id="runs">{html.escape(rate)}</p>
 <p id="timings">mean per item: {html.escape(timings)} · {sheet}</p>
 <p><button data-filter="all">all</button> <button data-filter="ok">ok</button>
-<button data-filter="error">failed ({len(failed)})</button></p>
+<button data-filter="error">failed ({len(failed)})</button>
+<button data-filter="rejected">rejected ({len(rejected)})</button></p>
 <section class="grid" id="videos">{"".join(cards)}</section>
 <section id="failures"><h2>Failed items</h2>
 <table><tr><th>key</th><th>variant</th><th>source</th><th>error</th></tr>{errors}</table></section>
+<section id="rejections"><h2>Rejected by the quality gates</h2>
+<table><tr><th>key</th><th>variant</th><th>video</th><th>reason</th></tr>{rejections}</table></section>
 <script>
 let loaded = 0;
 document.querySelectorAll("img.poster").forEach((img) => {{
@@ -214,8 +235,10 @@ function play(card) {{
 document.querySelectorAll(".card").forEach((card) => card.addEventListener("click", () => play(card)));
 document.querySelectorAll("button[data-filter]").forEach((button) => button.addEventListener("click", () => {{
   const wanted = button.dataset.filter;
-  document.getElementById("videos").classList.toggle("hidden", wanted === "error");
-  document.getElementById("failures").classList.toggle("hidden", wanted === "ok");
+  const shown = {{ videos: "ok", failures: "error", rejections: "rejected" }};
+  for (const [id, status] of Object.entries(shown)) {{
+    document.getElementById(id).classList.toggle("hidden", wanted !== "all" && wanted !== status);
+  }}
 }}));
 const deepLink = location.hash.match(/^#play=(\\d+)$/);
 if (deepLink) {{ const card = document.getElementById("card-" + deepLink[1]); if (card) play(card); }}

@@ -9,17 +9,29 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections import Counter
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from svdbatch import storage
+from svdbatch import quality, storage
+from svdbatch.commit import COMMITTED
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
-from svdbatch.items import expand_row, plan_category
-from svdbatch.metadata import METADATA_SCHEMA, OK, SKIPPED, fail, to_rows, to_table
+from svdbatch.items import RESUME_COLUMNS, expand_batch, plan_category, resume
+from svdbatch.metadata import (
+    ERROR,
+    METADATA_SCHEMA,
+    OK,
+    REJECTED,
+    SHARD_INPUT_SCHEMA,
+    SKIPPED,
+    WORK_SCHEMA,
+    fail,
+    to_rows,
+    to_table,
+)
 from svdbatch.video import codec_name, encode_mp4
 
 
@@ -31,26 +43,65 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def _expand(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
-    job = JobSpec.model_validate(spec)
-    items = []
-    for row in batch.to_pylist():
-        items.extend(expand_row(row, job, run["run_id"], job.output.url, run["previous"], run["duplicates"]))
-    return items
-
-
 def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
-    """Manifest rows -> the work rows to render (and error rows), ``variants`` per row; done items are dropped.
+    """Manifest rows -> work rows (and error rows), ``variants`` per row; what is done is decided later.
 
-    ``run`` holds what the driver learnt before starting: run_id, previous (committed state), duplicates (keys).
+    ``run`` holds what the driver learnt before starting: run_id and duplicates (keys on several manifest rows).
     """
-    return to_table([item for item in _expand(batch, spec, run) if item["status"] != SKIPPED])
+    job = JobSpec.model_validate(spec)
+    return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"])
 
 
-def tally_items(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
-    """The plan: how many items of these rows are new, done, changed, to retry or invalid."""
-    counts = Counter(plan_category(item) for item in _expand(batch, spec, run))
-    return pa.table({"category": list(counts), "items": list(counts.values())})
+def _decide(batch: pa.Table, retry_errors: bool) -> pa.Table:
+    """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet)."""
+    own = sorted({"status", "rerender_reason", *RESUME_COLUMNS})
+    committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]
+    statuses, reasons = [], []
+    for row in batch.select(own + committed).to_pylist():
+        earlier = {name: row.get(COMMITTED + name) for name in RESUME_COLUMNS}
+        item = {name: row[name] for name in own}
+        resume(item, earlier if any(value is not None for value in earlier.values()) else None, retry_errors)
+        statuses.append(item["status"])
+        reasons.append(item["rerender_reason"])
+    batch = batch.drop_columns(committed)
+    batch = batch.set_column(batch.schema.get_field_index("status"), "status", pa.array(statuses, pa.string()))
+    index = batch.schema.get_field_index("rerender_reason")
+    return batch.set_column(index, "rerender_reason", pa.array(reasons, pa.string()))
+
+
+def resume_rows(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+    """Items joined with the metadata table -> the items to render (and error rows); done items are dropped.
+
+    The done items of the batch are counted in one extra row, status ``skipped`` with ``batch_items`` = their
+    number, so the driver learns how many were done without receiving them.
+    """
+    decided = _decide(batch, JobSpec.model_validate(spec).failures.retry_errors)
+    kept = decided.filter(pc.not_equal(decided["status"], SKIPPED)).select(WORK_SCHEMA.names).cast(WORK_SCHEMA)
+    done = decided.num_rows - kept.num_rows
+    if not done:
+        return kept
+    tally = {name: pa.nulls(1, field.type) for name, field in zip(WORK_SCHEMA.names, WORK_SCHEMA, strict=True)}
+    tally.update(status=pa.array([SKIPPED]), batch_items=pa.array([done], pa.int32()))
+    return pa.concat_tables([kept, pa.table(tally, schema=WORK_SCHEMA)])
+
+
+TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
+
+
+def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.Table:
+    """The plan: items per category and render shape, and the first problems (error texts) of these items."""
+    decided = _decide(batch, JobSpec.model_validate(spec).failures.retry_errors)
+    categories = [plan_category(item) for item in decided.select(["status", "rerender_reason"]).to_pylist()]
+    counts = decided.select(TALLY_COLUMNS).append_column("category", pa.array(categories, pa.string()))
+    counts = counts.group_by(["category", *TALLY_COLUMNS]).aggregate([([], "count_all")])
+    problems = decided.filter(pc.equal(decided["status"], ERROR)).slice(0, max_problems)["error"].cast(pa.string())
+    return pa.concat_tables(
+        [
+            counts.rename_columns({"count_all": "items"}).append_column("error", pa.nulls(counts.num_rows, pa.string())),
+            pa.table({"category": pa.nulls(len(problems), pa.string()), "error": problems}),
+        ],
+        promote_options="default",
+    )
 
 
 def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
@@ -82,18 +133,26 @@ def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
 
 
 def write_videos(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
-    """Encode frames to MP4, write them at their final key, and emit the metadata rows (payload dropped)."""
+    """Measure quality, encode frames to MP4, write them at their final key, and emit the metadata rows.
+
+    The payload is dropped, except the MP4 and the fitted image when a shard stage follows.
+    """
     job = JobSpec.model_validate(spec)
     rows = to_rows(batch)
     for row in rows:
         if row["status"] == OK:
             _write(row, job)
         row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
-    return to_table(rows, METADATA_SCHEMA)
+    return to_table(rows, SHARD_INPUT_SCHEMA if job.output.shards.enabled else METADATA_SCHEMA)
 
 
 def _write(row: dict[str, Any], job: JobSpec) -> None:
-    frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["num_frames"], row["height"], row["width"], 3)
+    shape = (row["height"], row["width"], 3)
+    frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["num_frames"], *shape)
+    row.update(quality.measure(frames, np.frombuffer(row["image"], np.uint8).reshape(shape), row["nonfinite_frames"]))
+    reason = quality.rejection(row, job.quality.model_dump())
+    if reason:
+        row.update(status=REJECTED, error=reason)
     started = time.perf_counter()
     try:
         data = encode_mp4(frames, row["fps"], job.video)
@@ -108,6 +167,7 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
         fail(row, f"write {uri!r}: {_describe(error)}")
         return
     row.update(
+        video=data if job.output.shards.enabled and row["status"] == OK else None,
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         encode_seconds=encoded - started,

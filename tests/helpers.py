@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tarfile
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -49,3 +51,13 @@ def stop_shared_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+def shard_samples(output: Path) -> Counter:
+    """How often each sample key occurs across every tar under shards/, indexed or not."""
+    counts: Counter = Counter()
+    for path in (Path(output) / "shards").glob("*"):
+        if path.name != "index.json":
+            with tarfile.open(path) as archive:
+                counts.update(name.split(".", 1)[0] for name in archive.getnames() if name.endswith(".mp4"))
+    return counts

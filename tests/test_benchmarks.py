@@ -37,3 +37,14 @@ def test_cpu_benchmark_prints_both_paths_and_the_ratio():
 def test_memory_benchmark_prints_peaks_for_each_size():
     out = _run("memory.py", "--rows", "8,16")
     assert "driver peak growth 8 -> 16 rows" in out and "max worker MiB" in out
+
+
+def test_quality_benchmark_prints_both_costs():
+    out = _run("quality.py", "--size", "64x64x8", "--repeats", "1")
+    assert "64x64, 8 frames: quality.measure" in out and "measure share of writer CPU time" in out
+
+
+def test_scale_benchmark_renders_only_the_two_new_items():
+    out = _run("scale.py", "--rows", "1000")
+    row = out.strip().splitlines()[-1].split()
+    assert row[:2] == ["new", "1000"] and row[-2:] == ["2", "998"]

@@ -77,6 +77,8 @@ def test_mixed_params_split_into_groups_and_error_rows_pass_through(generators):
     assert by_key["a"]["batch_items"] == 2 and by_key["c"]["batch_items"] == 1
     assert by_key["dead"]["status"] == "error" and by_key["dead"]["frames"] is None
     assert all(row["device"] == "cpu" and row["model_dtype"] == "fp32" for row in out)
+    assert all(row["gpu_name"] == row["cuda_version"] == "cpu" and row["torch_version"] for row in out)
+    assert by_key["a"]["nonfinite_frames"] == 0 and by_key["a"]["image"]  # the writer measures against the image
 
 
 def test_a_failing_item_does_not_take_its_batch_down(generators):
