@@ -73,7 +73,7 @@ def _frames_by_item(output: Path) -> dict:
 def test_batch_size_and_actor_count_do_not_change_seeds_or_frames(ray_cluster, inputs, tmp_path):
     _, manifest = inputs
     runs = {}
-    for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"num_actors": 2}}.items():
+    for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"actors": 2}}.items():
         spec = make_spec(manifest, tmp_path / name, seeds={"variants": 2}, video={"lossless": True}, compute=compute)
         assert pipeline.run(spec, progress=False).rendered == 10
         runs[name] = _frames_by_item(tmp_path / name)
