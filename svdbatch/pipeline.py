@@ -173,7 +173,8 @@ def cluster_shape() -> capacity.ClusterShape:
     import ray
     import ray._private.state
 
-    nodes = [dict(node["Resources"]) for node in ray.nodes() if node["Alive"]]
+    alive = [node for node in ray.nodes() if node["Alive"]]
+    nodes = [dict(node["Resources"]) for node in alive]
     config = ray._private.state.state.get_cluster_config()
     if config is not None and config.node_group_configs:
         types = [
@@ -181,7 +182,11 @@ def cluster_shape() -> capacity.ClusterShape:
             for group in config.node_group_configs
         ]
         return capacity.ClusterShape(nodes, types)
-    return capacity.ClusterShape(nodes, None if _autoscaler_status().get("autoscaler_report") else [])
+    # Without an autoscaling config the monitor still reports, with one read-only type per node: "node_<node id>".
+    report = _autoscaler_status().get("autoscaler_report") or {}
+    names = set(report.get("active_nodes") or {}) | set(report.get("pending_launches") or {})
+    read_only = {f"node_{node['NodeID']}" for node in alive}
+    return capacity.ClusterShape(nodes, None if names - read_only else [])
 
 
 def prepare_pool(spec: JobSpec) -> tuple[bool, capacity.PoolSize]:
