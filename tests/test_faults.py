@@ -70,5 +70,6 @@ def test_lost_device_restarts_the_actor_and_retries_its_items(faulty_ray, tmp_pa
     assert "illegal memory access" in rows["k3"]["error"] and "on 3 fresh actors" in rows["k3"]["error"]
     assert len(list(markers.iterdir())) == 2 + 3
     record = json.loads((tmp_path / "out" / "_job" / "summary.json").read_text())
-    assert len(record["workers"]) >= 1 + 2 + 3  # every fresh actor loaded the model and said how long it took
+    # The first actor and the four that replaced a lost one each loaded the model and said how long it took.
+    assert len(record["workers"]) >= 1 + 4
     assert all(worker["load_seconds"] > 0 for worker in record["workers"])
