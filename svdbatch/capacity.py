@@ -123,6 +123,8 @@ def check_fits(compute: ComputeSpec, cluster: ClusterShape, gpu: bool, task_cpus
     task = {"CPU": max(compute.cpus_per_task, task_cpus)}
     slots = cluster.slots()
     homes = [(node, count) for node, count in slots if _fits(actor, node)]
+    if not homes and cluster.node_types is None:
+        return  # the nodes an unknown autoscaler adds may fit; the watchdog speaks up if none ever does
     if not homes:
         if gpu and not any(_fits({"GPU": compute.gpus_per_actor}, node) for node, _ in slots):
             most = max((node.get("GPU", 0) for node, _ in slots), default=0)

@@ -81,6 +81,7 @@ def test_actor_resources_no_node_or_node_type_offers_are_named():
         check_fits(_spec(gpus_per_actor=2).compute, AUTOSCALING, gpu=True, task_cpus=0.25)
     with pytest.raises(CapacityError, match=r"compute.cpus_per_actor: 8 fits no node .* \(the most CPUs there is 4\)"):
         check_fits(_spec(cpus_per_actor=8).compute, AUTOSCALING, gpu=True, task_cpus=0.25)
+    check_fits(_spec(gpus_per_actor=2).compute, UNKNOWN_TYPES, gpu=True, task_cpus=0.25)  # unknown types may fit
 
 
 def test_out_of_memory_splits_the_batch_then_halves_the_decode_chunk_then_gives_up():
