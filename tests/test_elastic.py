@@ -172,3 +172,33 @@ def test_node_removed_mid_job_loses_and_repeats_nothing_and_a_new_node_takes_ove
     assert Counter(row["key"] for row in rows) == Counter(keys)  # 0 lost, 0 duplicated
     assert {row["status"] for row in rows} == {"ok"}
     assert fresh.node_id in {row["node_id"] for row in rows}  # the new node picked up work
+
+
+# The tests below share the plain 2-CPU local cluster (conftest's ray_cluster); they come last in this module so it
+# is not up while the tests above start their own clusters.
+
+
+@pytest.mark.parametrize(
+    ("sections", "line"),
+    [
+        ({"compute": {"cpus_per_actor": 2, "cpus_per_task": 1}}, "compute.cpus_per_actor: 2 leaves no CPU for image"),
+        ({"compute": {"cpus_per_actor": 4}}, "compute.cpus_per_actor: 4 fits no node"),
+        ({"model": {"device": "cuda"}}, "model.device: cuda needs a GPU, but the cluster has none"),
+    ],
+)
+def test_job_that_cannot_run_on_the_cluster_fails_before_any_work(ray_cluster, tmp_path, sections, line):
+    images = write_images(tmp_path / "images", 1)
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0"], "image": images})
+    spec = make_spec(manifest, tmp_path / "out", **sections)
+    with pytest.raises(pipeline.JobError, match=line):
+        pipeline.run(spec, progress=False)
+    assert not (tmp_path / "out" / "videos").exists()
+
+
+def test_job_where_nothing_finishes_ends_after_the_stall_timeout(ray_cluster, tmp_path):
+    images = write_images(tmp_path / "images", 1)
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0"], "image": images})
+    # Loading the model alone takes longer than this stall timeout.
+    spec = make_spec(manifest, tmp_path / "out", compute={"stall_report_s": 0.5, "stall_timeout_s": 1})
+    with pytest.raises(pipeline.JobError, match=r"no item finished for \d+ s \(compute.stall_timeout_s\); CPU "):
+        pipeline.run(spec, progress=False)
