@@ -46,7 +46,9 @@ class ModelSpec(_Strict):
     )
     variant: str | None = Field(default=None, description="Weight file variant to load, e.g. 'fp16' for SVD-XT.")
     device: Literal["auto", "cuda", "cpu"] = Field(
-        default="auto", description="'auto' uses the actor's GPU when the cluster has GPUs, else the CPU."
+        default="auto",
+        description="'auto': GPU actors when the cluster has GPUs or its autoscaler may add some, else CPU actors; "
+        "'cuda' (like dtype fp16/bf16) waits for GPU workers and never falls back to the CPU.",
     )
     cpu_offload: bool = Field(default=False, description="diffusers model CPU offload: less GPU memory, slower.")
     compile_unet: bool = Field(default=False, description="torch.compile the UNet once per actor.")
@@ -167,7 +169,7 @@ class ComputeSpec(_Strict):
         default=60.0, gt=0, description="Report what is pending on which resource when no item finished this long."
     )
     stall_timeout_s: float = Field(
-        default=3600.0, gt=0, description="End the job when no item finished for this long (after the first one)."
+        default=3600.0, gt=0, description="End the job when no item finished and no actor came up for this long."
     )
 
 
