@@ -3,8 +3,10 @@ removed mid-job (spot preemption) loses nothing. Logical GPUs, CPU execution und
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -91,18 +93,22 @@ def _autoscaling_cluster_class():
     return LocalAutoscalingCluster
 
 
-@pytest.fixture
-def autoscaling(monkeypatch):
-    """A CPU-only head and a GPU node type (2 logical GPUs, min 0, max 2) that only the autoscaler can add."""
+@contextlib.contextmanager
+def _autoscaling_cluster(max_gpu_nodes: int):
+    """A CPU-only head and a GPU node type (2 logical GPUs, min 0) that only the autoscaler can add."""
     import ray
 
     cluster = _autoscaling_cluster_class()(
         head_resources={"CPU": 1},
         worker_node_types={
-            "gpu": {"resources": {"CPU": 1, "GPU": 2}, "node_config": {}, "min_workers": 0, "max_workers": 2}
+            "gpu": {
+                "resources": {"CPU": 1, "GPU": 2},
+                "node_config": {},
+                "min_workers": 0,
+                "max_workers": max_gpu_nodes,
+            }
         },
     )
-    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     cluster.start()
     try:
         for _ in range(60):  # the head comes up, then its autoscaler publishes its first report
@@ -120,6 +126,13 @@ def autoscaling(monkeypatch):
         cluster.shutdown()
 
 
+@pytest.fixture
+def autoscaling(monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    with _autoscaling_cluster(max_gpu_nodes=2) as ray:
+        yield ray
+
+
 def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscaling, tmp_path):
     head = autoscaling.get_runtime_context().get_node_id()
     assert autoscaling.cluster_resources().get("GPU", 0) == 0
@@ -135,6 +148,18 @@ def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscal
     assert len(placements) >= 2, placements
     record = json.loads((tmp_path / "out" / "_job" / "summary.json").read_text())
     assert {worker["node_id"] for worker in record["workers"]} <= {node for node, _ in placements}
+
+
+def test_gpu_job_waits_for_gpu_workers_with_a_word_and_gives_up_after_gpu_wait_s(monkeypatch, tmp_path, capfd):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    images = write_images(tmp_path / "images", 1)
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0"], "image": images})
+    # Ray's v1 autoscaler does not say which node types it has: GPUs may come, so the job waits, and says so.
+    spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "gpu_wait_s": 25})
+    with _autoscaling_cluster(max_gpu_nodes=0):
+        with pytest.raises(pipeline.JobError, match=r"no GPU worker came up within 25 s \(compute.gpu_wait_s\); CPU"):
+            pipeline.run(spec, progress=True)
+    assert re.search(r"svdbatch: waiting for GPU workers: 0/1 up, \d+ s", capfd.readouterr().err)
 
 
 @pytest.fixture
