@@ -1,4 +1,8 @@
-"""``svdbatch run|demo|spec``: every user error is one line naming what to fix; --verbose adds the traceback."""
+"""``svdbatch run|plan|manifest|report|demo|spec``: every user error is one line naming what to fix.
+
+Only the spec module is imported at start: torch, diffusers and Ray load inside the commands that need them, so
+``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_cli.py guards it).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from svdbatch import __version__
 from svdbatch.config import SpecError, load_spec, reference
-from svdbatch.plan import GPU_TFLOPS
-from svdbatch.scan import IMAGE_EXTENSIONS
+from svdbatch.errors import JobError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -18,6 +22,7 @@ EXIT_FAILED = 1
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svdbatch", description="Batch image-to-video with Stable Video Diffusion.")
+    parser.add_argument("--version", action="version", version=f"svdbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -35,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
     plan.add_argument("job", help="Job spec YAML.")
     plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
-    plan.add_argument("--gpu", default="H100", choices=sorted(GPU_TFLOPS), help="GPU kind for the estimate.")
+    plan.add_argument("--gpu", default="H100", help="GPU kind for the estimate (H100, A100, L40S, ...).")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
     scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
     scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
@@ -55,7 +60,7 @@ def _run(job: Path, args: argparse.Namespace) -> int:
     from svdbatch.pipeline import run
 
     spec = load_spec(job, args.set)
-    summary = run(spec, verbose=args.verbose, progress=not args.quiet)
+    summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
     print(f"metadata: {spec.output.url.rstrip('/')}/metadata/")
@@ -65,9 +70,10 @@ def _run(job: Path, args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from svdbatch import manifest, storage
     from svdbatch.model import ModelError
-    from svdbatch.pipeline import JobError
-    from svdbatch.plan import make_plan
+    from svdbatch.plan import GPU_TFLOPS, make_plan
 
+    if args.gpu not in GPU_TFLOPS:
+        raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(sorted(GPU_TFLOPS))}")
     spec = load_spec(Path(args.job), args.set)
     try:
         report = make_plan(spec, args.gpu, args.seconds_per_video)
@@ -79,8 +85,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _manifest(args: argparse.Namespace) -> int:
     from svdbatch import storage
-    from svdbatch.pipeline import JobError
-    from svdbatch.scan import build_manifest, parse_constants, read_params
+    from svdbatch.scan import IMAGE_EXTENSIONS, build_manifest, parse_constants, read_params
 
     try:
         constants = parse_constants(args.column)
@@ -97,7 +102,6 @@ def _manifest(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from svdbatch import storage
     from svdbatch.config import parse_overrides
-    from svdbatch.pipeline import JobError
     from svdbatch.report import write_report
 
     options = parse_overrides(args.set).get("storage_options", {})
@@ -115,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(reference()))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from svdbatch.pipeline import JobError
 
     try:
         if args.command == "plan":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_spec, write_images, write_manifest
+from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 from s3_server import free_port
 
 from svdbatch import pipeline
@@ -109,6 +109,7 @@ def _autoscaling_cluster(max_gpu_nodes: int):
             }
         },
     )
+    stop_shared_ray()
     cluster.start()
     try:
         for _ in range(60):  # the head comes up, then its autoscaler publishes its first report
@@ -133,6 +134,7 @@ def autoscaling(monkeypatch):
         yield ray
 
 
+@pytest.mark.slow
 def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscaling, tmp_path):
     head = autoscaling.get_runtime_context().get_node_id()
     assert autoscaling.cluster_resources().get("GPU", 0) == 0
@@ -150,6 +152,7 @@ def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscal
     assert {worker["node_id"] for worker in record["workers"]} <= {node for node, _ in placements}
 
 
+@pytest.mark.slow
 def test_gpu_job_waits_for_gpu_workers_with_a_word_and_gives_up_after_gpu_wait_s(monkeypatch, tmp_path, capfd):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     images = write_images(tmp_path / "images", 1)
@@ -168,6 +171,7 @@ def three_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
+    stop_shared_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
@@ -177,6 +181,7 @@ def three_nodes():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_node_removed_mid_job_loses_and_repeats_nothing_and_a_new_node_takes_over(three_nodes, tmp_path):
     cluster, (doomed, _) = three_nodes
     keys = [f"k{i}" for i in range(10)]
@@ -199,8 +204,7 @@ def test_node_removed_mid_job_loses_and_repeats_nothing_and_a_new_node_takes_ove
     assert fresh.node_id in {row["node_id"] for row in rows}  # the new node picked up work
 
 
-# The tests below share the plain 2-CPU local cluster (conftest's ray_cluster); they come last in this module so it
-# is not up while the tests above start their own clusters.
+# The tests below use the session's shared 2-CPU local cluster (conftest's ray_cluster).
 
 
 @pytest.mark.parametrize(
@@ -220,7 +224,19 @@ def test_job_that_cannot_run_on_the_cluster_fails_before_any_work(ray_cluster, t
     assert not (tmp_path / "out" / "videos").exists()
 
 
-def test_job_where_nothing_finishes_ends_after_the_stall_timeout(ray_cluster, tmp_path):
+@pytest.fixture
+def own_local_ray():
+    """A local cluster of its own: a job ended by the watchdog leaves its Ray Data executor behind until shutdown."""
+    import ray
+
+    stop_shared_ray()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_job_where_nothing_finishes_ends_after_the_stall_timeout(own_local_ray, tmp_path):
     images = write_images(tmp_path / "images", 1)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0"], "image": images})
     # Loading the model alone takes longer than this stall timeout.

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_spec, write_images, write_manifest
+from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 
 from svdbatch import pipeline
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PLUGIN = Path(__file__).resolve().parent / "faults"
 
 
@@ -23,12 +23,13 @@ def faulty_ray(tmp_path_factory):
     """A local Ray whose workers load the fault plugin; each test writes the plan they follow."""
     import ray
 
+    stop_shared_ray()  # workers must start with the plugin on their path: a cluster of its own
     plan = tmp_path_factory.mktemp("faults") / "plan.json"
     plan.write_text("{}")
     saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "SVDBATCH_TEST_FAULTS")}
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PLUGIN), saved["PYTHONPATH"]]))
     os.environ["SVDBATCH_TEST_FAULTS"] = str(plan)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield plan
     ray.shutdown()
     for name, value in saved.items():
