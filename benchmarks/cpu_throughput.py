@@ -72,7 +72,7 @@ def svdbatch_run(manifest: Path, out: Path, width: int, height: int, frames: int
             "output": {"url": str(out)},
             "render": {"width": width, "height": height, "num_frames": frames, "num_inference_steps": steps},
             "compute": {
-                "num_actors": 1,
+                "actors": 1,
                 "batch_size": batch,
                 "cpus_per_actor": 1,
                 "torch_threads": os.cpu_count(),

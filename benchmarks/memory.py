@@ -67,7 +67,7 @@ def child(rows: int) -> dict:
                 "manifest": {"path": str(root / "m.parquet")},
                 "output": {"url": str(root / "out")},
                 "render": {"width": 32, "height": 32, "num_frames": 2, "num_inference_steps": 1, "fps": 4},
-                "compute": {"num_actors": 1, "batch_size": 4, "cpus_per_actor": 1, "cpus_per_task": 0.5},
+                "compute": {"actors": 1, "batch_size": 4, "cpus_per_actor": 1, "cpus_per_task": 0.5},
                 "video": {"preset": "ultrafast"},
             }
         )

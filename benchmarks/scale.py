@@ -35,7 +35,7 @@ def _spec_data(folder: Path) -> dict:
         "manifest": {"path": str(folder / "manifest")},
         "output": {"url": str(folder / "out")},
         "render": {"width": 32, "height": 32, "num_frames": 2, "num_inference_steps": 1, "fps": 4},
-        "compute": {"num_actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25},
+        "compute": {"actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25},
         "video": {"preset": "ultrafast"},
     }
 

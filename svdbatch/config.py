@@ -7,12 +7,14 @@ field carries a description because ``svdbatch`` prints this tree as its referen
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TINY_MODEL = "svdbatch:tiny"
+# Fields that were renamed: a spec still using the old name gets told the new one.
+RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
 
 
 class SpecError(ValueError):
@@ -65,7 +67,9 @@ class ModelSpec(_Strict):
     )
     variant: str | None = Field(default=None, description="Weight file variant to load, e.g. 'fp16' for SVD-XT.")
     device: Literal["auto", "cuda", "cpu"] = Field(
-        default="auto", description="'auto' uses the actor's GPU when the cluster has GPUs, else the CPU."
+        default="auto",
+        description="'auto': GPU actors when the cluster has GPUs or its autoscaler may add some, else CPU actors; "
+        "'cuda' (like dtype fp16/bf16) waits for GPU workers and never falls back to the CPU.",
     )
     cpu_offload: bool = Field(default=False, description="diffusers model CPU offload: less GPU memory, slower.")
     compile_unet: bool = Field(default=False, description="torch.compile the UNet once per actor.")
@@ -138,9 +142,35 @@ class VideoSpec(_Strict):
     )
 
 
+class ActorRange(_Strict):
+    """An autoscaling actor pool: Ray Data adds actors while work queues up and removes idle ones."""
+
+    min: int = Field(default=1, ge=1, description="Actors kept even when idle.")
+    max: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most actors; default: one per gpus_per_actor of the GPUs the cluster has or its autoscaler can "
+        "add (unbounded when the autoscaler's node types are unknown), or 1 on CPU.",
+    )
+    initial: int | None = Field(
+        default=None,
+        ge=1,
+        description="Actors started at once; default: as many as the GPUs present now can hold, at least min.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> ActorRange:
+        top = self.max if self.max is not None else float("inf")
+        if not self.min <= (self.initial or self.min) <= top or self.min > top:
+            raise ValueError(f"need min <= initial <= max, got {self.min}, {self.initial}, {self.max}")
+        return self
+
+
 class ComputeSpec(_Strict):
-    num_actors: int | None = Field(
-        default=None, ge=1, description="Generation actors; default one per GPU in the cluster, or 1 without GPUs."
+    actors: Annotated[int, Field(ge=1)] | ActorRange = Field(
+        default_factory=ActorRange,
+        description="Generation actors: a fixed number, or {min, max, initial} for a pool that grows with the "
+        "queue (and makes the cluster autoscaler add GPU nodes) and shrinks when idle.",
     )
     batch_size: int = Field(default=1, ge=1, le=64, description="Items per pipeline call (same render params).")
     gpus_per_actor: float = Field(default=1.0, gt=0, le=8, description="GPUs each actor reserves (on GPU clusters).")
@@ -150,6 +180,17 @@ class ComputeSpec(_Strict):
     )
     torch_threads: int | None = Field(
         default=None, ge=1, le=256, description="torch threads per actor on CPU; default round(cpus_per_actor)."
+    )
+    gpu_wait_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a GPU job waits for its first GPU actor (autoscaler adding nodes) before it fails.",
+    )
+    stall_report_s: float = Field(
+        default=60.0, gt=0, description="Report what is pending on which resource when no item finished this long."
+    )
+    stall_timeout_s: float = Field(
+        default=3600.0, gt=0, description="End the job when no item finished and no actor came up for this long."
     )
 
 
@@ -216,11 +257,16 @@ class JobSpec(_Strict):
 
 def describe_error(error: ValidationError, prefix: str = "") -> str:
     """One line per the brief: the field, the bad value and what is allowed."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "spec"
+    errors = error.errors()
+    # For a union (compute.actors: number or range) report the branch that matches the input's kind.
+    first = next((item for item in errors if item["type"] not in ("int_type", "int_parsing", "model_type")), errors[0])
+    parts = [str(part) for part in first["loc"] if not str(part).startswith(("constrained-", "function-"))]
+    where = ".".join(parts) or "spec"
     if prefix:
         where = f"{prefix}.{where}" if where != "spec" else prefix
     message = first["msg"]
+    if first["type"] == "extra_forbidden" and where in RENAMED:
+        return f"{where}: renamed, use {RENAMED[where]}"
     if first["type"] == "extra_forbidden":
         return f"{where}: unknown field (check the spelling; 'svdbatch spec' lists every field)"
     if first["type"] == "missing":

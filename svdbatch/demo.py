@@ -39,7 +39,7 @@ def demo_spec(folder: Path) -> dict[str, Any]:
         "model": {"source": TINY_MODEL},
         "render": {"width": 128, "height": 64, "num_frames": 8, "num_inference_steps": 4, "fps": 7},
         "seeds": {"base_seed": 1234, "variants": 2},
-        "compute": {"num_actors": 1, "batch_size": 2, "cpus_per_actor": 1, "torch_threads": 2, "cpus_per_task": 0.5},
+        "compute": {"actors": 1, "batch_size": 2, "cpus_per_actor": 1, "torch_threads": 2, "cpus_per_task": 0.5},
     }
 
 

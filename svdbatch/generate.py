@@ -2,7 +2,8 @@
 
 Items that share every call parameter go through one pipeline call with one ``torch.Generator`` per item, so a
 video's pixels depend only on its own seed and parameters, never on which items it was batched with. A failing
-batch is retried item by item so one bad item cannot take its neighbours down with it.
+batch is retried item by item so one bad item cannot take its neighbours down with it; out of memory and fatal
+CUDA errors follow the policy in faults.py.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
+from svdbatch import faults
 from svdbatch.config import JobSpec
 from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
 from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
@@ -24,6 +26,10 @@ from svdbatch.provenance import provenance
 
 # Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
 CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
+
+
+class DeviceLost(RuntimeError):
+    """The CUDA context is poisoned: this process must not run another item."""
 
 
 def pick_device(requested: str) -> str:
@@ -95,36 +101,66 @@ class VideoGenerator:
             if row["status"] == OK:
                 groups[tuple(row[name] for name in CALL_PARAMS)].append(row)
         size = self.spec.compute.batch_size
-        for group in groups.values():
-            for start in range(0, len(group), size):
-                self._render(group[start : start + size])
+        try:
+            for group in groups.values():
+                for start in range(0, len(group), size):
+                    self._render(group[start : start + size], group[0]["decode_chunk_size"])
+        except DeviceLost as lost:
+            self.device_lost(lost, [row for row in rows if row["status"] == OK and row.get("frames") is None])
         return to_table(rows)
 
-    def _render(self, items: list[dict[str, Any]]) -> None:
+    def device_lost(self, lost: DeviceLost, unrendered: list[dict[str, Any]]) -> None:
+        """Plain use has no one to restart this process: the error ends the call. The Ray adapter overrides this."""
+        raise lost
+
+    def _render(self, items: list[dict[str, Any]], chunk: int) -> None:
         try:
-            self._call(items)
+            self._call(items, chunk)
         except Exception as error:  # noqa: BLE001 - a failing call must not lose its items
-            if len(items) == 1:
+            if faults.is_device_lost(error):
+                raise DeviceLost(f"{type(error).__name__}: {error}") from error
+            if faults.is_out_of_memory(error):
+                self._shrink(items, chunk, error)
+            elif len(items) == 1:
                 item = items[0]
                 fail(item, f"generate {item['key']!r} v{item['variant']}: {type(error).__name__}: {error}")
-                return
-            for item in items:
-                self._render([item])
+            else:
+                for item in items:
+                    self._render([item], chunk)
 
-    def _call(self, items: list[dict[str, Any]]) -> None:
+    def _shrink(self, items: list[dict[str, Any]], chunk: int, error: Exception) -> None:
+        """Out of memory: retry in two halves, then with fewer frames decoded at once, then give up on the item."""
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        retry = faults.after_out_of_memory(len(items), chunk, items[0]["num_frames"])
+        if retry is None:
+            item = items[0]
+            cause = f"out of memory at batch 1, decode_chunk_size {chunk}: {type(error).__name__}: {error}"
+            fail(item, f"generate {item['key']!r} v{item['variant']}: {cause}")
+        elif retry.split:
+            half = len(items) // 2
+            self._render(items[:half], chunk)
+            self._render(items[half:], chunk)
+        else:
+            self._render(items, retry.decode_chunk_size)
+
+    def _call(self, items: list[dict[str, Any]], chunk: int) -> None:
         first = items[0]
         images = [
             Image.fromarray(np.frombuffer(item["image"], dtype=np.uint8).reshape(item["height"], item["width"], 3))
             for item in items
         ]
         started = time.perf_counter()
-        floats = call_pipeline(self.pipe, images, [item["seed"] for item in items], first, self.device)
+        params = {**first, "decode_chunk_size": chunk}
+        floats = call_pipeline(self.pipe, images, [item["seed"] for item in items], params, self.device)
         frames, nonfinite = to_uint8(floats), nonfinite_frames(floats)
         elapsed = time.perf_counter() - started
         for item, video, bad in zip(items, frames, nonfinite, strict=True):
+            # decode_chunk_size and batch_items say what was actually used, smaller after out of memory.
             item.update(
                 frames=video.tobytes(),
                 nonfinite_frames=bad,
                 generate_seconds=elapsed / len(items),
                 batch_items=len(items),
+                decode_chunk_size=chunk,
             )

@@ -7,6 +7,9 @@ read_parquet(manifest) -> expand_rows -> left join with the committed rows by (k
   -> rows stream back to the driver -> commit files -> merged into the touched buckets of {output}/metadata/
 
 The driver holds no per-row state: what is done is decided by the join, where the data is; the driver only counts.
+
+The generation pool is sized and placed from what the cluster has and can get (capacity.py), watched while it runs
+(watchdog.py), and heals: Ray restarts actors lost with their node or their CUDA context and retries their items.
 """
 
 from __future__ import annotations
@@ -15,28 +18,33 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from queue import Empty, Full, Queue
 from typing import Any
 
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import commit, manifest, storage
+from svdbatch import capacity, commit, faults, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError
-from svdbatch.generate import VideoGenerator
-from svdbatch.metadata import SKIPPED
+from svdbatch.generate import DeviceLost, VideoGenerator
+from svdbatch.metadata import SKIPPED, fail
 from svdbatch.model import ModelError, check_source
 from svdbatch.provenance import package_version
 from svdbatch.shards import write_shards
 from svdbatch.stages import TALLY_COLUMNS, expand_rows, load_images, resume_rows, tally_items, write_videos
+from svdbatch.watchdog import Watchdog
 
 CPU_STAGE_CPUS = 0.25
 JOIN_ROWS_PER_PARTITION = 500_000
 MAX_PROBLEMS = 20
+WATCH_EVERY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -146,14 +154,6 @@ def _pyarrow_fs(url: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def _actor_count(spec: JobSpec, cluster_gpus: float) -> int:
-    if spec.compute.num_actors:
-        return spec.compute.num_actors
-    if cluster_gpus and spec.model.device != "cpu":
-        return max(1, int(cluster_gpus // spec.compute.gpus_per_actor))
-    return 1
-
-
 def _root_message(error: BaseException) -> str:
     """The one line to show for a failure deep inside Ray: the innermost cause, without Ray's wrapping."""
     seen = error
@@ -184,6 +184,190 @@ def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
 
     fs = _pyarrow_fs(spec.manifest.path, spec.storage_options)
     return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
+
+
+def _autoscaler_status() -> dict[str, Any]:
+    """What Ray's v1 autoscaler publishes each update (its report and the pending resource demand); {} without one."""
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(DEBUG_AUTOSCALING_STATUS)
+    return json.loads(raw) if raw else {}
+
+
+def cluster_shape() -> capacity.ClusterShape:
+    """Alive nodes, and the node types the autoscaler can add: published by autoscaler v2 (KubeRay); v1 runs
+    without publishing them (node_types None); neither runs on a fixed cluster (no node types)."""
+    import ray
+    import ray._private.state
+
+    alive = [node for node in ray.nodes() if node["Alive"]]
+    nodes = [dict(node["Resources"]) for node in alive]
+    config = ray._private.state.state.get_cluster_config()
+    if config is not None and config.node_group_configs:
+        types = [
+            capacity.NodeType(group.name, dict(group.resources), group.max_count)
+            for group in config.node_group_configs
+        ]
+        return capacity.ClusterShape(nodes, types)
+    # Without an autoscaling config the monitor still reports, with one read-only type per node: "node_<node id>".
+    report = _autoscaler_status().get("autoscaler_report") or {}
+    names = set(report.get("active_nodes") or {}) | set(report.get("pending_launches") or {})
+    read_only = {f"node_{node['NodeID']}" for node in alive}
+    return capacity.ClusterShape(nodes, None if names - read_only else [])
+
+
+def prepare_pool(spec: JobSpec) -> tuple[bool, capacity.PoolSize]:
+    """Whether the actors ask for GPUs, and the pool's size; a job that cannot run here fails now, in one line."""
+    shape = cluster_shape()
+    try:
+        gpu = capacity.check_device(spec.model, shape)
+        capacity.check_fits(spec.compute, shape, gpu, CPU_STAGE_CPUS)
+    except capacity.CapacityError as error:
+        raise JobError(str(error)) from None
+    return gpu, capacity.pool_size(spec.compute, shape, gpu)
+
+
+class Workers:
+    """A Ray actor on the driver's node: generation actors report their load time here and count lost devices."""
+
+    def __init__(self):
+        self.loaded: list[dict[str, Any]] = []
+        self.lost: Counter = Counter()
+
+    def add(self, record: dict[str, Any]) -> None:
+        self.loaded.append(record)
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.loaded
+
+    def lose(self, item_ids: list[str]) -> int:
+        """Count one lost actor against each item; returns the most any of them has cost."""
+        self.lost.update(item_ids)
+        return max(self.lost[item] for item in item_ids)
+
+
+def start_workers():
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(num_cpus=0, scheduling_strategy=here)(Workers).remote()
+
+
+class RayVideoGenerator(VideoGenerator):
+    """VideoGenerator on a Ray actor: stamps node and GPU ids on rows, reports its load time, and exits on a lost
+    device so Ray restarts it and retries its items on a fresh process."""
+
+    def __init__(self, spec: dict[str, Any], workers, job_started: float):
+        import ray
+
+        began = time.time()
+        super().__init__(spec)
+        self.workers = workers
+        self.exit_before_next = False
+        gpu_ids = ray.get_gpu_ids()
+        self.placement.update(
+            node_id=ray.get_runtime_context().get_node_id(),
+            gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
+        )
+        ready = time.time()
+        workers.add.remote(
+            {
+                "node_id": self.placement["node_id"],
+                "gpu_id": self.placement["gpu_id"],
+                "device": self.device,
+                "load_seconds": round(ready - began, 3),
+                "ready_after_seconds": round(ready - job_started, 3),
+            }
+        )
+
+    def __call__(self, batch):
+        if self.exit_before_next:
+            os._exit(1)
+        return super().__call__(batch)
+
+    def device_lost(self, lost: DeviceLost, unrendered: list[dict[str, Any]]) -> None:
+        import ray
+
+        lost_actors = ray.get(self.workers.lose.remote([f"{row['key']}#{row['variant']}" for row in unrendered]))
+        where = f"node {self.placement['node_id']}, GPU {self.placement['gpu_id']}"
+        print(f"svdbatch: {lost} ({where}); this actor exits and its items are retried", file=sys.stderr, flush=True)
+        if lost_actors < faults.MAX_ACTORS_LOST:
+            os._exit(1)
+        for row in unrendered:
+            fail(row, f"generate {row['key']!r} v{row['variant']}: {lost} (on {lost_actors} fresh actors)")
+        self.exit_before_next = True
+
+
+def pool_strategy(pool: capacity.PoolSize):
+    from ray.data import ActorPoolStrategy
+
+    if pool.min == pool.max:
+        return ActorPoolStrategy(size=pool.min)
+    return ActorPoolStrategy(min_size=pool.min, max_size=pool.max, initial_size=pool.initial)
+
+
+def _pending() -> str:
+    """Free resources, and the resource demand the autoscaler sees, for a watchdog line."""
+    import ray
+
+    total, free = ray.cluster_resources(), ray.available_resources()
+    parts = [f"{name} {free.get(name, 0):g}/{total.get(name, 0):g} free" for name in ("CPU", "GPU")]
+    demand = _autoscaler_status().get("load_metrics_report", {}).get("resource_demand") or []
+    if demand:
+        parts.append("waiting: " + ", ".join(f"{count} x {bundle}" for bundle, count in demand))
+    return ", ".join(parts)
+
+
+def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> Iterator:
+    """Yield result batches as they come; in between, let the watchdog report, and end a job that waits too long.
+
+    The batches are pulled on a thread so the driver keeps its voice while Ray Data has nothing to hand over. A job
+    the watchdog ends leaves that thread waiting until the process exits (the CLI exits on the error line).
+    """
+    import ray
+
+    results: Queue = Queue(maxsize=4)
+    stop = threading.Event()
+    end = object()
+
+    def pump() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    try:
+                        results.put(batch, timeout=WATCH_EVERY_S)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            results.put(end)
+        except BaseException as error:  # noqa: BLE001 - handed to the driver thread, which raises it
+            results.put(error)
+
+    threading.Thread(target=pump, name="svdbatch-results", daemon=True).start()
+    try:
+        while True:
+            try:
+                got = results.get(timeout=WATCH_EVERY_S)
+            except Empty:
+                up = len(ray.get(workers.records.remote()))
+                verdict = watchdog.check(up, time.monotonic(), _pending)
+                if verdict.fatal:
+                    raise JobError(verdict.fatal)
+                if verdict.line and (progress or not verdict.line.startswith("svdbatch: waiting")):
+                    print(verdict.line, file=sys.stderr, flush=True)
+                continue
+            if got is end:
+                return
+            if isinstance(got, BaseException):
+                raise got
+            watchdog.finished(got.num_rows, time.monotonic())
+            yield got
+    finally:
+        stop.set()
 
 
 def _committed(spec: JobSpec):
@@ -264,7 +448,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
     started = time.time()
     info = preflight(spec)
@@ -290,19 +474,8 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
         if expected == 0:
             return _finish(spec, run_id, committer, started)
 
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    use_gpus = cluster_gpus > 0 and spec.model.device != "cpu"
-    actors = _actor_count(spec, cluster_gpus)
-
-    class RayVideoGenerator(VideoGenerator):
-        def __init__(self, spec: dict[str, Any]):
-            super().__init__(spec)
-            gpu_ids = ray.get_gpu_ids()
-            self.placement.update(
-                node_id=ray.get_runtime_context().get_node_id(),
-                gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
-            )
-
+    gpu, pool = prepare_pool(spec)
+    workers = start_workers()
     rows = (
         items.repartition(target_num_rows_per_block=spec.compute.batch_size)
         .map_batches(
@@ -314,11 +487,11 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
         )
         .map_batches(
             RayVideoGenerator,
-            fn_constructor_args=(spec_dict,),
+            fn_constructor_args=(spec_dict, workers, started),
             batch_format="pyarrow",
             batch_size=spec.compute.batch_size,
-            compute=ActorPoolStrategy(size=actors),
-            num_gpus=spec.compute.gpus_per_actor if use_gpus else 0,
+            compute=pool_strategy(pool),
+            num_gpus=spec.compute.gpus_per_actor if gpu else 0,
             num_cpus=spec.compute.cpus_per_actor,
         )
         .map_batches(
@@ -339,10 +512,12 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
         )
     progress_line = Progress(expected, progress)
     try:
-        for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
+        watchdog = Watchdog(spec.compute, gpu, pool.initial, time.monotonic())
+        batches = rows.iter_batches(batch_format="pyarrow", batch_size=None)
+        for batch in watched(batches, watchdog, workers, progress):
             committer.add(batch)
             progress_line.update(committer.counts)
-        return _finish(spec, run_id, committer, started)
+        return _finish(spec, run_id, committer, started, ray.get(workers.records.remote()))
     except commit.TooManyErrors as error:
         raise JobError(str(error)) from None
     except JobError:
@@ -352,7 +527,9 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
         raise JobError(_root_message(error)) from None
 
 
-def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: float) -> RunSummary:
+def _finish(
+    spec: JobSpec, run_id: str, committer: commit.Committer, started: float, workers: list | None = None
+) -> RunSummary:
     committer.finish()
     commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
     counts = committer.counts
@@ -366,7 +543,7 @@ def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: fl
         wall_seconds=time.time() - started,
         rejected=counts.rejected,
     )
-    write_job_record(spec, summary, started, counts.environments)
+    write_job_record(spec, summary, started, counts.environments, workers)
     return summary
 
 
@@ -376,11 +553,16 @@ def _versions() -> dict[str, str]:
 
 
 def job_record(
-    spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]
+    spec: JobSpec,
+    summary: RunSummary,
+    started: float,
+    environments: list[dict[str, str]],
+    workers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ran, with which versions, when, and what came of it; storage secrets are redacted.
 
-    ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered.
+    ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered;
+    ``workers`` each generation actor's node, GPU, model load time and when it was ready (seconds after the start).
     """
     resolved = spec.model_dump(mode="json")
     resolved["storage_options"] = storage.redact(resolved["storage_options"])
@@ -392,12 +574,19 @@ def job_record(
         "environments": environments,
         "spec": resolved,
         "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
+        "workers": workers or [],
     }
 
 
-def write_job_record(spec: JobSpec, summary: RunSummary, started: float, environments: list[dict[str, str]]) -> None:
+def write_job_record(
+    spec: JobSpec,
+    summary: RunSummary,
+    started: float,
+    environments: list[dict[str, str]],
+    workers: list[dict[str, Any]] | None = None,
+) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
-    data = json.dumps(job_record(spec, summary, started, environments), indent=2).encode()
+    data = json.dumps(job_record(spec, summary, started, environments, workers), indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
     storage.write_bytes(
         storage.join(spec.output.url, "_job", "runs", f"{summary.run_id}.json"), data, spec.storage_options

@@ -13,7 +13,7 @@ from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 
 TEST_RENDER = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "fps": 6}
-TEST_COMPUTE = {"num_actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25, "torch_threads": 1}
+TEST_COMPUTE = {"actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25, "torch_threads": 1}
 
 
 def write_images(folder: Path, count: int) -> list[str]:

@@ -43,8 +43,9 @@ def multi_node():
 def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     images = write_images(tmp_path / "images", 4)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(8)], "image": images * 2})
-    # num_actors left unset: one actor per GPU in the cluster (4), each pinned to one logical GPU.
-    compute = {"num_actors": None, "batch_size": 1, "cpus_per_actor": 0.2, "cpus_per_task": 0.1, "torch_threads": 1}
+    # compute.actors left at its default: the pool starts with one actor per GPU in the cluster (4), each pinned to
+    # one logical GPU.
+    compute = {"actors": {"min": 1}, "batch_size": 1, "cpus_per_actor": 0.2, "cpus_per_task": 0.1, "torch_threads": 1}
     spec = make_spec(manifest, tmp_path / "out", compute=compute)
     summary = pipeline.run(spec, progress=False)
     assert (summary.rendered, summary.failed) == (8, 0)

@@ -104,3 +104,11 @@ def test_ray_up_config_uses_the_image_and_single_gpu_workers():
     assert nodes[config["head_node_type"]]["resources"] == {"CPU": 0}
     assert nodes["gpu_worker"]["resources"]["GPU"] == 1
     assert nodes["gpu_worker"]["min_workers"] <= nodes["gpu_worker"]["max_workers"] <= config["max_workers"]
+
+
+def test_gpu_jobs_autoscale_up_to_the_gpus_the_clusters_can_add():
+    most = _yaml("ray-up.yaml")["available_node_types"]["gpu_worker"]["max_workers"]
+    assert most == _yaml("raycluster.yaml")["spec"]["workerGroupSpecs"][0]["maxReplicas"]
+    for name in ("svd-xt-catalog.yaml", "svd-augment.yaml"):
+        actors = load_spec(ROOT / "jobs" / name).compute.actors
+        assert actors.min == 1 and actors.max == most, name

@@ -89,3 +89,15 @@ def test_a_failing_item_does_not_take_its_batch_down(generators):
     assert out["b"]["status"] == "error" and "generate 'b'" in out["b"]["error"]
     assert out["a"]["status"] == out["c"]["status"] == "ok"
     assert out["a"]["batch_items"] == 1  # retried one by one after the batch failed
+
+
+def test_a_lost_cuda_context_ends_the_call_instead_of_failing_every_item(generators, monkeypatch):
+    from svdbatch import generate
+
+    def poisoned(*args, **kwargs):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(generate, "call_pipeline", poisoned)
+    rows = _items(build_spec(_spec(3)), ["a", "b"])
+    with pytest.raises(generate.DeviceLost, match="illegal memory access"):
+        generators[3](to_table(rows))

@@ -76,7 +76,7 @@ def test_batch_size_and_actor_count_do_not_change_seeds_or_frames(ray_cluster, i
     manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0", "k1", "k2"], "image": images})
     runs = {}
     # 6 items: batch 4 gives one full batch and one short one; two actors split the items between them.
-    for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"num_actors": 2}}.items():
+    for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"actors": 2}}.items():
         spec = make_spec(manifest, tmp_path / name, seeds={"variants": 2}, video={"lossless": True}, compute=compute)
         assert pipeline.run(spec, progress=False).rendered == 6
         runs[name] = _frames_by_item(tmp_path / name)

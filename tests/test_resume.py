@@ -61,7 +61,7 @@ def _generation_actor_pids() -> list[int]:
 @pytest.mark.slow
 def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_path):
     manifest = _manifest(tmp_path, images, 24)
-    spec = make_spec(manifest, tmp_path / "out", compute={"num_actors": 2, "batch_size": 1})
+    spec = make_spec(manifest, tmp_path / "out", compute={"actors": 2, "batch_size": 1})
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(summary=pipeline.run(spec, progress=False)))
     worker.start()

@@ -85,7 +85,7 @@ def runs(ray_cluster, moto_server, tmp_path_factory):
             f"s3://{BUCKET}/manifests/",
             f"s3://{BUCKET}/out",
             model={"source": f"s3://{BUCKET}/models/tiny"},
-            compute={"num_actors": 2, "cpus_per_actor": 0.5},
+            compute={"actors": 2, "cpus_per_actor": 0.5},
             storage_options=_options(proxy.url),
         )
         remote = pipeline.run(remote_spec, progress=False)
