@@ -33,6 +33,21 @@ class OutputSpec(_Strict):
     url: str = Field(description="Where videos (videos/) and the metadata table (metadata/) are written.")
 
 
+class StepCacheSpec(_Strict):
+    """DeepCache-style reuse of the UNet's deep features between neighbouring denoising steps."""
+
+    enabled: bool = Field(
+        default=False,
+        description="On cached steps only the UNet's outermost level runs; fewer FLOPs, slightly different frames.",
+    )
+    interval: int = Field(
+        default=3, ge=1, le=1000, description="Run the whole UNet every this many steps (1: every step, no reuse)."
+    )
+    first_full: int = Field(
+        default=1, ge=1, le=1000, description="The first steps always run the whole UNet (they set the layout)."
+    )
+
+
 class ModelSpec(_Strict):
     source: str = Field(
         default=TINY_MODEL,
@@ -51,6 +66,9 @@ class ModelSpec(_Strict):
     forward_chunking: bool = Field(default=False, description="UNet feed-forward chunking: less memory, slower.")
     channels_last: bool = Field(default=True, description="channels_last memory format for UNet and VAE on CUDA.")
     allow_tf32: bool = Field(default=True, description="Allow TF32 matmuls on Ampere and newer GPUs.")
+    step_cache: StepCacheSpec = Field(
+        default_factory=StepCacheSpec, description="Step caching for the UNet (off by default)."
+    )
 
 
 class RenderParams(_Strict):

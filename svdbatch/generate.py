@@ -17,9 +17,10 @@ import pyarrow as pa
 import torch
 from PIL import Image
 
-from svdbatch.config import JobSpec
+from svdbatch.config import JobSpec, StepCacheSpec
 from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
 from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
+from svdbatch.step_cache import cached_steps
 
 # Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
 CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
@@ -35,10 +36,17 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def call_pipeline(pipe, images: list[Image.Image], seeds: list[int], params: dict[str, Any], device: str):
+def call_pipeline(
+    pipe,
+    images: list[Image.Image],
+    seeds: list[int],
+    params: dict[str, Any],
+    device: str,
+    cache: StepCacheSpec | None = None,
+):
     """The one SVD call: exactly what a user would write with plain diffusers. Returns (n, F, H, W, 3) uint8."""
     generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
-    with torch.inference_mode():
+    with torch.inference_mode(), cached_steps(pipe.unet, cache or StepCacheSpec()):
         frames = pipe(
             images,
             height=params["height"],
@@ -107,7 +115,8 @@ class VideoGenerator:
             for item in items
         ]
         started = time.perf_counter()
-        frames = call_pipeline(self.pipe, images, [item["seed"] for item in items], first, self.device)
+        seeds = [item["seed"] for item in items]
+        frames = call_pipeline(self.pipe, images, seeds, first, self.device, self.spec.model.step_cache)
         elapsed = time.perf_counter() - started
         for item, video in zip(items, frames, strict=True):
             item.update(
