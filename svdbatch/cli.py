@@ -35,7 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
     plan.add_argument("job", help="Job spec YAML.")
     plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
-    plan.add_argument("--gpu", default="H100", choices=sorted(GPU_TFLOPS), help="GPU kind for the estimate.")
+    plan.add_argument(
+        "--gpu",
+        default="H100",
+        help=f"GPU kind for the estimate: {', '.join(GPU_TFLOPS)}; or any name with --tflops.",
+    )
+    plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
     scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
     scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
@@ -68,9 +73,13 @@ def _plan(args: argparse.Namespace) -> int:
     from svdbatch.pipeline import JobError
     from svdbatch.plan import make_plan
 
+    if args.tflops is None and args.gpu not in GPU_TFLOPS:
+        raise SpecError(f"--gpu {args.gpu}: unknown kind; use one of {', '.join(GPU_TFLOPS)} or give --tflops")
+    if args.tflops is not None and args.tflops <= 0:
+        raise SpecError(f"--tflops {args.tflops:g}: must be positive")
     spec = load_spec(Path(args.job), args.set)
     try:
-        report = make_plan(spec, args.gpu, args.seconds_per_video)
+        report = make_plan(spec, args.gpu, args.seconds_per_video, args.tflops)
     except (manifest.ManifestError, ModelError, storage.StorageError) as error:
         raise JobError(str(error)) from None
     print("\n".join(report.lines(args.gpus, args.gpu)))

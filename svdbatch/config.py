@@ -41,11 +41,19 @@ class StepCacheSpec(_Strict):
         description="On cached steps only the UNet's outermost level runs; fewer FLOPs, slightly different frames.",
     )
     interval: int = Field(
-        default=3, ge=1, le=1000, description="Run the whole UNet every this many steps (1: every step, no reuse)."
+        default=4, ge=1, le=1000, description="Run the whole UNet every this many steps (1: every step, no reuse)."
     )
     first_full: int = Field(
         default=1, ge=1, le=1000, description="The first steps always run the whole UNet (they set the layout)."
     )
+
+    def is_full_step(self, step: int) -> bool:
+        """Steps that run the whole UNet: every step when off, else the first ``first_full``, then every
+        ``interval``-th."""
+        return not self.enabled or step < self.first_full or step % self.interval == 0
+
+    def full_steps(self, steps: int) -> int:
+        return sum(self.is_full_step(step) for step in range(steps))
 
 
 class ModelSpec(_Strict):

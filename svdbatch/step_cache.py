@@ -18,15 +18,6 @@ import torch
 from svdbatch.config import StepCacheSpec
 
 
-def is_full_step(step: int, cache: StepCacheSpec) -> bool:
-    """Steps that run the whole UNet: the first ``first_full`` ones, then every ``interval``-th."""
-    return not cache.enabled or step < cache.first_full or step % cache.interval == 0
-
-
-def full_steps(steps: int, cache: StepCacheSpec) -> int:
-    return sum(is_full_step(step, cache) for step in range(steps))
-
-
 class _Cache:
     """The state of one pipeline call: which step comes next and the deep features of the last full step."""
 
@@ -42,7 +33,7 @@ class _Cache:
 
     def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict: bool = True):
         step, self.step = self.step, self.step + 1
-        if is_full_step(step, self.cache):
+        if self.cache.is_full_step(step):
             return self.full_forward(sample, timestep, encoder_hidden_states, added_time_ids, return_dict=return_dict)
         return self.shallow(sample, timestep, encoder_hidden_states, added_time_ids, return_dict)
 
