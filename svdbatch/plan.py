@@ -154,7 +154,8 @@ def make_plan(
     previous = commit.previous_state(spec.output.url, spec.storage_options)
     fs, _ = storage.filesystem(spec.manifest.path, spec.storage_options)
     tflops = tflops or GPU_TFLOPS[gpu]
-    report = PlanReport(files=len(info.files), rows=info.rows, basis=estimate_basis(spec, gpu, tflops, measured_seconds))
+    report = PlanReport(files=len(info.files), rows=info.rows)
+    report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
     for name in info.files:
         with fs.open(name, "rb") as handle:
             batches = pq.ParquetFile(handle).iter_batches(batch_size=10_000)

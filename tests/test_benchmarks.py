@@ -37,3 +37,11 @@ def test_cpu_benchmark_prints_both_paths_and_the_ratio():
 def test_memory_benchmark_prints_peaks_for_each_size():
     out = _run("memory.py", "--rows", "8,16")
     assert "driver peak growth 8 -> 16 rows" in out and "max worker MiB" in out
+
+
+def test_step_cache_benchmark_prints_flop_and_wall_ratios():
+    out = _run("step_cache.py", "--items", "1", "--steps", "3", "--models", "tiny")
+    default = next(line for line in out.splitlines() if "(default)" in line)
+    assert float(default.split()[-2].rstrip("x")) >= 1.6  # UNet FLOP ratio on the full SVD-XT architecture
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "tiny" and row[1] == "64x64x8" and float(row[4]) > 0 and float(row[5].rstrip("x")) > 0
