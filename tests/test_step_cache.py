@@ -50,6 +50,23 @@ def test_schedule_runs_the_first_steps_then_every_interval():
     assert StepCacheSpec().full_steps(25) == 25 and StepCacheSpec(enabled=True).full_steps(25) == 7
 
 
+def test_a_cached_step_on_the_same_input_reproduces_the_full_step(pipe):
+    """The shallow path is the UNet's own outermost level: fed the deep features of this very input, it must give
+    the full step's output."""
+    unet = pipe.unet
+    generator = torch.Generator().manual_seed(0)
+    inputs = (
+        torch.randn(2, 8, unet.config.in_channels, 8, 8, generator=generator),
+        torch.tensor(0.7),
+        torch.randn(2, 1, unet.config.cross_attention_dim, generator=generator),
+        torch.tensor([[6.0, 127.0, 0.02]] * 2),
+    )
+    with torch.inference_mode(), cached_steps(unet, ON):
+        full = unet(*inputs, return_dict=False)[0]
+        cached = unet(*inputs).sample
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+
+
 def test_a_schedule_that_caches_nothing_is_bit_identical_to_off(pipe):
     off = _render(pipe, [0])
     assert np.array_equal(off, _render(pipe, [0], StepCacheSpec(enabled=True, interval=1)))
