@@ -11,6 +11,7 @@ per-item generators are untouched: a video still depends only on its own seed an
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -19,17 +20,26 @@ from svdbatch.config import StepCacheSpec
 
 
 class _Cache:
-    """The state of one pipeline call: which step comes next and the deep features of the last full step."""
+    """One per UNet, its hook registered once (so a compiled UNet keeps its graph); reset by every pipeline call."""
 
-    def __init__(self, unet, full_forward, cache: StepCacheSpec):
-        self.unet = unet
-        self.full_forward = full_forward
-        self.cache = cache
+    def __init__(self, unet):
+        self.unet = None  # set only during a call, so the registry below never keeps a UNet alive
+        self.active = False
+        self.full_forward = None
+        self.cache = StepCacheSpec()
         self.step = 0
         self.deep: torch.Tensor | None = None
+        unet.up_blocks[-2].register_forward_hook(self.keep)
+
+    def start(self, unet, full_forward, cache: StepCacheSpec) -> None:
+        self.unet, self.full_forward, self.cache, self.step, self.active = unet, full_forward, cache, 0, True
+
+    def stop(self) -> None:
+        self.unet, self.full_forward, self.deep, self.active = None, None, None, False  # frees the kept tensor
 
     def keep(self, _module, _inputs, output) -> None:
-        self.deep = output
+        if self.active:
+            self.deep = output
 
     def forward(self, sample, timestep, encoder_hidden_states, added_time_ids, return_dict: bool = True):
         step, self.step = self.step, self.step + 1
@@ -66,24 +76,30 @@ class _Cache:
         return UNetSpatioTemporalConditionOutput(sample=out) if return_dict else (out,)
 
 
+_CACHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @contextlib.contextmanager
 def cached_steps(unet, cache: StepCacheSpec) -> Iterator[None]:
     """Cache deep features within one pipeline call; outside it (and with the cache off) the UNet is untouched.
 
-    ``unet`` is the pipeline's UNet, possibly wrapped by torch.compile (its full steps then stay compiled).
+    ``unet`` is the pipeline's UNet, possibly wrapped by torch.compile: its full steps then run compiled, the cached
+    steps eagerly.
     """
     if not cache.enabled:
         yield
         return
     model = getattr(unet, "_orig_mod", unet)
     own_forward = unet.__dict__.get("forward")  # torch.compile and CPU offload set an instance forward
-    state = _Cache(model, unet.forward, cache)
-    hook = model.up_blocks[-2].register_forward_hook(state.keep)
+    state = _CACHES.get(model)
+    if state is None:
+        state = _CACHES[model] = _Cache(model)
+    state.start(model, unet.forward, cache)
     unet.forward = state.forward
     try:
         yield
     finally:
-        hook.remove()
+        state.stop()
         if own_forward is None:
             del unet.forward
         else:

@@ -87,6 +87,9 @@ def test_the_unet_is_restored_after_each_call_even_a_failing_one(pipe):
         assert "forward" in pipe.unet.__dict__
         raise RuntimeError("the call failed")
     assert "forward" not in pipe.unet.__dict__
+    with cached_steps(pipe.unet, ON):
+        pass
+    assert len(pipe.unet.up_blocks[-2]._forward_hooks) == 1  # registered once per UNet: a compiled graph stays valid
 
 
 def test_fingerprint_and_model_options_name_the_cache():
