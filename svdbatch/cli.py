@@ -1,4 +1,8 @@
-"""``svdbatch run|demo|spec``: every user error is one line naming what to fix; --verbose adds the traceback."""
+"""``svdbatch run|plan|manifest|report|demo|spec``: every user error is one line naming what to fix.
+
+Only the spec module is imported at start: torch, diffusers and Ray load inside the commands that need them, so
+``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_cli.py guards it).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import sys
 import traceback
 from pathlib import Path
 
+from svdbatch import __version__
 from svdbatch.config import SpecError, load_spec, reference
-from svdbatch.plan import GPU_TFLOPS
-from svdbatch.scan import IMAGE_EXTENSIONS
+from svdbatch.errors import JobError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -18,6 +22,7 @@ EXIT_FAILED = 1
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svdbatch", description="Batch image-to-video with Stable Video Diffusion.")
+    parser.add_argument("--version", action="version", version=f"svdbatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
@@ -38,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument(
         "--gpu",
         default="H100",
-        help=f"GPU kind for the estimate: {', '.join(GPU_TFLOPS)}; or any name with --tflops.",
+        help="GPU kind for the estimate (H200, H100, H100-PCIe, A100, L40S, L4, T4, ...); any other with --tflops.",
     )
     plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
@@ -60,7 +65,7 @@ def _run(job: Path, args: argparse.Namespace) -> int:
     from svdbatch.pipeline import run
 
     spec = load_spec(job, args.set)
-    summary = run(spec, verbose=args.verbose, progress=not args.quiet)
+    summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
     print(f"metadata: {spec.output.url.rstrip('/')}/metadata/")
@@ -70,11 +75,10 @@ def _run(job: Path, args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from svdbatch import manifest, storage
     from svdbatch.model import ModelError
-    from svdbatch.pipeline import JobError
-    from svdbatch.plan import make_plan
+    from svdbatch.plan import GPU_TFLOPS, make_plan
 
     if args.tflops is None and args.gpu not in GPU_TFLOPS:
-        raise SpecError(f"--gpu {args.gpu}: unknown kind; use one of {', '.join(GPU_TFLOPS)} or give --tflops")
+        raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(GPU_TFLOPS)}; or give --tflops")
     if args.tflops is not None and args.tflops <= 0:
         raise SpecError(f"--tflops {args.tflops:g}: must be positive")
     spec = load_spec(Path(args.job), args.set)
@@ -88,8 +92,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 def _manifest(args: argparse.Namespace) -> int:
     from svdbatch import storage
-    from svdbatch.pipeline import JobError
-    from svdbatch.scan import build_manifest, parse_constants, read_params
+    from svdbatch.scan import IMAGE_EXTENSIONS, build_manifest, parse_constants, read_params
 
     try:
         constants = parse_constants(args.column)
@@ -106,7 +109,6 @@ def _manifest(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from svdbatch import storage
     from svdbatch.config import parse_overrides
-    from svdbatch.pipeline import JobError
     from svdbatch.report import write_report
 
     options = parse_overrides(args.set).get("storage_options", {})
@@ -124,7 +126,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(reference()))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from svdbatch.pipeline import JobError
 
     try:
         if args.command == "plan":

@@ -205,7 +205,7 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
         where = f"{prefix}.{where}" if where != "spec" else prefix
     message = first["msg"]
     if first["type"] == "extra_forbidden":
-        return f"{where}: unknown field (check the spelling; see 'svdbatch spec-reference')"
+        return f"{where}: unknown field (check the spelling; 'svdbatch spec' lists every field)"
     if first["type"] == "missing":
         return f"{where}: required field is missing"
     return f"{where}: {first.get('input')!r} is not allowed: {message}"

@@ -21,15 +21,13 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from svdbatch import commit, manifest, storage
 from svdbatch.config import JobSpec
+from svdbatch.console import filter_native_notices
+from svdbatch.errors import JobError
 from svdbatch.generate import VideoGenerator
 from svdbatch.model import ModelError, check_source
 from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
 
 CPU_STAGE_CPUS = 0.25
-
-
-class JobError(RuntimeError):
-    """A fatal problem, already phrased as one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +68,11 @@ class RunSummary:
 
 
 class Progress:
-    """One line every few seconds on stderr: items done of the expected total, rate and ETA."""
+    """A status line every ``every_s`` seconds on stderr: items done of the expected total, failures, rate, ETA.
+
+    On a terminal Ray Data draws live per-stage bars (rich) and keeps this line above them; in logs and CI there are
+    no bars and the line is the whole progress report.
+    """
 
     def __init__(self, total: int, enabled: bool, every_s: float = 10.0):
         self.total = total
@@ -78,20 +80,35 @@ class Progress:
         self.every_s = every_s
         self.started = self.last = time.monotonic()
 
+    def line(self, counts: commit.Counts, now: float) -> str:
+        done = counts.rendered + counts.failed
+        rate = done / max(now - self.started, 1e-9)
+        left = max(0, self.total - done)
+        eta = f"{left / rate / 60:.1f} min" if rate else "unknown"
+        return f"svdbatch: {done}/{self.total} items ({counts.failed} failed), {rate * 60:.1f}/min, ETA {eta}"
+
     def update(self, counts: commit.Counts) -> None:
         now = time.monotonic()
         if not self.enabled or now - self.last < self.every_s:
             return
         self.last = now
-        done = counts.rendered + counts.failed
-        rate = done / (now - self.started)
-        left = max(0, self.total - done)
-        eta = f"{left / rate / 60:.1f} min" if rate else "unknown"
-        print(
-            f"svdbatch: {done}/{self.total} items ({counts.failed} failed), {rate * 60:.1f}/min, ETA {eta}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(self.line(counts, now), file=sys.stderr, flush=True)
+
+
+def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
+    """Ray Data's live per-stage bars on a terminal only, and none of their notices.
+
+    Ray's defaults draw nothing in a driver (its tqdm relays through the log monitor) and log the bars' state
+    ("progress bars disabled", "logged because not a terminal") as warnings: noise for a batch job.
+    """
+    live = progress and sys.stderr.isatty()
+    context.enable_progress_bars = live
+    context.enable_operator_progress_bars = live
+    context.enable_rich_progress_bars = True
+    context.use_ray_tqdm = False
+    context.verbose_stats_logs = verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def init_ray(verbose: bool = False) -> None:
@@ -102,14 +119,15 @@ def init_ray(verbose: bool = False) -> None:
         return
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     level = logging.INFO if verbose else logging.WARNING
-    # The local cluster only listens on loopback; its token-auth notice is noise for a batch job.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
-        level if verbose else logging.ERROR
-    )
+    # The local cluster only listens on loopback; its token-auth notice is noise for a batch job, verbose or not.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    # Workers' own output (library chatter) reaches the terminal only with --verbose: their failures come back as
+    # exceptions or error rows.
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=level)
+        ray.init(logging_level=level, log_to_driver=verbose)
     else:
-        ray.init(include_dashboard=False, logging_level=level)
+        # "local": a cluster of our own. Without it Ray joins whatever `ray start` cluster runs on this machine.
+        ray.init(address="local", include_dashboard=False, logging_level=level, log_to_driver=verbose)
 
 
 def _pyarrow_fs(url: str, options: dict[str, Any]):
@@ -175,19 +193,21 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, run: dict[str, Any]) -> Pla
     return Plan(**counts)
 
 
-def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSummary:
-    """Run one job to completion and return its summary; raises JobError with one line on fatal problems."""
+def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False) -> RunSummary:
+    """Run one job to completion and return its summary; raises JobError with one line on fatal problems.
+
+    ``cli``: this process is the svdbatch command, so its stderr is the user's terminal or log and Ray's native
+    notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
+    """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     started = time.time()
     info = preflight(spec)
     init_ray(verbose)
-    context = DataContext.get_current()
-    context.enable_progress_bars = progress
-    context.enable_operator_progress_bars = progress
-    context.verbose_stats_logs = verbose
-    logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
+    if cli and not verbose:
+        filter_native_notices()
+    configure_progress(DataContext.get_current(), progress, verbose)
 
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     spec_dict = spec.model_dump(mode="json")

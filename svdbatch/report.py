@@ -1,8 +1,10 @@
 """``svdbatch report OUTPUT``: a static HTML gallery written next to the outputs, local or on object storage.
 
-``{output}/report/index.html`` shows the run summary and per-stage timings, one poster per video (its first frame)
-that plays the MP4 on click, the failed items with their errors, and links a PNG contact sheet. Every path in the
-page is relative, so the folder works from disk, behind any static web server, or from a bucket's website endpoint.
+``{output}/report/index.html`` shows the totals across every run and the figures of the last run that rendered,
+per-stage timings, one poster per video (its first frame, which plays the MP4 on click) beside the fitted input image
+it was rendered from, the failed items with their errors, and links a PNG contact sheet. Every path in the page is
+relative (videos are always directly under ``{output}/videos/``), so the folder works from disk, behind any static
+web server, or from a bucket's website endpoint, whatever form of the output path the command was given.
 Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
 """
 
@@ -20,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from svdbatch import commit, storage
+from svdbatch.images import ImageError, load_image
 from svdbatch.metadata import OK
 
 POSTER_WIDTH = 320
@@ -51,10 +54,34 @@ def _encode(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def _relative_video(row: dict[str, Any], output: str) -> str:
-    prefix = output.rstrip("/") + "/"
-    uri = row["video_uri"]
-    return "../" + uri[len(prefix) :] if uri.startswith(prefix) else uri
+def _relative_video(row: dict[str, Any]) -> str:
+    """The link from report/index.html to the video: every video sits directly under {output}/videos/."""
+    return "../videos/" + row["video_uri"].rsplit("/", 1)[-1]
+
+
+def _input_thumbnail(row: dict[str, Any], options: dict[str, Any]) -> Image.Image | None:
+    """The input image as the model saw it (fitted to the render size), or None when it can no longer be read."""
+    try:
+        data = storage.read_bytes(row["source_uri"], options)
+        fitted = load_image(data, row["width"], row["height"], row["fit"], 10**9)
+    except (OSError, ImageError, storage.StorageError):
+        return None
+    return _poster(Image.fromarray(fitted))
+
+
+def run_totals(output: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Counts summed over every run's record, and the last run that rendered anything (a no-op rerun has no rate)."""
+    fs, runs = storage.filesystem(storage.join(output, "_job", "runs"), options)
+    names = sorted(name for name in fs.find(runs) if name.endswith(".json")) if fs.exists(runs) else []
+    records = [json.loads(fs.cat_file(name)) for name in names]
+    totals = {"runs": len(records), "rendered": 0, "failed": 0, "last_rendering": None}
+    for record in sorted(records, key=lambda record: record["started_at"]):
+        summary = record["summary"]
+        totals["rendered"] += summary["rendered"]
+        totals["failed"] += summary["failed"]
+        if summary["rendered"]:
+            totals["last_rendering"] = {**summary, "started_at": record["started_at"]}
+    return totals
 
 
 def contact_sheet(posters: list[Image.Image]) -> Image.Image:
@@ -78,10 +105,7 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     rows = commit.latest_rows(commit.read_rows(output, options).to_pylist())
     if not rows:
         raise ValueError(f"{output}: no metadata rows to report on")
-    summary_url = storage.join(output, "_job", "summary.json")
-    summary = (
-        json.loads(storage.read_bytes(summary_url, options))["summary"] if storage.exists(summary_url, options) else {}
-    )
+    totals = run_totals(output, options)
     report = storage.join(output, "report")
     ok = [row for row in rows if row["status"] == OK]
     failed = [row for row in rows if row["status"] != OK]
@@ -92,28 +116,48 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
         posters.append(poster)
         name = f"posters/{index:06d}.jpg"
         storage.write_bytes(storage.join(report, name), _encode(poster, "JPEG"), options)
-        cards.append(_card(index, row, name, _relative_video(row, output)))
+        source = _input_thumbnail(row, options)
+        source_name = f"inputs/{index:06d}.jpg" if source is not None else None
+        if source is not None:
+            storage.write_bytes(storage.join(report, source_name), _encode(source, "JPEG"), options)
+        cards.append(_card(index, row, name, source_name, _relative_video(row)))
     if posters:
         storage.write_bytes(storage.join(report, "contact_sheet.png"), _encode(contact_sheet(posters), "PNG"), options)
-    page = _page(rows, ok, failed, summary, cards, bool(posters))
+    page = _page(rows, ok, failed, totals, cards, bool(posters))
     storage.write_bytes(storage.join(report, "index.html"), page.encode("utf-8"), options)
     return storage.join(report, "index.html")
 
 
-def _card(index: int, row: dict[str, Any], poster: str, video: str) -> str:
+def _card(index: int, row: dict[str, Any], poster: str, source: str | None, video: str) -> str:
     label = html.escape(f"{row['key']} · v{row['variant']}")
     details = html.escape(
         f"seed {row['seed']} · {row['width']}x{row['height']} · {row['num_frames']} frames @ {row['fps']} fps · "
         f"motion {row['motion_bucket_id']}"
     )
+    source_cell = (
+        f'<img class="input" src="{source}" alt="input of {label}" loading="lazy">'
+        if source
+        else '<span class="input missing">input unavailable</span>'
+    )
     return (
         f'<figure class="card" id="card-{index}" data-status="ok" data-video="{html.escape(video)}">'
-        f'<img class="poster" src="{poster}" alt="{label}" loading="lazy">'
+        f'<div class="pair"><img class="poster" src="{poster}" alt="{label}" loading="lazy">{source_cell}</div>'
         f"<figcaption><b>{label}</b><br><small>{details}</small></figcaption></figure>"
     )
 
 
-def _page(rows, ok, failed, summary, cards, has_sheet: bool) -> str:
+def _rate_line(totals: dict[str, Any]) -> str:
+    last = totals["last_rendering"]
+    runs = f"{totals['runs']} run(s): {totals['rendered']} rendered, {totals['failed']} failed in all"
+    if last is None:
+        return runs
+    return (
+        f"{runs} · last rendering run {last['run_id']}: {last['rendered']} videos at "
+        f"{last['videos_per_minute']:.1f} videos/min over {last['wall_seconds']:.0f}s"
+    )
+
+
+def _page(rows, ok, failed, totals, cards, has_sheet: bool) -> str:
     timings = " · ".join(
         f"{stage} {_mean(ok, column):.2f}s"
         for stage, column in (
@@ -123,7 +167,7 @@ def _page(rows, ok, failed, summary, cards, has_sheet: bool) -> str:
             ("write", "write_seconds"),
         )
     )
-    rate = f"{summary['videos_per_minute']:.1f} videos/min over {summary['wall_seconds']:.0f}s" if summary else ""
+    rate = _rate_line(totals)
     errors = "".join(
         f"<tr data-status='error'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
         f"<td>{html.escape(str(row['source_uri']))}</td><td>{html.escape(str(row['error']))}</td></tr>"
@@ -136,14 +180,17 @@ def _page(rows, ok, failed, summary, cards, has_sheet: bool) -> str:
 body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa; color: #222; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax({POSTER_WIDTH}px, 1fr)); gap: 1rem; }}
 .card {{ margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 6px; overflow: hidden; cursor: pointer; }}
+.pair {{ display: grid; grid-template-columns: 2fr 1fr; gap: 2px; background: #eee; }}
 .card img, .card video {{ width: 100%; display: block; }}
+.missing {{ font-size: .8rem; color: #888; padding: .3rem; }}
 figcaption {{ padding: .4rem .6rem; word-break: break-all; }}
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid #ddd; padding: .3rem; }}
 .hidden {{ display: none; }}
 </style></head>
 <body data-posters-loaded="0" data-videos="{len(ok)}">
 <h1>svdbatch report</h1>
-<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rows)} items · {html.escape(rate)}</p>
+<p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rows)} items</p>
+<p id="runs">{html.escape(rate)}</p>
 <p id="timings">mean per item: {html.escape(timings)} · {sheet}</p>
 <p><button data-filter="all">all</button> <button data-filter="ok">ok</button>
 <button data-filter="error">failed ({len(failed)})</button></p>
@@ -161,7 +208,7 @@ function play(card) {{
   const video = document.createElement("video");
   video.src = card.dataset.video; video.controls = true; video.muted = true; video.loop = true; video.autoplay = true;
   video.addEventListener("playing", () => {{ card.dataset.played = "true"; document.body.dataset.played = card.id; }});
-  card.querySelector("img").replaceWith(video);
+  card.querySelector("img.poster").replaceWith(video);
   video.play().catch(() => {{}});
 }}
 document.querySelectorAll(".card").forEach((card) => card.addEventListener("click", () => play(card)));

@@ -1,6 +1,8 @@
 """Shared fixtures: a per-session model cache, sample inputs, and a real local Ray cluster for integration tests.
 
-Ray is started only by tests that ask for ``ray_cluster`` (module scope), so the unit tests stay fast.
+Ray is started only by tests that ask for ``ray_cluster``, so the unit tests stay fast, and then once for the whole
+session: modules share one local cluster. A test that needs a cluster of another shape (multi-node, autoscaling)
+calls ``stop_shared_ray()`` first; the next module that asks for ``ray_cluster`` starts the shared one again.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+from helpers import stop_shared_ray
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -19,10 +22,16 @@ def model_cache(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _shared_ray():
+    yield
+    stop_shared_ray()
+
+
 @pytest.fixture(scope="module")
-def ray_cluster():
+def ray_cluster(_shared_ray):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    return ray

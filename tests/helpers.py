@@ -41,3 +41,11 @@ def make_spec(manifest: Path | str, output: Path | str, storage_options: dict | 
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return build_spec(data)
+
+
+def stop_shared_ray() -> None:
+    """Disconnect from the session's shared local cluster (conftest.ray_cluster) before starting another shape."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

@@ -3,7 +3,10 @@ and the demo submitted with the real ``ray job submit`` CLI to a ``ray start`` h
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_spec, write_images, write_manifest
+from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 from s3_server import free_port
 
 from svdbatch import pipeline
@@ -26,6 +29,7 @@ def multi_node():
     import ray
     from ray.cluster_utils import Cluster
 
+    stop_shared_ray()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "num_gpus": 0})
     workers = [cluster.add_node(num_cpus=1, num_gpus=2) for _ in range(2)]
     ray.init(address=cluster.address, logging_level="ERROR")
@@ -35,6 +39,7 @@ def multi_node():
     cluster.shutdown()
 
 
+@pytest.mark.slow
 def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     images = write_images(tmp_path / "images", 4)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(8)], "image": images * 2})
@@ -51,16 +56,28 @@ def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     assert all(row["device"] == "cpu" for row in rows)  # logical GPUs: CPU execution underneath
 
 
+def _ray_cli() -> str:
+    return str(Path(sys.executable).with_name("ray"))
+
+
 def _ray(*args: str, env: dict, timeout: float = 120) -> subprocess.CompletedProcess:
-    ray_cli = str(Path(sys.executable).with_name("ray"))
-    return subprocess.run([ray_cli, *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return subprocess.run([_ray_cli(), *args], env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
 
-def test_demo_submitted_with_ray_job_submit(tmp_path):
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
-    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
-    dashboard = free_port()
-    # Every port fresh: agents of the previous test's cluster may still hold the default ones for a while.
+def _wait_for_port(port: int, head: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        with socket.socket() as probe_socket:
+            if probe_socket.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"the head's dashboard did not open port {port}")
+
+
+@contextlib.contextmanager
+def head_node(env: dict, dashboard: int):
+    """``ray start --head --block`` in a process group of its own: stopping it stops this cluster and no other."""
     ports = {
         "--port": free_port(),
         "--dashboard-port": dashboard,
@@ -70,24 +87,44 @@ def test_demo_submitted_with_ray_job_submit(tmp_path):
         "--metrics-export-port": free_port(),
     }
     options = [f"{flag}={port}" for flag, port in ports.items()]
-    started = _ray("start", "--head", "--num-cpus", "2", "--dashboard-host", "127.0.0.1", *options, env=env)
-    assert started.returncode == 0, started.stderr[-2000:]
+    command = [_ray_cli(), "start", "--head", "--block", "--num-cpus", "2", "--dashboard-host", "127.0.0.1", *options]
+    head = subprocess.Popen(
+        command, env=env, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
+        _wait_for_port(dashboard, head)
+        yield
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+
+
+@pytest.mark.slow
+def test_demo_submitted_with_ray_job_submit(ray_cluster, tmp_path):
+    """``ray_cluster`` is a bystander: stopping the test's own head must leave every other Ray cluster running."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    env["RAY_AUTH_MODE"] = "disabled"  # a loopback-only test cluster
+    # The cluster's `python` is the one svdbatch is installed in, as on a real node, whatever the caller's PATH.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    dashboard = free_port()
+    with head_node(env, dashboard):
         demo_dir = tmp_path / "demo"
         submit = ["job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", "."]
         submit += ["--runtime-env", "jobs/runtime_env.yaml", "--", "python", "-m", "svdbatch", "demo"]
-        submit += ["--dir", str(demo_dir), "--quiet"]
-        for _ in range(30):  # the job agent comes up a few seconds after `ray start` returns
+        submit += ["--dir", str(demo_dir), "--images", "2", "--quiet"]
+        for _ in range(30):  # the job agent comes up a few seconds after the dashboard
             submitted = _ray(*submit, env=env, timeout=600)
             if "No available agent" not in submitted.stdout + submitted.stderr:
                 break
             time.sleep(2)
         assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
         assert "succeeded" in (submitted.stdout + submitted.stderr).lower()
-        assert "12 ok, 0 failed" in submitted.stdout
+        assert "4 ok, 0 failed" in submitted.stdout
         rows = pq.read_table(demo_dir / "output" / "metadata").to_pylist()
-        assert len(rows) == 12 and {row["status"] for row in rows} == {"ok"}
+        assert len(rows) == 4 and {row["status"] for row in rows} == {"ok"}
         assert probe(rows[0]["video_uri"]).frames == 8
-    finally:
-        _ray("stop", "--force", env=env)
-        time.sleep(1)
+    assert ray_cluster.get(ray_cluster.remote(lambda: "still up").remote(), timeout=60) == "still up"

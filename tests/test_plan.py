@@ -76,7 +76,7 @@ def test_plan_takes_more_gpu_kinds_and_any_gpu_by_its_tflops(tmp_path, capsys):
         assert main(["plan", job, "--gpu", kind, *svd]) == 0
         assert f"of GPU time on {kind}" in capsys.readouterr().out
     assert main(["plan", job, "--gpu", "B1000", *svd]) == 2
-    assert "--gpu B1000: unknown kind" in capsys.readouterr().err
+    assert "--gpu B1000: unknown GPU kind" in capsys.readouterr().err
     assert main(["plan", job, "--gpu", "B1000", "--tflops", "2000", *svd]) == 0
     out = capsys.readouterr().out
     fast, typical = seconds_per_video(REFERENCE, 2000, StepCacheSpec())

@@ -45,10 +45,14 @@ def rendered(ray_cluster, tmp_path_factory):
         "output": {"url": str(folder / "out")},
         "render": {key: value for key, value in TEST_RENDER.items() if key != "fps"},
         "compute": TEST_COMPUTE,
+        "failures": {"max_error_fraction": 1.0},  # the rerun retries only the broken image: it fails again
     }
     (folder / "job.yaml").write_text(yaml.safe_dump(job))
     assert main(["run", str(folder / "job.yaml"), "--quiet"]) == 1  # one item failed: exit status says so
-    assert main(["report", str(folder / "out")]) == 0
+    assert main(["run", str(folder / "job.yaml"), "--quiet"]) == 1  # a rerun: only the failed item, failing again
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)  # a relative output path, as in the README's `svdbatch report demo-output/output`
+        assert main(["report", "out"]) == 0
     return folder
 
 
@@ -65,8 +69,26 @@ def test_report_files_are_written(rendered):
     report = rendered / "out" / "report"
     assert len(list((report / "posters").glob("*.jpg"))) == 3
     assert (report / "contact_sheet.png").stat().st_size > 0
+    assert len(list((report / "inputs").glob("*.jpg"))) == 3  # each poster has its input beside it
     page = (report / "index.html").read_text()
     assert "3 ok · 1 failed" in page and "broken.png" in page and "not a readable image" in page
+
+
+def test_report_counts_every_run_not_just_the_last(rendered):
+    page = (rendered / "out" / "report" / "index.html").read_text()
+    runs = re.search(r'<p id="runs">([^<]*)</p>', page).group(1)
+    assert runs.startswith("2 run(s): 3 rendered, 2 failed in all · last rendering run ")
+    assert ": 3 videos at " in runs  # the first run, not the no-op rerun's 0 videos/min
+
+
+def test_report_links_are_relative_and_resolve(rendered):
+    report = rendered / "out" / "report"
+    page = (report / "index.html").read_text()
+    links = re.findall(r'(?:src|href|data-video)="([^"#]+)"', page)
+    assert len(links) >= 3 * 3 + 1  # poster, input and video per card, plus the contact sheet
+    for link in links:
+        assert not link.startswith("/") and "://" not in link, link
+        assert (report / link).resolve().is_file(), link
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (installed by .ci/run)")

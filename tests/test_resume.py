@@ -57,6 +57,7 @@ def _generation_actor_pids() -> list[int]:
     ]
 
 
+@pytest.mark.slow
 def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_path):
     manifest = _manifest(tmp_path, images, 24)
     spec = make_spec(manifest, tmp_path / "out", compute={"num_actors": 2, "batch_size": 1})
@@ -84,6 +85,7 @@ def _driver_env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path):
     manifest = _manifest(tmp_path, images, 30)
     job = tmp_path / "job.yaml"
