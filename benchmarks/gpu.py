@@ -7,7 +7,9 @@ No weights are downloaded: the architecture is built from the configs below (tho
 stabilityai/stable-video-diffusion-img2vid-xt) with random weights, which cost the same FLOPs as trained ones.
 "Bare" is what the diffusers docs show: one image per call, default options. "svdbatch" is the same call through
 ``svdbatch.generate.call_pipeline`` with the job spec's options applied by ``svdbatch.model.configure``
-(channels_last, TF32, optionally torch.compile) and batches of 1, 2 or 4 items with one generator each.
+(channels_last, TF32, torch.compile off/on), the step cache off/on (model.step_cache at its default schedule) and
+batches of 1, 2 or 4 items with one generator each. With --reduced it runs on a CPU (the tests do), where compile
+and the GPU columns say little; the full table needs a CUDA GPU.
 Printed per row: seconds per video, videos per hour, peak GPU memory, busy fraction (time inside pipeline calls
 over wall time) and the ratio to bare diffusers.
 """
@@ -25,36 +27,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch.config import ModelSpec  # noqa: E402
+from svdbatch.config import ModelSpec, StepCacheSpec  # noqa: E402
+from svdbatch.flops import SVD_XT_UNET, SVD_XT_VAE  # noqa: E402
 from svdbatch.generate import call_pipeline, to_uint8  # noqa: E402
 from svdbatch.model import build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
 
-SVD_XT_UNET = dict(
-    sample_size=96,
-    in_channels=8,
-    out_channels=4,
-    down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
-    up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
-    block_out_channels=(320, 640, 1280, 1280),
-    addition_time_embed_dim=256,
-    projection_class_embeddings_input_dim=768,
-    layers_per_block=2,
-    cross_attention_dim=1024,
-    transformer_layers_per_block=1,
-    num_attention_heads=(5, 10, 20, 20),
-    num_frames=25,
-)
-SVD_XT_VAE = dict(
-    in_channels=3,
-    out_channels=3,
-    down_block_types=["DownEncoderBlock2D"] * 4,
-    block_out_channels=[128, 256, 512, 512],
-    layers_per_block=2,
-    latent_channels=4,
-    sample_size=768,
-    scaling_factor=0.18215,
-    force_upcast=True,
-)
 SVD_XT_CLIP = dict(
     hidden_size=1280,
     intermediate_size=5120,
@@ -124,13 +101,13 @@ def bare(pipe, images, shape, device: str) -> tuple[float, float]:
     return time.perf_counter() - wall_started, busy
 
 
-def ours(pipe, images, shape, device: str, batch: int) -> tuple[float, float]:
+def ours(pipe, images, shape, device: str, batch: int, cache: StepCacheSpec) -> tuple[float, float]:
     wall_started = time.perf_counter()
     busy = 0.0
     for start in range(0, len(images), batch):
         chunk = images[start : start + batch]
         started = time.perf_counter()
-        to_uint8(call_pipeline(pipe, chunk, list(range(start, start + len(chunk))), _params(shape), device))
+        to_uint8(call_pipeline(pipe, chunk, list(range(start, start + len(chunk))), _params(shape), device, cache))
         _sync(device)
         busy += time.perf_counter() - started
     return time.perf_counter() - wall_started, busy
@@ -142,6 +119,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=8, help="Videos per configuration (after one warm-up call).")
     parser.add_argument("--batches", default="1,2,4")
     parser.add_argument("--compile", choices=["both", "off", "on"], default="both")
+    parser.add_argument("--cache", choices=["both", "off", "on"], default="both", help="model.step_cache")
     args = parser.parse_args()
     quiet_libraries()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -167,22 +145,28 @@ def main() -> None:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     wall, busy = bare(pipe, images, shape, device)
-    rows.append(("bare diffusers", 1, wall, busy, _peak(device)))
-    compile_modes = {"both": [False, True], "off": [False], "on": [True]}[args.compile]
-    for compiled in compile_modes:
+    rows.append(("bare diffusers", "-", "-", 1, wall, busy, _peak(device)))
+    modes = {"both": [False, True], "off": [False], "on": [True]}
+    for compiled in modes[args.compile]:
         pipe = configure(fresh_pipe(), ModelSpec(dtype=dtype_name, compile_unet=compiled), device)
-        for batch in (int(value) for value in args.batches.split(",")):
-            ours(pipe, images[:batch], shape, device, batch)  # warm-up (and compilation) for this batch shape
-            if device == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            wall, busy = ours(pipe, images, shape, device, batch)
-            rows.append((f"svdbatch{' +compile' if compiled else ''}", batch, wall, busy, _peak(device)))
-    baseline = rows[0][2] / args.items
-    print(f"{'path':<20}{'batch':>6}{'s/video':>10}{'videos/h':>10}{'peak GiB':>10}{'busy':>7}{'vs bare':>9}")
-    for name, batch, wall, busy, peak in rows:
+        for cached in modes[args.cache]:
+            cache = StepCacheSpec(enabled=cached)
+            for batch in (int(value) for value in args.batches.split(",")):
+                ours(pipe, images[:batch], shape, device, batch, cache)  # warm-up (and compilation) for this shape
+                if device == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                wall, busy = ours(pipe, images, shape, device, batch, cache)
+                switches = ("on" if compiled else "off", "on" if cached else "off")
+                rows.append(("svdbatch", *switches, batch, wall, busy, _peak(device)))
+    baseline = rows[0][4] / args.items
+    print(
+        f"{'path':<16}{'compile':>8}{'cache':>6}{'batch':>6}{'s/video':>10}{'videos/h':>10}{'peak GiB':>10}"
+        f"{'busy':>7}{'vs bare':>9}"
+    )
+    for name, compiled, cached, batch, wall, busy, peak in rows:
         per_video = wall / args.items
         print(
-            f"{name:<20}{batch:>6}{per_video:>10.2f}{3600 / per_video:>10.1f}{peak:>10.1f}"
+            f"{name:<16}{compiled:>8}{cached:>6}{batch:>6}{per_video:>10.2f}{3600 / per_video:>10.1f}{peak:>10.1f}"
             f"{busy / wall:>7.0%}{baseline / per_video:>8.2f}x"
         )
 

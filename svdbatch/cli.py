@@ -40,7 +40,12 @@ def _parser() -> argparse.ArgumentParser:
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
     plan.add_argument("job", help="Job spec YAML.")
     plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
-    plan.add_argument("--gpu", default="H100", help="GPU kind for the estimate (H100, A100, L40S, ...).")
+    plan.add_argument(
+        "--gpu",
+        default="H100",
+        help="GPU kind for the estimate (H200, H100, H100-PCIe, A100, L40S, L4, T4, ...); any other with --tflops.",
+    )
+    plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
     scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
     scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
@@ -72,11 +77,13 @@ def _plan(args: argparse.Namespace) -> int:
     from svdbatch.model import ModelError
     from svdbatch.plan import GPU_TFLOPS, make_plan
 
-    if args.gpu not in GPU_TFLOPS:
-        raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(sorted(GPU_TFLOPS))}")
+    if args.tflops is None and args.gpu not in GPU_TFLOPS:
+        raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(GPU_TFLOPS)}; or give --tflops")
+    if args.tflops is not None and args.tflops <= 0:
+        raise SpecError(f"--tflops {args.tflops:g}: must be positive")
     spec = load_spec(Path(args.job), args.set)
     try:
-        report = make_plan(spec, args.gpu, args.seconds_per_video)
+        report = make_plan(spec, args.gpu, args.seconds_per_video, args.tflops)
     except (manifest.ManifestError, ModelError, storage.StorageError) as error:
         raise JobError(str(error)) from None
     print("\n".join(report.lines(args.gpus, args.gpu)))

@@ -56,6 +56,29 @@ class OutputSpec(_Strict):
     shards: ShardSpec = Field(default_factory=ShardSpec, description="WebDataset shards for training loaders.")
 
 
+class StepCacheSpec(_Strict):
+    """DeepCache-style reuse of the UNet's deep features between neighbouring denoising steps."""
+
+    enabled: bool = Field(
+        default=False,
+        description="On cached steps only the UNet's outermost level runs; fewer FLOPs, slightly different frames.",
+    )
+    interval: int = Field(
+        default=4, ge=1, le=1000, description="Run the whole UNet every this many steps (1: every step, no reuse)."
+    )
+    first_full: int = Field(
+        default=1, ge=1, le=1000, description="The first steps always run the whole UNet (they set the layout)."
+    )
+
+    def is_full_step(self, step: int) -> bool:
+        """Steps that run the whole UNet: every step when off, else the first ``first_full``, then every
+        ``interval``-th."""
+        return not self.enabled or step < self.first_full or step % self.interval == 0
+
+    def full_steps(self, steps: int) -> int:
+        return sum(self.is_full_step(step) for step in range(steps))
+
+
 class ModelSpec(_Strict):
     source: str = Field(
         default=TINY_MODEL,
@@ -76,6 +99,9 @@ class ModelSpec(_Strict):
     forward_chunking: bool = Field(default=False, description="UNet feed-forward chunking: less memory, slower.")
     channels_last: bool = Field(default=True, description="channels_last memory format for UNet and VAE on CUDA.")
     allow_tf32: bool = Field(default=True, description="Allow TF32 matmuls on Ampere and newer GPUs.")
+    step_cache: StepCacheSpec = Field(
+        default_factory=StepCacheSpec, description="Step caching for the UNet (off by default)."
+    )
 
 
 class RenderParams(_Strict):

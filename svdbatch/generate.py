@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from svdbatch import faults
-from svdbatch.config import JobSpec
+from svdbatch.config import JobSpec, StepCacheSpec
 from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
 from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
 from svdbatch.provenance import provenance
+from svdbatch.step_cache import cached_steps
 
 # Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
 CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
@@ -42,10 +43,17 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def call_pipeline(pipe, images: list[Image.Image], seeds: list[int], params: dict[str, Any], device: str):
+def call_pipeline(
+    pipe,
+    images: list[Image.Image],
+    seeds: list[int],
+    params: dict[str, Any],
+    device: str,
+    cache: StepCacheSpec | None = None,
+):
     """The one SVD call: exactly what a user would write with plain diffusers. Returns (n, F, 3, H, W) floats."""
     generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
-    with torch.inference_mode():
+    with torch.inference_mode(), cached_steps(pipe.unet, cache or StepCacheSpec()):
         frames = pipe(
             images,
             height=params["height"],
@@ -152,7 +160,8 @@ class VideoGenerator:
         ]
         started = time.perf_counter()
         params = {**first, "decode_chunk_size": chunk}
-        floats = call_pipeline(self.pipe, images, [item["seed"] for item in items], params, self.device)
+        seeds = [item["seed"] for item in items]
+        floats = call_pipeline(self.pipe, images, seeds, params, self.device, self.spec.model.step_cache)
         frames, nonfinite = to_uint8(floats), nonfinite_frames(floats)
         elapsed = time.perf_counter() - started
         for item, video, bad in zip(items, frames, nonfinite, strict=True):

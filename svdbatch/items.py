@@ -107,6 +107,8 @@ def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
         "video": spec.video.model_dump(mode="json"),
         "source": item["source_uri"],
     }
+    if spec.model.step_cache.enabled:  # absent when off, so outputs rendered before the option existed stay done
+        shaping["step_cache"] = spec.model.step_cache.model_dump()
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
 
 

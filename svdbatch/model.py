@@ -236,6 +236,7 @@ def applied_options(spec: ModelSpec, device: str) -> dict[str, Any]:
         "channels_last": on_cuda and spec.channels_last,
         "allow_tf32": on_cuda and spec.allow_tf32,
         "cpu_offload": on_cuda and spec.cpu_offload,
+        "step_cache": spec.step_cache.model_dump() if spec.step_cache.enabled else None,
     }
 
 

@@ -1,7 +1,8 @@
 """``svdbatch plan``: what a job would do, before any GPU is spent. No images, no model, nothing written.
 
 Expands the whole manifest and joins it with the metadata table exactly as ``run`` does, in Ray (a local one unless
-RAY_ADDRESS names a cluster), reports the first bad rows, and estimates GPU time from per-video latency.
+RAY_ADDRESS names a cluster), reports the first bad rows, and estimates GPU time as a range from the FLOPs of each
+video and the share of peak that published SVD-XT figures reach.
 """
 
 from __future__ import annotations
@@ -10,19 +11,99 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from svdbatch import manifest
-from svdbatch.config import TINY_MODEL, JobSpec
+from svdbatch.config import TINY_MODEL, JobSpec, StepCacheSpec
 from svdbatch.model import check_source
 
-# Dense bf16/fp16 matmul throughput (TFLOP/s) and the share of it a diffusers SVD call sustains. The utilisation is
-# an assumption (60 s/video on an A100 is ~22%, a tuned H100 reaches ~35%); pass --seconds-per-video to use a
-# measured latency instead.
-GPU_TFLOPS = {"H100": 800.0, "H200": 800.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
-UTILISATION = 0.3
-# SVD-XT at 1024x576, 25 frames, counted with torch.utils.flop_counter: UNet per step (both CFG halves), VAE decode.
-UNET_FLOP_PER_STEP = 160e12
-VAE_FLOP = 0.17e15
-REFERENCE_PIXELS_FRAMES = 1024 * 576 * 25
+# Peak dense (no sparsity) fp16/bf16 tensor-core TFLOP/s from NVIDIA's datasheets (fp32 accumulate where the sheet
+# gives two figures; A10G is listed with the A10's figure). Any other GPU: --tflops.
+GPU_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "H100-PCIe": 756.0,
+    "A100": 312.0,
+    "A100-40": 312.0,
+    "A100-80": 312.0,
+    "L40S": 362.0,
+    "A10G": 125.0,
+    "L4": 121.0,
+    "RTX4090": 165.0,
+    "V100": 125.0,
+    "T4": 65.0,
+}
+# SVD-XT at 1024x576, 25 frames, counted by svdbatch.flops on the meta device: one UNet call on both CFG halves,
+# in full and as a cached step (tests/test_step_cache.py checks these against a fresh count), and the VAE decode.
+UNET_FLOP_PER_STEP = 159.9e12
+UNET_FLOP_CACHED_STEP = 66.6e12
+VAE_FLOP = 173.6e12
+REFERENCE = {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25}
+REFERENCE_PIXELS_FRAMES = REFERENCE["width"] * REFERENCE["height"] * REFERENCE["num_frames"]
+# Published SVD-XT seconds per video (1024x576, 25 frames, 25 steps) that calibrate the share of peak reached.
+CALIBRATION = (
+    ("plain diffusers on an A100", "A100", 60.0),
+    ("TensorRT on an H100 PCIe", "H100-PCIe", 22.6),
+    ("TensorRT on an A100 SXM", "A100", 32.2),
+)
 TINY_SECONDS = 0.5  # the embedded tiny model at demo size on a 2-core CPU
+
+
+def video_flop(item: dict, cache: StepCacheSpec) -> float:
+    """SVD-XT FLOPs of one video: UNet steps (full and cached) and the VAE decode, scaled by pixels x frames."""
+    scale = item["width"] * item["height"] * item["num_frames"] / REFERENCE_PIXELS_FRAMES
+    steps = item["num_inference_steps"]
+    full = cache.full_steps(steps)
+    unet = UNET_FLOP_PER_STEP * full + UNET_FLOP_CACHED_STEP * (steps - full)
+    return (unet + VAE_FLOP) * scale
+
+
+def calibrated_shares() -> list[float]:
+    """The share of peak each published figure reaches, given the FLOP count of the reference video."""
+    flop = video_flop(REFERENCE, StepCacheSpec())
+    return [flop / (seconds * GPU_TFLOPS[gpu] * 1e12) for _, gpu, seconds in CALIBRATION]
+
+
+def utilisation() -> tuple[float, float]:
+    """(optimistic, typical) share of peak: the best published figure and the plain-diffusers one."""
+    shares = calibrated_shares()
+    return max(shares), shares[0]
+
+
+def seconds_per_video(item: dict, tflops: float, cache: StepCacheSpec) -> tuple[float, float]:
+    """(optimistic, typical) seconds of one video on a GPU of ``tflops`` peak dense fp16 TFLOP/s."""
+    flop = video_flop(item, cache)
+    return tuple(flop / (tflops * 1e12 * share) for share in utilisation())
+
+
+def span(fast: float, typical: float) -> str:
+    return duration(typical) if fast == typical else f"{duration(fast)} to {duration(typical)}"
+
+
+def duration(seconds: float) -> str:
+    """Hours, minutes or seconds, whichever reads best: a small job is never '0.0 hours'."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.1f} s"
+
+
+def estimate_basis(spec: JobSpec, gpu: str, tflops: float, measured_seconds: float | None) -> str:
+    """The assumption behind the estimate, printed under it."""
+    if measured_seconds:
+        return f"basis: {measured_seconds:g} s per video, measured (--seconds-per-video)"
+    if spec.model.source == TINY_MODEL:
+        return f"basis: the embedded tiny model, about {TINY_SECONDS} s per video on a 2-core CPU"
+    render = spec.render.model_dump()
+    steps = render["num_inference_steps"]
+    full = spec.model.step_cache.full_steps(steps)
+    fast, typical = utilisation()
+    published = "; ".join(
+        f"{name} {seconds:g} s = {share:.0%}" for (name, _, seconds), share in zip(CALIBRATION, calibrated_shares())
+    )
+    return (
+        f"basis: {video_flop(render, spec.model.step_cache) / 1e15:.2f} PFLOP per video at the spec's render "
+        f"defaults ({full} of {steps} UNet steps in full) at {fast:.0%} (optimistic) to {typical:.0%} (typical) of "
+        f"{gpu}'s {tflops:g} dense fp16 TFLOP/s; SVD-XT published: {published}"
+    )
 
 
 @dataclass
@@ -32,17 +113,23 @@ class PlanReport:
     items: int = 0
     counts: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: tuple[float, float] = (0.0, 0.0)  # (optimistic, typical) GPU seconds of the items to render
+    basis: str = ""
+
+    def add_video(self, seconds: tuple[float, float]) -> None:
+        self.seconds = (self.seconds[0] + seconds[0], self.seconds[1] + seconds[1])
 
     def lines(self, gpus: int, gpu: str) -> list[str]:
-        hours = self.seconds / 3600
-        wall = hours / max(1, gpus)
+        fast, typical = self.seconds
+        share = max(1, gpus)
         lines = [
             f"manifest: {self.files} file(s), {self.rows} rows -> {self.items} items",
             f"to render: {self.counts['new']} new, {self.counts['changed']} changed since rendered, "
             f"{self.counts['retry']} failed before; {self.counts['done']} already done; "
             f"{self.counts['invalid']} invalid",
-            f"estimate: {hours:.1f} GPU-hours on {gpu}; about {wall:.1f} h wall on {gpus} GPU(s)",
+            f"estimate: {span(fast, typical)} of GPU time on {gpu}; "
+            f"about {span(fast / share, typical / share)} wall on {gpus} GPU(s)",
+            self.basis,
         ]
         if self.problems:
             lines.append(f"problems ({len(self.problems)} shown):")
@@ -50,26 +137,33 @@ class PlanReport:
         return lines
 
 
-def seconds_per_video(item: dict, gpu: str) -> float:
-    """FLOP-based latency for the SVD architecture, scaled by pixels x frames and steps."""
-    scale = item["width"] * item["height"] * item["num_frames"] / REFERENCE_PIXELS_FRAMES
-    flop = UNET_FLOP_PER_STEP * item["num_inference_steps"] * scale + VAE_FLOP * scale
-    return flop / (GPU_TFLOPS[gpu] * 1e12 * UTILISATION)
+def make_plan(
+    spec: JobSpec, gpu: str = "H100", measured_seconds: float | None = None, tflops: float | None = None
+) -> PlanReport:
+    """Raise ManifestError/ModelError/StorageError for job-level problems; count and list the rest.
 
-
-def make_plan(spec: JobSpec, gpu: str = "H100", measured_seconds: float | None = None) -> PlanReport:
-    """Raise ManifestError/ModelError/StorageError for job-level problems; count and list the rest."""
+    ``gpu`` names the GPU in the estimate; its peak comes from ``tflops`` or, when that is None, GPU_TFLOPS.
+    """
     from svdbatch import pipeline
 
     info = manifest.inspect(spec)
     check_source(spec.model, spec.storage_options)
     pipeline.init_ray()
     counts, shapes, problems = pipeline.plan(spec, info)
+    tflops = tflops or GPU_TFLOPS[gpu]
     report = PlanReport(files=len(info.files), rows=info.rows, problems=problems)
+    report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
     report.counts.update({name: getattr(counts, name) for name in ("new", "done", "changed", "retry", "invalid")})
     report.items = sum(report.counts.values())
-    tiny = spec.model.source == TINY_MODEL
     for shape in shapes:
-        estimate = TINY_SECONDS if tiny else seconds_per_video(shape, gpu)
-        report.seconds += (measured_seconds or estimate) * shape["items"]
+        fast, typical = _video_seconds(shape, spec, tflops, measured_seconds)
+        report.add_video((fast * shape["items"], typical * shape["items"]))
     return report
+
+
+def _video_seconds(item: dict, spec: JobSpec, tflops: float, measured: float | None) -> tuple[float, float]:
+    if measured:
+        return measured, measured
+    if spec.model.source == TINY_MODEL:
+        return TINY_SECONDS, TINY_SECONDS
+    return seconds_per_video(item, tflops, spec.model.step_cache)

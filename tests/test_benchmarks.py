@@ -23,7 +23,7 @@ def _run(script: str, *args: str) -> str:
 
 
 def test_gpu_benchmark_runs_reduced_on_cpu():
-    out = _run("gpu.py", "--reduced", "--items", "2", "--batches", "1,2", "--compile", "off")
+    out = _run("gpu.py", "--reduced", "--items", "2", "--batches", "2", "--compile", "off")
     lines = [line for line in out.splitlines() if line.startswith(("bare diffusers", "svdbatch"))]
     assert len(lines) == 3 and "64x64, 8 frames, 4 steps" in out
 
@@ -48,3 +48,11 @@ def test_scale_benchmark_renders_only_the_two_new_items():
     out = _run("scale.py", "--rows", "1000")
     row = out.strip().splitlines()[-1].split()
     assert row[:2] == ["new", "1000"] and row[-2:] == ["2", "998"]
+
+
+def test_step_cache_benchmark_prints_flop_and_wall_ratios():
+    out = _run("step_cache.py", "--items", "1", "--steps", "3", "--models", "tiny")
+    default = next(line for line in out.splitlines() if "(default)" in line)
+    assert float(default.split()[-2].rstrip("x")) >= 1.6  # UNet FLOP ratio on the full SVD-XT architecture
+    row = out.strip().splitlines()[-1].split()
+    assert row[0] == "tiny" and row[1] == "64x64x8" and float(row[4]) > 0 and float(row[5].rstrip("x")) > 0

@@ -8,7 +8,16 @@ import pytest
 import yaml
 
 from svdbatch.cli import main
-from svdbatch.plan import seconds_per_video
+from svdbatch.config import StepCacheSpec
+from svdbatch.plan import (
+    GPU_TFLOPS,
+    REFERENCE,
+    UNET_FLOP_CACHED_STEP,
+    UNET_FLOP_PER_STEP,
+    VAE_FLOP,
+    duration,
+    seconds_per_video,
+)
 
 
 def _job(tmp_path, rows: dict, **extra) -> str:
@@ -41,20 +50,63 @@ def test_plan_reports_each_planted_problem_with_its_row(ray_cluster, tmp_path, c
 
 
 @pytest.mark.integration
-def test_plan_estimates_gpu_time_and_takes_a_measured_latency(ray_cluster, tmp_path, capsys):
+def test_plan_estimates_gpu_time_as_a_range_and_takes_a_measured_latency(ray_cluster, tmp_path, capsys):
     job = _job(tmp_path, {"key": [str(i) for i in range(100)], "image": [f"/i/{i}.png" for i in range(100)]})
     assert main(["plan", job, "--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]) == 0
-    expected = 100 * seconds_per_video(
-        {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25}, "H100"
-    )
-    assert f"estimate: {expected / 3600:.1f} GPU-hours on H100" in capsys.readouterr().out
+    fast, typical = seconds_per_video(REFERENCE, GPU_TFLOPS["H100"], StepCacheSpec())
+    out = capsys.readouterr().out
+    assert f"estimate: {duration(100 * fast)} to {duration(100 * typical)} of GPU time on H100" in out
+    assert "25 of 25 UNet steps in full" in out and "TensorRT on an A100 SXM 32.2 s" in out
     assert main(["plan", job, "--seconds-per-video", "36", "--gpus", "2"]) == 0
-    assert "estimate: 1.0 GPU-hours on H100; about 0.5 h wall on 2 GPU(s)" in capsys.readouterr().out
+    assert "estimate: 1.0 h of GPU time on H100; about 30.0 min wall on 2 GPU(s)" in capsys.readouterr().out
 
 
-def test_svd_xt_latency_estimate_is_in_the_measured_range():
-    seconds = seconds_per_video({"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25}, "A100")
-    assert 30 < seconds < 90  # the public A100 demo takes about 60 s per video
+@pytest.mark.integration
+def test_plan_shows_small_jobs_in_minutes_or_seconds(ray_cluster, tmp_path, capsys):
+    job = _job(tmp_path, {"key": ["a", "b"], "image": ["/i/a.png", "/i/b.png"]})
+    assert main(["plan", job, "--gpus", "1"]) == 0  # the tiny model: 0.5 s per video
+    assert "estimate: 1.0 s of GPU time on H100; about 1.0 s wall on 1 GPU(s)" in capsys.readouterr().out
+    assert main(["plan", job, "--seconds-per-video", "90", "--gpus", "1"]) == 0
+    assert "estimate: 3.0 min of GPU time" in capsys.readouterr().out
+    assert [duration(s) for s in (0.04, 59.9, 60, 3599, 3600, 10**6)] == [
+        "0.0 s", "59.9 s", "1.0 min", "60.0 min", "1.0 h", "277.8 h"
+    ]
+
+
+@pytest.mark.integration
+def test_plan_takes_more_gpu_kinds_and_any_gpu_by_its_tflops(ray_cluster, tmp_path, capsys):
+    job = _job(tmp_path, {"key": ["a"], "image": ["/i/a.png"]})
+    svd = ["--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]
+    assert {"L4", "A10G", "L40S", "H200", "A100-40", "A100-80", "V100", "T4", "RTX4090"} <= set(GPU_TFLOPS)
+    for kind in ("L4", "RTX4090"):
+        assert main(["plan", job, "--gpu", kind, *svd]) == 0
+        assert f"of GPU time on {kind}" in capsys.readouterr().out
+    assert main(["plan", job, "--gpu", "B1000", *svd]) == 2
+    assert "--gpu B1000: unknown GPU kind" in capsys.readouterr().err
+    assert main(["plan", job, "--gpu", "B1000", "--tflops", "2000", *svd]) == 0
+    out = capsys.readouterr().out
+    fast, typical = seconds_per_video(REFERENCE, 2000, StepCacheSpec())
+    assert f"estimate: {duration(fast)} to {duration(typical)} of GPU time on B1000" in out
+    assert "B1000's 2000 dense fp16 TFLOP/s" in out
+
+
+@pytest.mark.integration
+def test_step_cache_lowers_the_estimate_by_its_unet_flops(ray_cluster, tmp_path, capsys):
+    job = _job(tmp_path, {"key": ["a"], "image": ["/i/a.png"]})
+    svd = ["--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]
+    assert main(["plan", job, *svd, "--set", "model.step_cache.enabled=true"]) == 0
+    assert "7 of 25 UNet steps in full" in capsys.readouterr().out
+    off = seconds_per_video(REFERENCE, 312, StepCacheSpec())
+    on = seconds_per_video(REFERENCE, 312, StepCacheSpec(enabled=True))
+    expected = (UNET_FLOP_PER_STEP * 25 + VAE_FLOP) / (UNET_FLOP_PER_STEP * 7 + UNET_FLOP_CACHED_STEP * 18 + VAE_FLOP)
+    assert abs(off[1] / on[1] - expected) < 1e-9 and on[0] < on[1]
+
+
+def test_estimate_range_spans_the_published_svd_xt_figures():
+    a100 = seconds_per_video(REFERENCE, GPU_TFLOPS["A100"], StepCacheSpec())
+    h100_pcie = seconds_per_video(REFERENCE, GPU_TFLOPS["H100-PCIe"], StepCacheSpec())
+    assert a100[0] <= 32.2 < 60 <= a100[1] + 1e-6  # TensorRT on an A100 SXM, plain diffusers on an A100
+    assert h100_pcie[0] < 22.6 < h100_pcie[1]  # TensorRT on an H100 PCIe
 
 
 def test_progress_line_shows_done_of_total_and_an_eta(capsys):
