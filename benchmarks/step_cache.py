@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from svdbatch.config import StepCacheSpec  # noqa: E402
 from svdbatch.demo import sample_image  # noqa: E402
 from svdbatch.flops import unet_step_flops, vae_decode_flops  # noqa: E402
-from svdbatch.generate import call_pipeline  # noqa: E402
+from svdbatch.generate import call_pipeline, to_uint8  # noqa: E402
 from svdbatch.model import build_tiny_pipeline, quiet_libraries  # noqa: E402
 
 DEFAULT = StepCacheSpec(enabled=True)
@@ -129,7 +129,7 @@ def wall_table(models: list[str], items: int, steps: int) -> None:
             frames_by_mode = {}
             for cache in (StepCacheSpec(), DEFAULT):
                 started, cpu_started = time.perf_counter(), time.process_time()
-                frames_by_mode[cache.enabled] = call_pipeline(pipe, [image], [index], params, "cpu", cache)
+                frames_by_mode[cache.enabled] = to_uint8(call_pipeline(pipe, [image], [index], params, "cpu", cache))
                 seconds[cache.enabled] += time.perf_counter() - started
                 cpu_seconds[cache.enabled] += time.process_time() - cpu_started
             scores.append(psnr(frames_by_mode[True], frames_by_mode[False]))

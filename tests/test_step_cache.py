@@ -11,7 +11,7 @@ from helpers import TEST_RENDER
 
 from svdbatch.config import StepCacheSpec, build_spec
 from svdbatch.demo import sample_image
-from svdbatch.generate import call_pipeline
+from svdbatch.generate import call_pipeline, to_uint8
 from svdbatch.items import expand_row
 from svdbatch.model import applied_options, build_tiny_pipeline, quiet_libraries
 from svdbatch.plan import UNET_FLOP_CACHED_STEP, UNET_FLOP_PER_STEP, VAE_FLOP
@@ -41,7 +41,7 @@ def pipe():
 
 def _render(pipe, indices: list[int], cache: StepCacheSpec | None = None) -> np.ndarray:
     images = [sample_image(index, PARAMS["width"], PARAMS["height"]) for index in indices]
-    return call_pipeline(pipe, images, [100 + index for index in indices], PARAMS, "cpu", cache)
+    return to_uint8(call_pipeline(pipe, images, [100 + index for index in indices], PARAMS, "cpu", cache))
 
 
 def test_schedule_runs_the_first_steps_then_every_interval():
