@@ -13,24 +13,28 @@ an item whose spec changed and count error rows as done, so svdbatch keeps this 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdbatch import storage
-from svdbatch.items import item_id
-from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, SKIPPED
+from svdbatch.items import RESUME_COLUMNS, item_id
+from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REMOVED, SKIPPED
 
 COMMITS = "_commits"
 TABLE = "metadata/metadata.parquet"
 COMMIT_INTERVAL_S = 5.0
 COMMIT_MAX_ROWS = 2000
 MIN_ITEMS_BEFORE_ABORT = 20
+DELETE_THREADS = 16
 
 
 class TooManyErrors(RuntimeError):
@@ -45,8 +49,16 @@ def _read_parquet_files(url: str, options: dict[str, Any]) -> list[pa.Table]:
     tables = []
     for name in names:
         with fs.open(name, "rb") as handle:
-            tables.append(pq.read_table(handle).cast(METADATA_SCHEMA))
+            tables.append(_conform(pq.read_table(handle)))
     return tables
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """A table written by an older svdbatch gets the columns added since as nulls."""
+    for name in METADATA_SCHEMA.names:
+        if name not in table.column_names:
+            table = table.append_column(name, pa.nulls(table.num_rows, METADATA_SCHEMA.field(name).type))
+    return table.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
 
 
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
@@ -60,7 +72,7 @@ def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
     latest: dict[Any, dict[str, Any]] = {}
     for row in rows:
-        if row["status"] not in (OK, ERROR):
+        if row["status"] not in (OK, ERROR, REMOVED):
             continue
         ident = item_id(row["key"], row["variant"]) if row["key"] else (row["run_id"], row["source_uri"], row["key"])
         current = latest.get(ident)
@@ -69,10 +81,35 @@ def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(latest.values(), key=lambda row: (row["key"] or "", row["variant"] or 0))
 
 
-def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[str, tuple[str, str]]:
-    """item id -> (fingerprint, status) of its latest row, for the expand stage to decide what to skip."""
+def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """item id -> its latest row's ``RESUME_COLUMNS``, for the expand stage to decide what to skip."""
     rows = latest_rows(read_rows(output, options).to_pylist())
-    return {item_id(row["key"], row["variant"]): (row["fingerprint"], row["status"]) for row in rows if row["key"]}
+    return {
+        item_id(row["key"], row["variant"]): {name: row[name] for name in RESUME_COLUMNS} for row in rows if row["key"]
+    }
+
+
+def to_remove(output: str, keys: pa.ChunkedArray, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Latest rows whose key is no longer in the manifest (``keys``), not already removed."""
+    rows = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
+    gone = pc.and_(pc.invert(pc.is_in(rows["key"], value_set=keys.combine_chunks())), pc.not_equal(rows["status"], REMOVED))
+    return rows.filter(pc.fill_null(gone, False)).to_pylist()
+
+
+def prune(output: str, keys: pa.ChunkedArray, run_id: str, options: dict[str, Any] | None = None) -> pa.Table:
+    """Delete the videos of keys that left the manifest; return their rows marked ``removed`` (to commit)."""
+    rows = to_remove(output, keys, options)
+
+    def delete(row: dict[str, Any]) -> None:
+        if row["video_uri"]:
+            storage.delete(row["video_uri"], options)
+
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        list(pool.map(delete, rows))
+    now = dt.datetime.now(dt.timezone.utc)
+    for row in rows:
+        row.update(run_id=run_id, status=REMOVED, video_uri=None, error=None, rerender_reason=None, finished_at=now)
+    return pa.Table.from_pylist(rows, schema=METADATA_SCHEMA)
 
 
 def publish(output: str, options: dict[str, Any] | None = None) -> pa.Table:
@@ -94,6 +131,7 @@ class Counts:
     failed: int = 0
     skipped: int = 0
     rerendered: int = 0
+    removed: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -131,6 +169,14 @@ class Committer:
         if self._pending_rows >= COMMIT_MAX_ROWS or time.monotonic() - self._last_flush >= COMMIT_INTERVAL_S:
             self.flush()
         self._check_errors()
+
+    def add_removed(self, rows: pa.Table) -> None:
+        """Commit the rows ``prune`` marked removed."""
+        self.counts.removed += rows.num_rows
+        if rows.num_rows:
+            self._pending.append(rows)
+            self._pending_rows += rows.num_rows
+            self.flush()
 
     def _check_errors(self, minimum: int = MIN_ITEMS_BEFORE_ABORT) -> None:
         done = self.counts.rendered + self.counts.failed

@@ -19,7 +19,15 @@ from PIL import Image
 
 from svdbatch.config import JobSpec
 from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
-from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
+from svdbatch.model import (
+    ModelError,
+    applied_options,
+    copy_record,
+    dtype_name,
+    load_pipeline,
+    pick_dtype,
+    resolve_source,
+)
 
 # Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
 CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
@@ -68,7 +76,9 @@ class VideoGenerator:
             threads = self.spec.compute.torch_threads or max(1, round(self.spec.compute.cpus_per_actor))
             torch.set_num_threads(threads)
         self.dtype = dtype_name(pick_dtype(self.spec.model, self.device))
-        self.pipe = load_pipeline(self.spec.model, self.device, self.spec.storage_options)
+        path = resolve_source(self.spec.model, self.spec.storage_options)
+        self.model_copy = copy_record(path)
+        self.pipe = load_pipeline(self.spec.model, self.device, path)
         # Where this pipeline runs, stamped on every row; the Ray adapter adds the node and GPU ids.
         self.placement: dict[str, Any] = {
             "device": self.device,

@@ -17,12 +17,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import ERROR, OK, RENDER_COLUMNS, SKIPPED, blank_row, fail
+from svdbatch.metadata import ERROR, OK, REMOVED, RENDER_COLUMNS, SKIPPED, blank_row, fail
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
 MAX_SLUG = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SPEC_CHANGED = "spec changed"
+SOURCE_CHANGED = "source changed"
+MODEL_CHANGED = "model changed"
+# The committed row's columns a rerun compares an item with.
+RESUME_COLUMNS = ("fingerprint", "status", "source_version", "model_identity")
 
 
 def derive_seed(base_seed: int, key: str, variant: int) -> int:
@@ -97,38 +102,49 @@ def _checked_int(row: dict[str, Any], column: str, low: int, high: int) -> int |
 
 
 def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
-    """Everything that shapes the item's video: model, render params, seed and encoding. Changes force a re-render."""
+    """Everything that shapes the item's video: model and its weights, render params, seed, encoding and the image
+    object (URI and version). Changes force a re-render."""
     shaping = {
         "model": [spec.model.source, spec.model.variant, spec.model.dtype],
+        "weights": item["model_identity"],
         "params": [item[name] for name in RENDER_COLUMNS],
         "seed": item["seed"],
         "video": spec.video.model_dump(mode="json"),
         "source": item["source_uri"],
+        "source_version": item["source_version"],
     }
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _resume(item: dict[str, Any], spec: JobSpec, previous: dict[str, tuple[str, str]]) -> None:
-    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again."""
-    earlier = previous.get(item_id(item["key"], item["variant"]))
-    if earlier is None:
-        return
-    old_fingerprint, old_status = earlier
-    if old_fingerprint != item["fingerprint"]:
-        item["rerender_reason"] = "spec changed"
-    elif old_status == OK or not spec.failures.retry_errors:
-        item["status"] = SKIPPED
-    else:
-        item["rerender_reason"] = "failed before"
+def resume_decision(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool) -> tuple[str, str | None]:
+    """(status, rerender_reason) of an item given its committed row's ``RESUME_COLUMNS`` (None: never committed).
+
+    The same fingerprint means done (or a retry of an error row); otherwise the reason names the first identity
+    column that differs: the model's weights, then the image object, else the spec.
+    """
+    if committed is None or committed["status"] == REMOVED:
+        return OK, None
+    if committed["fingerprint"] == item["fingerprint"]:
+        if committed["status"] == OK or not retry_errors:
+            return SKIPPED, None
+        return OK, "failed before"
+    if committed["model_identity"] != item["model_identity"]:
+        return OK, MODEL_CHANGED
+    if committed["source_version"] != item["source_version"]:
+        return OK, SOURCE_CHANGED
+    return OK, SPEC_CHANGED
+
+
+PLAN_CATEGORIES = {SPEC_CHANGED: "changed", SOURCE_CHANGED: "source_changed", MODEL_CHANGED: "model_changed"}
 
 
 def plan_category(item: dict[str, Any]) -> str:
-    """How a plan counts an item: invalid, done, changed, retry or new."""
+    """How a plan counts an item: invalid, done, changed, source_changed, model_changed, retry or new."""
     if item["status"] == ERROR:
         return "invalid"
     if item["status"] == SKIPPED:
         return "done"
-    return {"spec changed": "changed", "failed before": "retry"}.get(item["rerender_reason"], "new")
+    return {**PLAN_CATEGORIES, "failed before": "retry"}.get(item["rerender_reason"], "new")
 
 
 def allowed_schemes(spec: JobSpec) -> set[str]:
@@ -161,20 +177,32 @@ def expand_row(
     spec: JobSpec,
     run_id: str,
     output_url: str,
-    previous: dict[str, tuple[str, str]] | None = None,
+    previous: dict[str, dict[str, Any]] | None = None,
     duplicates: dict[str, int] | None = None,
+    identities: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row.
 
-    ``previous`` maps item ids to the (fingerprint, status) earlier runs committed; see ``commit.previous_state``.
+    ``previous`` maps item ids to the ``RESUME_COLUMNS`` earlier runs committed; see ``commit.previous_state``.
     ``duplicates`` maps keys that appear more than once in the manifest to their count: all their rows fail, as no
-    one of them is more right than the others.
+    one of them is more right than the others. ``identities`` holds ``model`` (``model.model_identity``) and
+    ``sources`` (image URI -> ``storage.object_version``), used where the row has no ``manifest.version_column``.
     """
     raw_key = row.get(spec.manifest.key_column)
     key = None if raw_key is None else str(raw_key)
     source = row.get(spec.manifest.image_column)
     base = blank_row()
-    base.update(run_id=run_id, key=key, variant=0, source_uri=source, model_source=spec.model.source)
+    identities = identities or {}
+    version = row.get(spec.manifest.version_column)
+    base.update(
+        run_id=run_id,
+        key=key,
+        variant=0,
+        source_uri=source,
+        source_version=(identities.get("sources") or {}).get(source) if version is None else str(version),
+        model_source=spec.model.source,
+        model_identity=identities.get("model"),
+    )
     label = f"row {key!r}" if key else f"row with image {source!r}"
     if not key:
         return [fail(base, f"{label}: column {spec.manifest.key_column} is empty")]
@@ -206,6 +234,7 @@ def expand_row(
             status=OK,
         )
         item["fingerprint"] = fingerprint(item, spec)
-        _resume(item, spec, previous or {})
+        committed = (previous or {}).get(item_id(key, variant))
+        item["status"], item["rerender_reason"] = resume_decision(item, committed, spec.failures.retry_errors)
         items.append(item)
     return items

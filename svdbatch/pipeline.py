@@ -22,10 +22,11 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from svdbatch import commit, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.generate import VideoGenerator
-from svdbatch.model import ModelError, check_source
+from svdbatch.model import ModelError, model_identity
 from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
 
 CPU_STAGE_CPUS = 0.25
+COPIES = "_job/model_copies"  # one record per node of the model copy its actors loaded, per run
 
 
 class JobError(RuntimeError):
@@ -39,12 +40,14 @@ class Plan:
     new: int = 0
     done: int = 0
     changed: int = 0
+    source_changed: int = 0
+    model_changed: int = 0
     retry: int = 0
     invalid: int = 0
 
     @property
     def to_render(self) -> int:
-        return self.new + self.changed + self.retry
+        return self.new + self.changed + self.source_changed + self.model_changed + self.retry
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class RunSummary:
     failed: int
     skipped: int
     rerendered: int
+    removed: int
     wall_seconds: float
 
     @property
@@ -65,6 +69,7 @@ class RunSummary:
         return (
             f"svdbatch: {self.rendered} ok, {self.failed} failed, {self.skipped} already done"
             f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
+            f"{f', {self.removed} removed' if self.removed else ''}"
             f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
         )
 
@@ -139,15 +144,18 @@ def _root_message(error: BaseException) -> str:
     return f"{type(seen).__name__}: {lines[0] if lines else 'no message'} (--verbose for the full trace)"
 
 
-def preflight(spec: JobSpec) -> manifest.ManifestInfo:
-    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used."""
+def preflight(spec: JobSpec) -> tuple[manifest.ManifestInfo, str]:
+    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used.
+
+    Returns the manifest's facts and the model's identity (``model.model_identity``, one listing of its files).
+    """
     try:
         info = manifest.inspect(spec)
-        check_source(spec.model, spec.storage_options)
+        identity = model_identity(spec.model, spec.storage_options)
         storage.check_writable(spec.output.url, spec.storage_options)
     except (manifest.ManifestError, ModelError, storage.StorageError) as error:
         raise JobError(str(error)) from None
-    return info
+    return info, identity
 
 
 def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
@@ -181,7 +189,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
     from ray.data import ActorPoolStrategy, DataContext
 
     started = time.time()
-    info = preflight(spec)
+    info, identity = preflight(spec)
     init_ray(verbose)
     context = DataContext.get_current()
     context.enable_progress_bars = progress
@@ -194,7 +202,10 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
     options = spec.storage_options
     previous = commit.previous_state(spec.output.url, options)
     committer = commit.Committer(spec.output.url, run_id, options, spec.failures.max_error_fraction)
-    run = {"run_id": run_id, "previous": previous, "duplicates": info.duplicate_keys}
+    run = {"run_id": run_id, "previous": previous, "duplicates": info.duplicate_keys, "model_identity": identity}
+    if spec.output.prune and previous:
+        keys = manifest.read_keys(spec, info.files)
+        committer.add_removed(commit.prune(spec.output.url, keys, run_id, options))
     job_plan = plan(spec, info, run) if previous else None
     if job_plan is not None and job_plan.to_render + job_plan.invalid == 0:
         committer.counts.skipped = job_plan.done
@@ -208,10 +219,12 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
         def __init__(self, spec: dict[str, Any]):
             super().__init__(spec)
             gpu_ids = ray.get_gpu_ids()
-            self.placement.update(
-                node_id=ray.get_runtime_context().get_node_id(),
-                gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
-            )
+            node_id = ray.get_runtime_context().get_node_id()
+            self.placement.update(node_id=node_id, gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None)
+            if self.model_copy:
+                record = json.dumps({"node_id": node_id, **self.model_copy}).encode()
+                where = storage.join(self.spec.output.url, COPIES, run_id, f"{node_id}.json")
+                storage.write_bytes(where, record, self.spec.storage_options)
 
     rows = (
         _read_manifest(spec, info)
@@ -270,10 +283,20 @@ def _finish(spec: JobSpec, run_id: str, committer: commit.Committer, started: fl
         failed=counts.failed,
         skipped=counts.skipped,
         rerendered=counts.rerendered,
+        removed=counts.removed,
         wall_seconds=time.time() - started,
     )
-    write_job_record(spec, summary, started)
+    write_job_record(spec, summary, started, _model_copies(spec, run_id))
     return summary
+
+
+def _model_copies(spec: JobSpec, run_id: str) -> list[dict[str, Any]]:
+    """The node copies of the model this run's actors recorded: files, bytes, seconds per node."""
+    fs, folder = storage.filesystem(storage.join(spec.output.url, COPIES, run_id), spec.storage_options)
+    if not storage.retrying(lambda: fs.exists(folder)):
+        return []
+    names = sorted(storage.retrying(lambda: fs.find(folder)))
+    return [json.loads(storage.retrying(lambda name=name: fs.cat_file(name))) for name in names]
 
 
 def _versions() -> dict[str, str]:
@@ -288,7 +311,9 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, Any]:
+def job_record(
+    spec: JobSpec, summary: RunSummary, started: float, model_copies: list[dict[str, Any]]
+) -> dict[str, Any]:
     """What ran, with which versions, when, and what came of it; storage secrets are redacted."""
     resolved = spec.model_dump(mode="json")
     resolved["storage_options"] = storage.redact(resolved["storage_options"])
@@ -299,12 +324,15 @@ def job_record(spec: JobSpec, summary: RunSummary, started: float) -> dict[str, 
         "versions": _versions(),
         "spec": resolved,
         "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
+        "model_copies": model_copies,
     }
 
 
-def write_job_record(spec: JobSpec, summary: RunSummary, started: float) -> None:
+def write_job_record(
+    spec: JobSpec, summary: RunSummary, started: float, model_copies: list[dict[str, Any]]
+) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
-    data = json.dumps(job_record(spec, summary, started), indent=2).encode()
+    data = json.dumps(job_record(spec, summary, started, model_copies), indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
     storage.write_bytes(
         storage.join(spec.output.url, "_job", "runs", f"{summary.run_id}.json"), data, spec.storage_options

@@ -18,7 +18,7 @@ import pyarrow as pa
 from svdbatch import storage
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
-from svdbatch.items import expand_row, plan_category
+from svdbatch.items import check_uri, expand_row, plan_category
 from svdbatch.metadata import METADATA_SCHEMA, OK, SKIPPED, fail, to_rows, to_table
 from svdbatch.video import codec_name, encode_mp4
 
@@ -31,18 +31,32 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def source_versions(rows: list[dict[str, Any]], job: JobSpec) -> dict[str, str | None]:
+    """The version of each allowed image these rows name, looked up in parallel (rows that carry one are not)."""
+    uris = [
+        row.get(job.manifest.image_column) for row in rows if row.get(job.manifest.version_column) is None
+    ]
+    allowed = [uri for uri in uris if isinstance(uri, str) and uri.strip() and check_uri(uri, job) is None]
+    return storage.versions(allowed, job.storage_options)
+
+
 def _expand(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
     job = JobSpec.model_validate(spec)
+    rows = batch.to_pylist()
+    identities = {"model": run["model_identity"], "sources": source_versions(rows, job)}
     items = []
-    for row in batch.to_pylist():
-        items.extend(expand_row(row, job, run["run_id"], job.output.url, run["previous"], run["duplicates"]))
+    for row in rows:
+        items.extend(
+            expand_row(row, job, run["run_id"], job.output.url, run["previous"], run["duplicates"], identities)
+        )
     return items
 
 
 def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
     """Manifest rows -> the work rows to render (and error rows), ``variants`` per row; done items are dropped.
 
-    ``run`` holds what the driver learnt before starting: run_id, previous (committed state), duplicates (keys).
+    ``run`` holds what the driver learnt before starting: run_id, previous (committed state), duplicates (keys),
+    model_identity.
     """
     return to_table([item for item in _expand(batch, spec, run) if item["status"] != SKIPPED])
 
@@ -77,7 +91,11 @@ def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
         except ImageError as error:
             fail(row, f"image {uri!r} (key {row['key']!r}): {error}")
             continue
-        row.update(image=image.tobytes(), load_seconds=time.perf_counter() - started)
+        row.update(
+            image=image.tobytes(),
+            source_sha256=hashlib.sha256(data).hexdigest(),
+            load_seconds=time.perf_counter() - started,
+        )
     return to_table(rows)
 
 
