@@ -197,6 +197,7 @@ def model_files(fs, root: str, variant: str | None) -> ModelFiles:
     The identity hashes the configs' content and each weight file's version (ETag / version id, or size + mtime).
     """
     root = root.rstrip("/")
+    fs.invalidate_cache(root)  # a listing cached by this process would hide new weights
     found = storage.retrying(lambda: fs.find(root, detail=True))
     listing = {posixpath.relpath(path, root): info for path, info in found.items() if info.get("type") != "directory"}
     if "model_index.json" not in listing:

@@ -153,6 +153,7 @@ def versions(urls: Iterable[str], options: dict[str, Any] | None = None) -> dict
     def one(url: str) -> str | None:
         try:
             fs, path = filesystem(url, options)
+            fs.invalidate_cache(path)  # s3fs answers info() from earlier listings of this process otherwise
             return object_version(retrying(lambda: fs.info(path)))
         except Exception:  # noqa: BLE001 - a missing or unreadable image fails later, when it is fetched
             return None

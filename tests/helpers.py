@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,3 +42,24 @@ def make_spec(manifest: Path | str, output: Path | str, storage_options: dict | 
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return build_spec(data)
+
+
+def save_variant_model(folder: Path) -> Path:
+    """The tiny pipeline laid out like a hub folder: fp32 and fp16 files per component and a stray checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    from svdbatch.model import ensure_tiny_model
+
+    shutil.copytree(ensure_tiny_model(), folder)
+    for path in list(folder.rglob("*.safetensors")):
+        half = {name: tensor.half() for name, tensor in load_file(path).items()}
+        save_file(half, path.with_name(path.name.replace(".safetensors", ".fp16.safetensors")))
+    (folder / "svd_xt.safetensors").write_bytes(bytes(256 * 1024))
+    return folder
+
+
+def perturbed_weights(data: bytes) -> bytes:
+    """The same safetensors file with every tensor nudged: new weights under the same name."""
+    from safetensors.torch import load, save
+
+    return save({name: tensor + 0.01 for name, tensor in load(data).items()})
