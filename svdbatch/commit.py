@@ -16,8 +16,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,7 +92,8 @@ def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[s
 def to_remove(output: str, keys: pa.ChunkedArray, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Latest rows whose key is no longer in the manifest (``keys``), not already removed."""
     rows = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
-    gone = pc.and_(pc.invert(pc.is_in(rows["key"], value_set=keys.combine_chunks())), pc.not_equal(rows["status"], REMOVED))
+    listed = pc.is_in(rows["key"], value_set=keys.combine_chunks())
+    gone = pc.and_(pc.invert(listed), pc.not_equal(rows["status"], REMOVED))
     return rows.filter(pc.fill_null(gone, False)).to_pylist()
 
 

@@ -116,7 +116,9 @@ def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def resume_decision(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool) -> tuple[str, str | None]:
+def resume_decision(
+    item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool
+) -> tuple[str, str | None]:
     """(status, rerender_reason) of an item given its committed row's ``RESUME_COLUMNS`` (None: never committed).
 
     The same fingerprint means done (or a retry of an error row); otherwise the reason names the first identity

@@ -234,6 +234,7 @@ def _remote_copy(source: str, options: dict[str, Any], variant: str | None) -> P
     are kept beside it (``COPY_RECORD``) for the run record.
     """
     fs, root = storage.filesystem(source, options)
+    root = root.rstrip("/")
     files = model_files(fs, root, variant)
     digest = hashlib.sha256(f"{source.rstrip('/')}\0{files.identity}".encode()).hexdigest()[:16]
 
@@ -244,7 +245,7 @@ def _remote_copy(source: str, options: dict[str, Any], variant: str | None) -> P
             (folder / relative).write_bytes(data)
 
         def fetch(relative: str) -> None:
-            storage.retrying(lambda: fs.get_file(f"{root.rstrip('/')}/{relative}", str(folder / relative)))
+            storage.retrying(lambda: fs.get_file(f"{root}/{relative}", str(folder / relative)))
 
         with ThreadPoolExecutor(COPY_THREADS) as pool:
             list(pool.map(fetch, files.weights))

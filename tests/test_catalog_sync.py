@@ -25,7 +25,8 @@ UNET_FP16 = "unet/diffusion_pytorch_model.fp16.safetensors"
 def s3_options():
     with moto_s3(BUCKET) as (port, _):
         endpoint = f"http://127.0.0.1:{port}"
-        yield {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        client = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+        yield {"key": "testing", "secret": "testing", "client_kwargs": client}
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -114,7 +115,8 @@ def test_replaced_image_and_weights_rerender_what_they_shape_and_prune_removes(r
         record = json.loads(storage.read_bytes(storage.join(output, "_job", "runs", f"{weights.run_id}.json"), options))
         copies = record["model_copies"]
         assert len(copies) == 1 and copies[0]["files"] == 9 and copies[0]["bytes"] > 0 and copies[0]["seconds"] >= 0
-        copied = next(path for path in (cache_root() / "models").glob("remote-*/" + COPY_RECORD)
-                      if json.loads(path.read_text())["identity"] == copies[0]["identity"]).parent
-        names = {str(path.relative_to(copied)) for path in copied.rglob("*.safetensors")}
-        assert names == {UNET_FP16, "vae/diffusion_pytorch_model.fp16.safetensors", "image_encoder/model.fp16.safetensors"}
+        records = (cache_root() / "models").glob(f"remote-*/{COPY_RECORD}")
+        copied = next(path for path in records if json.loads(path.read_text())["identity"] == copies[0]["identity"])
+        names = {str(path.relative_to(copied.parent)) for path in copied.parent.rglob("*.safetensors")}
+        fp16 = {UNET_FP16, "vae/diffusion_pytorch_model.fp16.safetensors", "image_encoder/model.fp16.safetensors"}
+        assert names == fp16  # not the fp32 files nor the single-file checkpoint beside them
