@@ -26,6 +26,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 SPEC_CHANGED = "spec changed"
 SOURCE_CHANGED = "source changed"
 MODEL_CHANGED = "model changed"
+FAILED_BEFORE = "failed before"
 # The committed row's columns a rerun compares an item with.
 RESUME_COLUMNS = ("fingerprint", "status", "source_version", "model_identity")
 
@@ -122,18 +123,18 @@ def resume_decision(
     """(status, rerender_reason) of an item given its committed row's ``RESUME_COLUMNS`` (None: never committed).
 
     The same fingerprint means done (or a retry of an error row); otherwise the reason names the first identity
-    column that differs: the model's weights, then the image object, else the spec.
+    column that differs: the model's weights, then the image object, else the spec. An error row whose image could
+    not be looked up then (missing) is a failure to retry, not a changed source, when the image appears.
     """
     if committed is None or committed["status"] == REMOVED:
         return OK, None
+    retry = (OK, FAILED_BEFORE) if retry_errors else (SKIPPED, None)
     if committed["fingerprint"] == item["fingerprint"]:
-        if committed["status"] == OK or not retry_errors:
-            return SKIPPED, None
-        return OK, "failed before"
+        return (SKIPPED, None) if committed["status"] == OK else retry
     if committed["model_identity"] != item["model_identity"]:
         return OK, MODEL_CHANGED
     if committed["source_version"] != item["source_version"]:
-        return OK, SOURCE_CHANGED
+        return retry if committed["source_version"] is None and committed["status"] == ERROR else (OK, SOURCE_CHANGED)
     return OK, SPEC_CHANGED
 
 
@@ -146,7 +147,7 @@ def plan_category(item: dict[str, Any]) -> str:
         return "invalid"
     if item["status"] == SKIPPED:
         return "done"
-    return {**PLAN_CATEGORIES, "failed before": "retry"}.get(item["rerender_reason"], "new")
+    return {**PLAN_CATEGORIES, FAILED_BEFORE: "retry"}.get(item["rerender_reason"], "new")
 
 
 def allowed_schemes(spec: JobSpec) -> set[str]:

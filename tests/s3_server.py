@@ -23,7 +23,8 @@ def free_port() -> int:
 class FaultyProxy:
     """Forwards every request to the upstream server, except a share that get a 503 SlowDown or a dropped connection.
 
-    It counts the GETs per path so tests can tell how often an object was downloaded.
+    It counts the GETs per path it forwards so tests can tell how often an object was downloaded (a request it
+    failed and the client retried counts once).
     """
 
     def __init__(self, upstream_port: int, failure_rate: float = 0.0, seed: int = 0):
@@ -46,7 +47,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
                     roll = proxy.random.random()
-                    if self.command == "GET":
+                    if self.command == "GET" and roll >= proxy.failure_rate:
                         proxy.gets[self.path.split("?")[0]] += 1
                 if roll < proxy.failure_rate / 2:
                     proxy.injected["reset"] += 1

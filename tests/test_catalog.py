@@ -143,12 +143,16 @@ def _committed(item: dict, **changes) -> dict:
         ({"status": "removed"}, True, ("ok", None)),
         ({"fingerprint": "x"}, True, ("ok", "spec changed")),
         ({"fingerprint": "x", "source_version": "ETag=old"}, True, ("ok", "source changed")),
+        ({"fingerprint": "x", "source_version": "ETag=old", "status": "error"}, False, ("ok", "source changed")),
+        ({"fingerprint": "x", "source_version": None, "status": "error"}, True, ("ok", "failed before")),
+        ({"fingerprint": "x", "source_version": None, "status": "error"}, False, ("skipped", None)),
         ({"fingerprint": "x", "source_version": "ETag=old", "model_identity": "old"}, True, ("ok", "model changed")),
     ],
 )
 def test_resume_decision_names_what_changed(changes, retry, expected):
     spec = build_spec({"manifest": {"path": "m"}, "output": {"url": "/o"}})
-    item = expand_row({"key": "k", "image": "/i.png"}, spec, "r", "/o", identities={"model": "m1"})[0]
+    identities = {"model": "m1", "sources": {"/i.png": "ETag=new"}}
+    item = expand_row({"key": "k", "image": "/i.png"}, spec, "r", "/o", identities=identities)[0]
     assert resume_decision(item, _committed(item, **changes), retry) == expected
     assert resume_decision(item, None, retry) == ("ok", None)
 
