@@ -37,3 +37,9 @@ def test_cpu_benchmark_prints_both_paths_and_the_ratio():
 def test_memory_benchmark_prints_peaks_for_each_size():
     out = _run("memory.py", "--rows", "8,16")
     assert "driver peak growth 8 -> 16 rows" in out and "max worker MiB" in out
+
+
+def test_catalog_sync_benchmark_prints_lookup_rate_and_copy_share():
+    out = _run("catalog_sync.py", "--objects", "20", "--scale", "100000")
+    assert "version lookups, 20 objects" in out and "storage.versions" in out
+    assert "model copy (SVD-XT layout / 100000)" in out and "in 9 files" in out
