@@ -3,9 +3,13 @@
 An item is committed when its video is written and its metadata row is in a commit file under
 ``{output}/_commits/``. The driver writes those files as finished rows stream back, every few seconds, each file
 atomically; a killed driver loses at most the rows of its last interval (their videos are simply rendered again, to
-the same key). At the end of a run the commit files are compacted into ``{output}/metadata/metadata.parquet``: the
-latest row per (key, variant), published with one atomic write, so its readers never see duplicates or a row
-whose video is missing.
+the same key).
+
+The metadata table is ``{output}/metadata/bucket-NNNNN.parquet``: every item lives in the bucket
+``sha256(key) mod BUCKETS``, and each bucket file holds the latest row per (key, variant) of its items. Publishing a
+run merges its commit files into the buckets its rows fall in, each bucket rewritten with one atomic write, so the
+cost follows the rows of the run, not the size of the table, and a reader never sees duplicates. A table written by
+earlier versions (``metadata/metadata.parquet``) is split into buckets by the first publish.
 
 Ray Data's own checkpointing (``DataContext.checkpoint_config``) skips rows by an id column only: it would keep
 an item whose spec changed and count error rows as done, so svdbatch keeps this record itself.
@@ -13,11 +17,9 @@ an item whose spec changed and count error rows as done, so svdbatch keeps this 
 
 from __future__ import annotations
 
-import datetime as dt
+import hashlib
 import io
 import time
-from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,104 +28,135 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdbatch import storage
-from svdbatch.items import RESUME_COLUMNS, item_id
+from svdbatch.items import RESUME_COLUMNS
 from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REMOVED, SKIPPED
 
 COMMITS = "_commits"
-TABLE = "metadata/metadata.parquet"
+METADATA = "metadata"
+LEGACY_TABLE = "metadata/metadata.parquet"
+BUCKETS = 256
 COMMIT_INTERVAL_S = 5.0
 COMMIT_MAX_ROWS = 2000
 MIN_ITEMS_BEFORE_ABORT = 20
-DELETE_THREADS = 16
 
 
 class TooManyErrors(RuntimeError):
     """More items failed than the job allows (failures.max_error_fraction)."""
 
 
-def _read_parquet_files(url: str, options: dict[str, Any]) -> list[pa.Table]:
-    fs, path = storage.filesystem(url, options)
-    if not fs.exists(path):
-        return []
-    names = [path] if fs.isfile(path) else sorted(name for name in fs.find(path) if name.endswith(".parquet"))
-    tables = []
-    for name in names:
-        with fs.open(name, "rb") as handle:
-            tables.append(_conform(pq.read_table(handle)))
-    return tables
+def bucket_of(key: str | None) -> int:
+    """The bucket file an item's row lives in: stable across runs, versions and machines."""
+    digest = hashlib.sha256((key or "").encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % BUCKETS
 
 
-def _conform(table: pa.Table) -> pa.Table:
-    """A table written by an older svdbatch gets the columns added since as nulls."""
+def bucket_path(output: str, bucket: int) -> str:
+    return storage.join(output, METADATA, f"bucket-{bucket:05d}.parquet")
+
+
+def item_ids(table: pa.Table) -> pa.Array:
+    """``items.item_id`` for every row, computed by Arrow; null where the key is null."""
+    variant = pc.cast(table["variant"], pa.string())
+    return pc.binary_join_element_wise(table["key"], variant, "\0").combine_chunks()
+
+
+def latest(table: pa.Table) -> pa.Table:
+    """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
+    table = table.filter(pc.is_in(table["status"], pa.array([OK, ERROR, REMOVED])))
+    keyless = pc.binary_join_element_wise("\1", table["run_id"], table["source_uri"], "\0")
+    ident = pc.coalesce(item_ids(table), keyless.combine_chunks())
+    order = pc.sort_indices(
+        pa.table({"i": ident, "f": table["finished_at"], "r": table["run_id"]}),
+        sort_keys=[("i", "ascending"), ("f", "ascending"), ("r", "ascending")],
+    )
+    table, ident = table.take(order), ident.take(order)
+    if table.num_rows == 0:
+        return table
+    last = pc.not_equal(ident.slice(0, len(ident) - 1), ident.slice(1))
+    return table.filter(pa.concat_arrays([pc.fill_null(last, True), pa.array([True])]))
+
+
+COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the join next to the item's own columns
+STATE_COLUMNS = sorted({"key", "variant", "run_id", "source_uri", "finished_at", "status", *RESUME_COLUMNS})
+
+
+def resume_state(table: pa.Table) -> pa.Table:
+    """Committed rows -> key, variant and ``committed_<column>`` for each of RESUME_COLUMNS: the join's right side."""
+    table = table.filter(pc.is_valid(table["key"]))
+    columns = {"key": table["key"], "variant": table["variant"]}
+    columns.update({COMMITTED + name: table[name] for name in RESUME_COLUMNS})
+    return pa.table(columns)
+
+
+def _read(fs, path: str) -> pa.Table:
+    """A table or commit file as METADATA_SCHEMA; columns added since it was written read as nulls."""
+    with fs.open(path, "rb") as handle:
+        table = pq.read_table(handle)
     for name in METADATA_SCHEMA.names:
         if name not in table.column_names:
             table = table.append_column(name, pa.nulls(table.num_rows, METADATA_SCHEMA.field(name).type))
     return table.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
 
 
+def _parquet_under(fs, path: str) -> list[str]:
+    return sorted(name for name in fs.find(path) if name.endswith(".parquet")) if fs.exists(path) else []
+
+
+def pending_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
+    """Commit files not yet merged into the table (a running job's, or a killed one's), as fsspec paths."""
+    fs, path = storage.filesystem(storage.join(output, COMMITS), options or {})
+    return storage.retrying(lambda: _parquet_under(fs, path))
+
+
+def table_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
+    """Every file of the metadata table: bucket files, and the single file of a table from an earlier version."""
+    fs, path = storage.filesystem(storage.join(output, METADATA), options or {})
+    return storage.retrying(lambda: _parquet_under(fs, path))
+
+
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
-    """Every recorded row: the published table plus the commit files of runs not yet compacted."""
-    tables = _read_parquet_files(storage.join(output, TABLE), options or {})
-    tables += _read_parquet_files(storage.join(output, COMMITS), options or {})
+    """Every recorded row: the published table plus the commit files of runs not yet merged into it."""
+    fs, _ = storage.filesystem(output, options or {})
+    tables = [_read(fs, name) for name in table_files(output, options) + pending_files(output, options)]
     return pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
 
 
-def latest_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
-    latest: dict[Any, dict[str, Any]] = {}
-    for row in rows:
-        if row["status"] not in (OK, ERROR, REMOVED):
-            continue
-        ident = item_id(row["key"], row["variant"]) if row["key"] else (row["run_id"], row["source_uri"], row["key"])
-        current = latest.get(ident)
-        if current is None or (row["finished_at"], row["run_id"]) >= (current["finished_at"], current["run_id"]):
-            latest[ident] = row
-    return sorted(latest.values(), key=lambda row: (row["key"] or "", row["variant"] or 0))
+def publish(output: str, options: dict[str, Any] | None = None) -> int:
+    """Merge the commit files (and a table from an earlier version) into the buckets they touch; return how many.
 
-
-def previous_state(output: str, options: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """item id -> its latest row's ``RESUME_COLUMNS``, for the expand stage to decide what to skip."""
-    rows = latest_rows(read_rows(output, options).to_pylist())
-    return {
-        item_id(row["key"], row["variant"]): {name: row[name] for name in RESUME_COLUMNS} for row in rows if row["key"]
-    }
-
-
-def to_remove(output: str, keys: pa.ChunkedArray, options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Latest rows whose key is no longer in the manifest (``keys``), not already removed."""
-    rows = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
-    listed = pc.is_in(rows["key"], value_set=keys.combine_chunks())
-    gone = pc.and_(pc.invert(listed), pc.not_equal(rows["status"], REMOVED))
-    return rows.filter(pc.fill_null(gone, False)).to_pylist()
-
-
-def prune(output: str, keys: pa.ChunkedArray, run_id: str, options: dict[str, Any] | None = None) -> pa.Table:
-    """Delete the videos of keys that left the manifest; return their rows marked ``removed`` (to commit)."""
-    rows = to_remove(output, keys, options)
-
-    def delete(row: dict[str, Any]) -> None:
-        if row["video_uri"]:
-            storage.delete(row["video_uri"], options)
-
-    with ThreadPoolExecutor(DELETE_THREADS) as pool:
-        list(pool.map(delete, rows))
-    now = dt.datetime.now(dt.timezone.utc)
-    for row in rows:
-        row.update(run_id=run_id, status=REMOVED, video_uri=None, error=None, rerender_reason=None, finished_at=now)
-    return pa.Table.from_pylist(rows, schema=METADATA_SCHEMA)
-
-
-def publish(output: str, options: dict[str, Any] | None = None) -> pa.Table:
-    """Compact every row into the metadata table, written atomically, then drop the compacted commit files."""
-    fs, commits = storage.filesystem(storage.join(output, COMMITS), options or {})
-    compacted = [name for name in fs.find(commits) if name.endswith(".parquet")] if fs.exists(commits) else []
-    table = pa.Table.from_pylist(latest_rows(read_rows(output, options).to_pylist()), schema=METADATA_SCHEMA)
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    storage.write_bytes(storage.join(output, TABLE), buffer.getvalue(), options)
-    for name in compacted:
+    Each touched bucket is rewritten atomically with its latest rows; commit files are removed only afterwards, so
+    a publish that is interrupted is simply done again by the next run.
+    """
+    options = options or {}
+    fs, _ = storage.filesystem(output, options)
+    pending = pending_files(output, options)
+    _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
+    has_legacy = storage.retrying(lambda: fs.exists(legacy))
+    sources = ([legacy] if has_legacy else []) + pending
+    if not sources:
+        return 0
+    rows = pa.concat_tables([storage.retrying(lambda name=name: _read(fs, name)) for name in sources])
+    buckets = pa.array([bucket_of(key) for key in rows["key"].to_pylist()], pa.int32())
+    touched = pc.unique(buckets).to_pylist()
+    for bucket in touched:
+        _merge_bucket(output, options, bucket, rows.filter(pc.equal(buckets, bucket)))
+    if has_legacy:
+        fs.rm(legacy)
+    for name in pending:
         fs.rm(name)
-    return table
+    return len(touched)
+
+
+def _merge_bucket(output: str, options: dict[str, Any], bucket: int, rows: pa.Table) -> None:
+    url = bucket_path(output, bucket)
+    fs, path = storage.filesystem(url, options)
+    if storage.retrying(lambda: fs.exists(path)):
+        rows = pa.concat_tables([storage.retrying(lambda: _read(fs, path)), rows])
+    merged = latest(rows)
+    merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending"), ("variant", "ascending")]))
+    buffer = io.BytesIO()
+    pq.write_table(merged, buffer)
+    storage.write_bytes(url, buffer.getvalue(), options)
 
 
 @dataclass
@@ -172,10 +205,10 @@ class Committer:
         self._check_errors()
 
     def add_removed(self, rows: pa.Table) -> None:
-        """Commit the rows ``prune`` marked removed."""
+        """Commit the rows ``stages.prune_rows`` marked removed."""
         self.counts.removed += rows.num_rows
         if rows.num_rows:
-            self._pending.append(rows)
+            self._pending.append(rows.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
             self._pending_rows += rows.num_rows
             self.flush()
 

@@ -14,10 +14,12 @@ import math
 import re
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import ERROR, OK, REMOVED, RENDER_COLUMNS, SKIPPED, blank_row, fail
+from svdbatch.metadata import ERROR, OK, REMOVED, RENDER_COLUMNS, SKIPPED, WORK_SCHEMA, blank_row, fail, to_table
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
@@ -27,8 +29,6 @@ SPEC_CHANGED = "spec changed"
 SOURCE_CHANGED = "source changed"
 MODEL_CHANGED = "model changed"
 FAILED_BEFORE = "failed before"
-# The committed row's columns a rerun compares an item with.
-RESUME_COLUMNS = ("fingerprint", "status", "source_version", "model_identity")
 
 
 def derive_seed(base_seed: int, key: str, variant: int) -> int:
@@ -102,43 +102,64 @@ def _checked_int(row: dict[str, Any], column: str, low: int, high: int) -> int |
     return int(value)
 
 
+def _shaping(spec: JobSpec, params: dict[str, Any], seed: int, source: Any, version: Any, weights: Any) -> str:
+    return json.dumps(
+        {
+            "model": [spec.model.source, spec.model.variant, spec.model.dtype],
+            "weights": weights,
+            "params": [params[name] for name in RENDER_COLUMNS],
+            "seed": seed,
+            "source": source,
+            "source_version": version,
+            "video": spec.video.model_dump(mode="json"),
+        },
+        sort_keys=True,
+    )
+
+
 def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
     """Everything that shapes the item's video: model and its weights, render params, seed, encoding and the image
     object (URI and version). Changes force a re-render."""
-    shaping = {
-        "model": [spec.model.source, spec.model.variant, spec.model.dtype],
-        "weights": item["model_identity"],
-        "params": [item[name] for name in RENDER_COLUMNS],
-        "seed": item["seed"],
-        "video": spec.video.model_dump(mode="json"),
-        "source": item["source_uri"],
-        "source_version": item["source_version"],
-    }
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
+    text = _shaping(spec, item, item["seed"], item["source_uri"], item["source_version"], item["model_identity"])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def resume_decision(
-    item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool
-) -> tuple[str, str | None]:
-    """(status, rerender_reason) of an item given its committed row's ``RESUME_COLUMNS`` (None: never committed).
+# The committed columns the resume decision reads, carried from the metadata table through the join by item id.
+RESUME_COLUMNS = ["fingerprint", "status", "source_version", "model_identity"]
 
-    The same fingerprint means done (or a retry of an error row); otherwise the reason names the first identity
-    column that differs: the model's weights, then the image object, else the spec. An error row whose image could
-    not be looked up then (missing) is a failure to retry, not a changed source, when the image appears.
+
+def resume(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool) -> None:
+    """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again.
+
+    ``committed`` holds the RESUME_COLUMNS of the item's current row in the metadata table, or None when no run
+    committed it. Rows that already failed in expansion are left alone. A changed fingerprint is explained by the
+    first identity column that differs: the model's weights, then the image object, else the spec. An error row
+    whose image could not be looked up then (missing) is a failure to retry, not a changed source, once it appears.
     """
-    if committed is None or committed["status"] == REMOVED:
-        return OK, None
-    retry = (OK, FAILED_BEFORE) if retry_errors else (SKIPPED, None)
+    if committed is None or committed["status"] == REMOVED or item["status"] != OK:
+        return
+    retry = FAILED_BEFORE if retry_errors else None
     if committed["fingerprint"] == item["fingerprint"]:
-        return (SKIPPED, None) if committed["status"] == OK else retry
-    if committed["model_identity"] != item["model_identity"]:
-        return OK, MODEL_CHANGED
-    if committed["source_version"] != item["source_version"]:
-        return retry if committed["source_version"] is None and committed["status"] == ERROR else (OK, SOURCE_CHANGED)
-    return OK, SPEC_CHANGED
+        reason = None if committed["status"] == OK else retry
+    elif committed["model_identity"] != item["model_identity"]:
+        reason = MODEL_CHANGED
+    elif committed["source_version"] is None and committed["status"] == ERROR:
+        reason = retry
+    elif committed["source_version"] != item["source_version"]:
+        reason = SOURCE_CHANGED
+    else:
+        reason = SPEC_CHANGED
+    if reason is None:
+        item["status"] = SKIPPED
+    item["rerender_reason"] = reason
 
 
-PLAN_CATEGORIES = {SPEC_CHANGED: "changed", SOURCE_CHANGED: "source_changed", MODEL_CHANGED: "model_changed"}
+PLAN_CATEGORIES = {
+    SPEC_CHANGED: "changed",
+    SOURCE_CHANGED: "source_changed",
+    MODEL_CHANGED: "model_changed",
+    FAILED_BEFORE: "retry",
+}
 
 
 def plan_category(item: dict[str, Any]) -> str:
@@ -147,7 +168,7 @@ def plan_category(item: dict[str, Any]) -> str:
         return "invalid"
     if item["status"] == SKIPPED:
         return "done"
-    return {**PLAN_CATEGORIES, FAILED_BEFORE: "retry"}.get(item["rerender_reason"], "new")
+    return PLAN_CATEGORIES.get(item["rerender_reason"], "new")
 
 
 def allowed_schemes(spec: JobSpec) -> set[str]:
@@ -180,13 +201,12 @@ def expand_row(
     spec: JobSpec,
     run_id: str,
     output_url: str,
-    previous: dict[str, dict[str, Any]] | None = None,
     duplicates: dict[str, int] | None = None,
     identities: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row.
 
-    ``previous`` maps item ids to the ``RESUME_COLUMNS`` earlier runs committed; see ``commit.previous_state``.
+    What earlier runs committed is applied afterwards, by ``resume``, once the items are joined with the table.
     ``duplicates`` maps keys that appear more than once in the manifest to their count: all their rows fail, as no
     one of them is more right than the others. ``identities`` holds ``model`` (``model.model_identity``) and
     ``sources`` (image URI -> ``storage.object_version``), used where the row has no ``manifest.version_column``.
@@ -194,15 +214,14 @@ def expand_row(
     raw_key = row.get(spec.manifest.key_column)
     key = None if raw_key is None else str(raw_key)
     source = row.get(spec.manifest.image_column)
-    base = blank_row()
     identities = identities or {}
-    version = row.get(spec.manifest.version_column)
+    base = blank_row()
     base.update(
         run_id=run_id,
         key=key,
         variant=0,
         source_uri=source,
-        source_version=(identities.get("sources") or {}).get(source) if version is None else str(version),
+        source_version=source_version(row.get(spec.manifest.version_column), source, identities),
         model_source=spec.model.source,
         model_identity=identities.get("model"),
     )
@@ -237,7 +256,110 @@ def expand_row(
             status=OK,
         )
         item["fingerprint"] = fingerprint(item, spec)
-        committed = (previous or {}).get(item_id(key, variant))
-        item["status"], item["rerender_reason"] = resume_decision(item, committed, spec.failures.retry_errors)
         items.append(item)
     return items
+
+
+OVERRIDE_COLUMNS = [*RENDER_COLUMNS, "seed", "variants"]
+
+
+def _has_overrides(batch: pa.Table) -> bool:
+    return any(name in batch.column_names and batch[name].null_count < batch.num_rows for name in OVERRIDE_COLUMNS)
+
+
+def source_version(listed: Any, source: Any, identities: dict[str, Any]) -> str | None:
+    """The image's version: the manifest's when the row has one, else the one looked up in the store."""
+    return (identities.get("sources") or {}).get(source) if listed is None else str(listed)
+
+
+def _fingerprint_template(spec: JobSpec, params: dict[str, Any], weights: Any) -> tuple[str, str]:
+    """The JSON ``fingerprint`` hashes, split around its seed, source and source version: the parts that vary per
+    item. Sorted keys put them next to each other; quotes inside string values are escaped, so the marker occurs
+    once.
+    """
+    head, tail = _shaping(spec, params, 0, "", "", weights).split(_FINGERPRINT_MARKER)
+    return head, tail
+
+
+_FINGERPRINT_MARKER = '"seed": 0, "source": "", "source_version": ""'
+
+
+def expand_batch(
+    batch: pa.Table,
+    spec: JobSpec,
+    run_id: str,
+    output_url: str,
+    duplicates: dict[str, int] | None = None,
+    identities: dict[str, Any] | None = None,
+) -> pa.Table:
+    """``expand_row`` over a batch, as columns: the same items bit for bit, built without a dict per item.
+
+    Batches with per-row overrides, and rows that fail, go through ``expand_row``; the common case (job-wide
+    parameters) only hashes each item's seed, fingerprint and output key.
+    """
+    if _has_overrides(batch):
+        return to_table([item for row in batch.to_pylist() for item in
+                         expand_row(row, spec, run_id, output_url, duplicates, identities)])
+    identities = identities or {}
+    keys = batch[spec.manifest.key_column]
+    if not pa.types.is_string(keys.type):
+        keys = pc.cast(keys, pa.string())
+    sources = batch[spec.manifest.image_column].to_pylist()
+    version_column = spec.manifest.version_column
+    listed = batch[version_column].to_pylist() if version_column in batch.column_names else [None] * batch.num_rows
+    render = spec.render.model_dump()
+    render["decode_chunk_size"] = effective_decode_chunk(spec.render.num_frames, spec.render.decode_chunk_size)
+    sweep = spec.seeds.motion_sweep
+    variants = spec.seeds.variants
+    per_variant = []
+    for variant in range(variants):
+        params = dict(render, motion_bucket_id=sweep[variant % len(sweep)]) if sweep else render
+        per_variant.append((params, _fingerprint_template(spec, params, identities.get("model"))))
+    base = spec.seeds.base_seed
+    prefix = output_url.rstrip("/") + "/videos/"
+    names = ("key", "variant", "source_uri", "source_version", "video_uri", "seed", "fingerprint")
+    columns: dict[str, list] = {name: [] for name in names}
+    columns.update({name: [] for name in RENDER_COLUMNS})
+    failed: list[dict[str, Any]] = []
+    for key, source, version in zip(keys.to_pylist(), sources, listed, strict=True):
+        if (
+            not key
+            or (duplicates and key in duplicates)
+            or not isinstance(source, str)
+            or not source.strip()
+            or check_uri(source, spec)
+        ):
+            row = {spec.manifest.key_column: key, spec.manifest.image_column: source, version_column: version}
+            failed.extend(expand_row(row, spec, run_id, output_url, duplicates, identities))
+            continue
+        safe = safe_key(key)
+        quoted = json.dumps(source)
+        found = source_version(version, source, identities)
+        varying = f'"source": {quoted}, "source_version": {json.dumps(found)}'
+        for variant, (params, (head, tail)) in enumerate(per_variant):
+            seed = derive_seed(base, key, variant)
+            text = f'{head}"seed": {seed}, {varying}{tail}'
+            columns["key"].append(key)
+            columns["variant"].append(variant)
+            columns["source_uri"].append(source)
+            columns["source_version"].append(found)
+            columns["video_uri"].append(f"{prefix}{safe}_v{variant:04d}.mp4")
+            columns["seed"].append(seed)
+            columns["fingerprint"].append(hashlib.sha256(text.encode()).hexdigest()[:32])
+            for name in RENDER_COLUMNS:
+                columns[name].append(params[name])
+    count = len(columns["key"])
+    arrays = {name: pa.array(values, WORK_SCHEMA.field(name).type) for name, values in columns.items()}
+    constants = {
+        "run_id": run_id,
+        "model_source": spec.model.source,
+        "model_identity": identities.get("model"),
+        "status": OK,
+    }
+    arrays.update({name: pa.array([value] * count, pa.string()) for name, value in constants.items()})
+    table = pa.table(
+        [arrays[name] if name in arrays else pa.nulls(count, field.type) for name, field in
+         zip(WORK_SCHEMA.names, WORK_SCHEMA, strict=True)],
+        schema=WORK_SCHEMA,
+    )
+    return pa.concat_tables([table, to_table(failed)]) if failed else table

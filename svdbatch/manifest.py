@@ -87,22 +87,16 @@ def inspect(spec: JobSpec) -> ManifestInfo:
         rows += metadata.num_rows
     if rows == 0:
         raise ManifestError(f"manifest.path {spec.manifest.path}: the manifest has no rows")
-    return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=_duplicate_keys(read_keys(spec, files)))
+    return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=_duplicate_keys(fs, files, spec))
 
 
-def read_keys(spec: JobSpec, files: list[str]) -> pa.ChunkedArray:
-    """Every row's key as strings, reading only the key column (a few bytes per row)."""
-    fs, _ = storage.filesystem(spec.manifest.path, spec.storage_options)
+def _duplicate_keys(fs, files: list[str], spec: JobSpec) -> dict[str, int]:
+    """Keys on more than one row, found by reading only the key column (a few bytes per row)."""
     chunks = []
     for name in files:
         column = storage.retrying(lambda name=name: _key_column(fs, name, spec.manifest.key_column))
         chunks.extend(column.cast(pa.string()).chunks)
-    return pa.chunked_array(chunks, pa.string())
-
-
-def _duplicate_keys(keys: pa.ChunkedArray) -> dict[str, int]:
-    """Keys on more than one row."""
-    counts = keys.drop_null().value_counts()
+    counts = pa.chunked_array(chunks, pa.string()).drop_null().value_counts()
     repeated = pc.filter(counts, pc.greater(counts.field("counts"), 1))
     return dict(zip(repeated.field("values").to_pylist(), repeated.field("counts").to_pylist(), strict=True))
 

@@ -1,8 +1,11 @@
 """The only module that imports Ray: it turns the plain stages into one streaming Ray Data plan and runs it.
 
-read_parquet(manifest) -> expand_rows -> repartition -> load_images (CPU tasks)
+read_parquet(manifest) -> expand_rows -> left join with the committed rows by (key, variant) -> resume_rows
+  -> repartition -> load_images (CPU tasks)
   -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
-  -> rows stream back to the driver -> commit files -> {output}/metadata/metadata.parquet
+  -> rows stream back to the driver -> commit files -> merged into the touched buckets of {output}/metadata/
+
+The driver holds no per-row state: what is done is decided by the join, where the data is; the driver only counts.
 """
 
 from __future__ import annotations
@@ -22,11 +25,23 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from svdbatch import commit, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.generate import VideoGenerator
+from svdbatch.metadata import REMOVED, SKIPPED
 from svdbatch.model import ModelError, model_identity
-from svdbatch.stages import expand_rows, load_images, tally_items, write_videos
+from svdbatch.stages import (
+    TALLY_COLUMNS,
+    expand_rows,
+    load_images,
+    manifest_keys,
+    prune_rows,
+    resume_rows,
+    tally_items,
+    write_videos,
+)
 
 CPU_STAGE_CPUS = 0.25
 COPIES = "_job/model_copies"  # one record per node of the model copy its actors loaded, per run
+JOIN_ROWS_PER_PARTITION = 500_000
+MAX_PROBLEMS = 20
 
 
 class JobError(RuntimeError):
@@ -44,6 +59,7 @@ class Plan:
     model_changed: int = 0
     retry: int = 0
     invalid: int = 0
+    to_remove: int = 0
 
     @property
     def to_render(self) -> int:
@@ -165,22 +181,100 @@ def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
     return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
 
 
-def plan(spec: JobSpec, info: manifest.ManifestInfo, run: dict[str, Any]) -> Plan:
-    """Expand the whole manifest (no images, no model) and count what is new, done, changed or invalid."""
-    tallies = (
-        _read_manifest(spec, info)
-        .map_batches(
-            tally_items,
-            fn_args=(spec.model_dump(mode="json"), run),
-            batch_format="pyarrow",
-            num_cpus=CPU_STAGE_CPUS,
-        )
-        .take_all()
+def _committed(spec: JobSpec):
+    """The committed rows as the join's right side (key, variant, committed_*), read by Ray; None if there are none.
+
+    After a completed publish every item has one row in its bucket file. Commit files not yet merged (a killed or a
+    running job) and a half-split table from an earlier version can hold several rows per item: then the latest is
+    picked by a group-by on (key, variant), also in Ray.
+    """
+    import ray
+
+    options = spec.storage_options
+    tables, pending = commit.table_files(spec.output.url, options), commit.pending_files(spec.output.url, options)
+    if not tables and not pending:
+        return None
+    fs = _pyarrow_fs(spec.output.url, options)
+    state = ray.data.read_parquet(
+        tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
     )
+    legacy = storage.filesystem(storage.join(spec.output.url, commit.LEGACY_TABLE), options)[1]
+    if pending or (legacy in tables and len(tables) > 1):
+        state = state.groupby(["key", "variant"]).map_groups(
+            commit.latest, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+        )
+    return state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
+
+
+def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
+    return max(1, min(64, info.rows * spec.seeds.variants // JOIN_ROWS_PER_PARTITION))
+
+
+def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: str):
+    """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
+    run = {"run_id": run_id, "duplicates": info.duplicate_keys, "model_identity": identity}
+    items = _read_manifest(spec, info).map_batches(
+        expand_rows, fn_args=(spec.model_dump(mode="json"), run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+    )
+    state = _committed(spec)
+    if state is None:
+        return items, False
+    joined = items.join(
+        state,
+        join_type="left_outer",
+        num_partitions=_partitions(spec, info),
+        on=("key", "variant"),
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+    )
+    return joined, True
+
+
+def _removals(spec: JobSpec, info: manifest.ManifestInfo):
+    """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray."""
+    state = _committed(spec)
+    if state is None:
+        return None
+    keys = _read_manifest(spec, info).map_batches(
+        manifest_keys, fn_args=(spec.manifest.key_column,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+    )
+    return state.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
+        keys,
+        join_type="left_anti",
+        num_partitions=_partitions(spec, info),
+        on=("key",),
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+    )
+
+
+def plan(
+    spec: JobSpec, info: manifest.ManifestInfo, identity: str
+) -> tuple[Plan, list[dict[str, Any]], list[str]]:
+    """Expand and decide the whole manifest as a run would (no images, no model): counts, render shapes, problems,
+    and how many committed items left the manifest (what ``output.prune`` removes).
+
+    Returns the plan, the to-render counts per render shape (for a GPU estimate) and the first problems.
+    """
+    items, _ = _items(spec, info, "plan", identity)
+    tallies = items.map_batches(
+        tally_items,
+        fn_args=(spec.model_dump(mode="json"), MAX_PROBLEMS),
+        batch_format="pyarrow",
+        num_cpus=CPU_STAGE_CPUS,
+    ).take_all()
     counts: Counter = Counter()
+    shapes: Counter = Counter()
+    problems = []
     for tally in tallies:
+        if tally["category"] is None:
+            problems.append(tally["error"])
+            continue
         counts[tally["category"]] += tally["items"]
-    return Plan(**counts)
+        if tally["category"] not in ("done", "invalid"):
+            shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
+    shape_rows = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
+    removals = _removals(spec, info)
+    to_remove = removals.count() if removals is not None else 0
+    return Plan(**counts, to_remove=to_remove), shape_rows, problems[:MAX_PROBLEMS]
 
 
 def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSummary:
@@ -199,17 +293,24 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
 
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     spec_dict = spec.model_dump(mode="json")
-    options = spec.storage_options
-    previous = commit.previous_state(spec.output.url, options)
-    committer = commit.Committer(spec.output.url, run_id, options, spec.failures.max_error_fraction)
-    run = {"run_id": run_id, "previous": previous, "duplicates": info.duplicate_keys, "model_identity": identity}
-    if spec.output.prune and previous:
-        keys = manifest.read_keys(spec, info.files)
-        committer.add_removed(commit.prune(spec.output.url, keys, run_id, options))
-    job_plan = plan(spec, info, run) if previous else None
-    if job_plan is not None and job_plan.to_render + job_plan.invalid == 0:
-        committer.counts.skipped = job_plan.done
-        return _finish(spec, run_id, committer, started)
+    committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
+    commit.publish(spec.output.url, spec.storage_options)  # rows a killed run committed, or an earlier layout
+    removals = _removals(spec, info) if spec.output.prune else None
+    if removals is not None:
+        pruned = removals.map_batches(prune_rows, fn_args=(spec_dict, run_id), batch_format="pyarrow")
+        for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
+            committer.add_removed(batch)
+    items, resumed = _items(spec, info, run_id, identity)
+    expected = info.rows * spec.seeds.variants
+    if resumed:
+        items = items.map_batches(resume_rows, fn_args=(spec_dict,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
+        items = items.materialize()
+        done = items.filter(expr=f"status == '{SKIPPED}'")
+        committer.counts.skipped = done.sum("batch_items") or 0
+        items = items.filter(expr=f"status != '{SKIPPED}'")
+        expected = items.count()
+        if expected == 0:
+            return _finish(spec, run_id, committer, started)
 
     cluster_gpus = ray.cluster_resources().get("GPU", 0)
     use_gpus = cluster_gpus > 0 and spec.model.device != "cpu"
@@ -227,9 +328,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
                 storage.write_bytes(where, record, self.spec.storage_options)
 
     rows = (
-        _read_manifest(spec, info)
-        .map_batches(expand_rows, fn_args=(spec_dict, run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
-        .repartition(target_num_rows_per_block=spec.compute.batch_size)
+        items.repartition(target_num_rows_per_block=spec.compute.batch_size)
         .map_batches(
             load_images,
             fn_args=(spec_dict,),
@@ -254,14 +353,11 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
             num_cpus=spec.compute.cpus_per_task,
         )
     )
-    expected = job_plan.to_render + job_plan.invalid if job_plan else info.rows * spec.seeds.variants
     progress_line = Progress(expected, progress)
     try:
         for batch in rows.iter_batches(batch_format="pyarrow", batch_size=None):
             committer.add(batch)
             progress_line.update(committer.counts)
-        if job_plan is not None:
-            committer.counts.skipped = job_plan.done
         return _finish(spec, run_id, committer, started)
     except commit.TooManyErrors as error:
         raise JobError(str(error)) from None

@@ -1,9 +1,9 @@
-"""``svdbatch plan``: what a job would do, before any GPU is spent. No Ray, no model, nothing written.
+"""``svdbatch plan``: what a job would do, before any GPU is spent. No images, no model, nothing written.
 
-Reads the whole manifest on this machine (only its columns, in batches), expands every row exactly as the job
-would (looking up each image's version in parallel unless the manifest carries it), reports each bad row with its
-file and row number, reads the resume state from the output, counts what a pruning run would remove, and
-estimates GPU time from per-video latency.
+Expands the whole manifest and joins it with the metadata table exactly as ``run`` does, in Ray (a local one unless
+RAY_ADDRESS names a cluster): image versions are looked up in the tasks unless the manifest carries them, and the
+model's identity comes from one listing. Reports why anything is rendered again, how many committed items left the
+manifest (what ``--prune`` removes), the first bad rows, and estimates GPU time from per-video latency.
 """
 
 from __future__ import annotations
@@ -11,14 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyarrow.parquet as pq
-
-from svdbatch import commit, manifest, storage
+from svdbatch import manifest
 from svdbatch.config import TINY_MODEL, JobSpec
-from svdbatch.items import expand_row, plan_category
-from svdbatch.metadata import OK
 from svdbatch.model import model_identity
-from svdbatch.stages import source_versions
 
 # Dense bf16/fp16 matmul throughput (TFLOP/s) and the share of it a diffusers SVD call sustains. The utilisation is
 # an assumption (60 s/video on an A100 is ~22%, a tuned H100 reaches ~35%); pass --seconds-per-video to use a
@@ -29,9 +24,7 @@ UTILISATION = 0.3
 UNET_FLOP_PER_STEP = 160e12
 VAE_FLOP = 0.17e15
 REFERENCE_PIXELS_FRAMES = 1024 * 576 * 25
-MAX_PROBLEMS = 20
 TINY_SECONDS = 0.5  # the embedded tiny model at demo size on a 2-core CPU
-BATCH_ROWS = 10_000  # manifest rows read, and image versions looked up in parallel, at once
 
 
 @dataclass
@@ -73,35 +66,20 @@ def seconds_per_video(item: dict, gpu: str) -> float:
 
 def make_plan(spec: JobSpec, gpu: str = "H100", measured_seconds: float | None = None) -> PlanReport:
     """Raise ManifestError/ModelError/StorageError for job-level problems; count and list the rest."""
+    from svdbatch import pipeline
+
     info = manifest.inspect(spec)
     identity = model_identity(spec.model, spec.storage_options)
-    previous = commit.previous_state(spec.output.url, spec.storage_options)
-    fs, _ = storage.filesystem(spec.manifest.path, spec.storage_options)
-    report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
-    if previous:
-        keys = manifest.read_keys(spec, info.files)
-        report.to_remove = len(commit.to_remove(spec.output.url, keys, spec.storage_options))
-    for name in info.files:
-        with fs.open(name, "rb") as handle:
-            row_number = 0
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=BATCH_ROWS):
-                rows = batch.to_pylist()
-                identities = {"model": identity, "sources": source_versions(rows, spec)}
-                for row in rows:
-                    items = expand_row(row, spec, "plan", spec.output.url, previous, info.duplicate_keys, identities)
-                    for item in items:
-                        _count(report, item, f"{name} row {row_number}")
-                        if item["status"] == OK:
-                            tiny = spec.model.source == TINY_MODEL
-                            estimate = TINY_SECONDS if tiny else seconds_per_video(item, gpu)
-                            report.seconds += measured_seconds or estimate
-                    row_number += 1
+    pipeline.init_ray()
+    counts, shapes, problems = pipeline.plan(spec, info, identity)
+    report = PlanReport(
+        files=len(info.files), rows=info.rows, problems=problems, to_remove=counts.to_remove, prune=spec.output.prune
+    )
+    categories = ("new", "done", "changed", "source_changed", "model_changed", "retry", "invalid")
+    report.counts.update({name: getattr(counts, name) for name in categories})
+    report.items = sum(report.counts.values())
+    tiny = spec.model.source == TINY_MODEL
+    for shape in shapes:
+        estimate = TINY_SECONDS if tiny else seconds_per_video(shape, gpu)
+        report.seconds += (measured_seconds or estimate) * shape["items"]
     return report
-
-
-def _count(report: PlanReport, item: dict, where: str) -> None:
-    report.items += 1
-    category = plan_category(item)
-    report.counts[category] += 1
-    if category == "invalid" and len(report.problems) < MAX_PROBLEMS:
-        report.problems.append(f"{where}: {item['error']}")

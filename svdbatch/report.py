@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from svdbatch import commit, storage
-from svdbatch.metadata import OK
+from svdbatch.metadata import OK, REMOVED
 
 POSTER_WIDTH = 320
 SHEET_COLUMNS = 8
@@ -75,7 +75,8 @@ def _mean(rows: list[dict[str, Any]], column: str) -> float:
 def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     """Build the gallery under ``{output}/report/`` and return the URL of its index.html."""
     options = options or {}
-    rows = commit.latest_rows(commit.read_rows(output, options).to_pylist())
+    latest = commit.latest(commit.read_rows(output, options)).to_pylist()
+    rows = [row for row in latest if row["status"] != REMOVED]  # pruned: no video to show
     if not rows:
         raise ValueError(f"{output}: no metadata rows to report on")
     summary_url = storage.join(output, "_job", "summary.json")

@@ -9,18 +9,22 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
-from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from svdbatch import storage
+from svdbatch.commit import COMMITTED
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
-from svdbatch.items import check_uri, expand_row, plan_category
-from svdbatch.metadata import METADATA_SCHEMA, OK, SKIPPED, fail, to_rows, to_table
+from svdbatch.items import RESUME_COLUMNS, check_uri, expand_batch, plan_category, resume, video_key
+from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REMOVED, SKIPPED, WORK_SCHEMA, fail, to_rows, to_table
 from svdbatch.video import codec_name, encode_mp4
+
+DELETE_THREADS = 16
 
 
 def _describe(error: Exception) -> str:
@@ -31,40 +35,77 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def source_versions(rows: list[dict[str, Any]], job: JobSpec) -> dict[str, str | None]:
+def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
     """The version of each allowed image these rows name, looked up in parallel (rows that carry one are not)."""
-    uris = [
-        row.get(job.manifest.image_column) for row in rows if row.get(job.manifest.version_column) is None
-    ]
+    uris = batch[job.manifest.image_column].to_pylist()
+    if job.manifest.version_column in batch.column_names:
+        listed = batch[job.manifest.version_column].to_pylist()
+        uris = [uri for uri, version in zip(uris, listed, strict=True) if version is None]
     allowed = [uri for uri in uris if isinstance(uri, str) and uri.strip() and check_uri(uri, job) is None]
     return storage.versions(allowed, job.storage_options)
 
 
-def _expand(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> list[dict[str, Any]]:
-    job = JobSpec.model_validate(spec)
-    rows = batch.to_pylist()
-    identities = {"model": run["model_identity"], "sources": source_versions(rows, job)}
-    items = []
-    for row in rows:
-        items.extend(
-            expand_row(row, job, run["run_id"], job.output.url, run["previous"], run["duplicates"], identities)
-        )
-    return items
-
-
 def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
-    """Manifest rows -> the work rows to render (and error rows), ``variants`` per row; done items are dropped.
+    """Manifest rows -> work rows (and error rows), ``variants`` per row; what is done is decided later.
 
-    ``run`` holds what the driver learnt before starting: run_id, previous (committed state), duplicates (keys),
-    model_identity.
+    ``run`` holds what the driver learnt before starting: run_id, duplicates (keys on several manifest rows) and
+    model_identity. Image versions are looked up here, in the tasks, unless the manifest carries them.
     """
-    return to_table([item for item in _expand(batch, spec, run) if item["status"] != SKIPPED])
+    job = JobSpec.model_validate(spec)
+    identities = {"model": run["model_identity"], "sources": source_versions(batch, job)}
+    return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"], identities)
 
 
-def tally_items(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
-    """The plan: how many items of these rows are new, done, changed, to retry or invalid."""
-    counts = Counter(plan_category(item) for item in _expand(batch, spec, run))
-    return pa.table({"category": list(counts), "items": list(counts.values())})
+def _decide(batch: pa.Table, retry_errors: bool) -> pa.Table:
+    """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet)."""
+    own = sorted({"status", "rerender_reason", *RESUME_COLUMNS})
+    committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]
+    statuses, reasons = [], []
+    for row in batch.select(own + committed).to_pylist():
+        earlier = {name: row.get(COMMITTED + name) for name in RESUME_COLUMNS}
+        item = {name: row[name] for name in own}
+        resume(item, earlier if any(value is not None for value in earlier.values()) else None, retry_errors)
+        statuses.append(item["status"])
+        reasons.append(item["rerender_reason"])
+    batch = batch.drop_columns(committed)
+    batch = batch.set_column(batch.schema.get_field_index("status"), "status", pa.array(statuses, pa.string()))
+    index = batch.schema.get_field_index("rerender_reason")
+    return batch.set_column(index, "rerender_reason", pa.array(reasons, pa.string()))
+
+
+def resume_rows(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+    """Items joined with the metadata table -> the items to render (and error rows); done items are dropped.
+
+    The done items of the batch are counted in one extra row, status ``skipped`` with ``batch_items`` = their
+    number, so the driver learns how many were done without receiving them.
+    """
+    decided = _decide(batch, JobSpec.model_validate(spec).failures.retry_errors)
+    kept = decided.filter(pc.not_equal(decided["status"], SKIPPED)).select(WORK_SCHEMA.names).cast(WORK_SCHEMA)
+    done = decided.num_rows - kept.num_rows
+    if not done:
+        return kept
+    tally = {name: pa.nulls(1, field.type) for name, field in zip(WORK_SCHEMA.names, WORK_SCHEMA, strict=True)}
+    tally.update(status=pa.array([SKIPPED]), batch_items=pa.array([done], pa.int32()))
+    return pa.concat_tables([kept, pa.table(tally, schema=WORK_SCHEMA)])
+
+
+TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
+
+
+def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.Table:
+    """The plan: items per category and render shape, and the first problems (error texts) of these items."""
+    decided = _decide(batch, JobSpec.model_validate(spec).failures.retry_errors)
+    categories = [plan_category(item) for item in decided.select(["status", "rerender_reason"]).to_pylist()]
+    counts = decided.select(TALLY_COLUMNS).append_column("category", pa.array(categories, pa.string()))
+    counts = counts.group_by(["category", *TALLY_COLUMNS]).aggregate([([], "count_all")])
+    problems = decided.filter(pc.equal(decided["status"], ERROR)).slice(0, max_problems)["error"]
+    return pa.concat_tables(
+        [
+            counts.rename_columns({"count_all": "items"}).append_column("error", pa.nulls(counts.num_rows, pa.string())),
+            pa.table({"category": pa.nulls(len(problems), pa.string()), "error": problems}),
+        ],
+        promote_options="default",
+    )
 
 
 def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
@@ -131,3 +172,19 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
         encode_seconds=encoded - started,
         write_seconds=time.perf_counter() - encoded,
     )
+
+
+def manifest_keys(batch: pa.Table, key_column: str) -> pa.Table:
+    """Manifest rows -> their keys as a ``key`` string column: the right side of the prune anti-join."""
+    return pa.table({"key": pc.cast(batch[key_column], pa.string())})
+
+
+def prune_rows(batch: pa.Table, spec: dict[str, Any], run_id: str) -> pa.Table:
+    """Committed items whose key left the manifest -> videos deleted (in parallel), rows marked ``removed``."""
+    job = JobSpec.model_validate(spec)
+    items = batch.select(["key", "variant"]).to_pylist()
+    videos = [storage.join(job.output.url, video_key(item["key"], item["variant"])) for item in items]
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        list(pool.map(lambda url: storage.delete(url, job.storage_options), videos))
+    now = dt.datetime.now(dt.timezone.utc)
+    return to_table([dict(item, run_id=run_id, status=REMOVED, finished_at=now) for item in items], METADATA_SCHEMA)

@@ -98,7 +98,8 @@ def write_bytes(url: str, data: bytes, options: dict[str, Any] | None = None) ->
     fs, path = filesystem(url, options)
     if isinstance(fs, LocalFileSystem):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.partial-{uuid.uuid4().hex}"
+        # Hidden while partial: readers of a folder of Parquet files (pyarrow, DuckDB) skip names starting with ".".
+        partial = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.partial-{uuid.uuid4().hex}")
         try:
             with open(partial, "wb") as handle:
                 handle.write(data)

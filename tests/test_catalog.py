@@ -12,7 +12,7 @@ import pytest
 
 from svdbatch import storage
 from svdbatch.config import build_spec
-from svdbatch.items import RESUME_COLUMNS, expand_row, resume_decision
+from svdbatch.items import RESUME_COLUMNS, expand_row, resume
 from svdbatch.model import COPY_RECORD, ModelError, _remote_copy, cache_root, model_files, model_identity
 from svdbatch.scan import build_manifest
 
@@ -153,8 +153,12 @@ def test_resume_decision_names_what_changed(changes, retry, expected):
     spec = build_spec({"manifest": {"path": "m"}, "output": {"url": "/o"}})
     identities = {"model": "m1", "sources": {"/i.png": "ETag=new"}}
     item = expand_row({"key": "k", "image": "/i.png"}, spec, "r", "/o", identities=identities)[0]
-    assert resume_decision(item, _committed(item, **changes), retry) == expected
-    assert resume_decision(item, None, retry) == ("ok", None)
+    committed = _committed(item, **changes)
+    resume(item, committed, retry)
+    assert (item["status"], item["rerender_reason"]) == expected
+    fresh = dict(item, status="ok", rerender_reason=None)
+    resume(fresh, None, retry)
+    assert (fresh["status"], fresh["rerender_reason"]) == ("ok", None)
 
 
 def test_manifest_version_column_wins_over_a_lookup_and_both_shape_the_fingerprint():
@@ -182,7 +186,8 @@ def test_manifest_command_writes_each_image_version_from_its_listing(tmp_path):
     assert rows["a.png"]["image_version"].startswith("size=1,")
 
 
-def test_plan_names_each_reason_and_what_prune_would_remove(tmp_path, capsys):
+@pytest.mark.integration
+def test_plan_names_each_reason_and_what_prune_would_remove(ray_cluster, tmp_path, capsys):
     import yaml
 
     from svdbatch.cli import main
@@ -197,3 +202,25 @@ def test_plan_names_each_reason_and_what_prune_would_remove(tmp_path, capsys):
     assert "to remove: 0 no longer in the manifest (kept: output.prune is off; run --prune to remove them)" in out
     assert main(["plan", str(tmp_path / "job.yaml"), "--prune"]) == 0
     assert "to remove: 0 no longer in the manifest\n" in capsys.readouterr().out
+
+
+def test_batch_expansion_carries_identities_bit_identical_to_the_per_row_formula():
+    from svdbatch.items import expand_batch
+    from svdbatch.metadata import to_table
+
+    spec = build_spec({"manifest": {"path": "m"}, "output": {"url": "/o"}, "seeds": {"variants": 2}})
+    identities = {"model": 'weights "v2"', "sources": {"/i/a.png": 'ETag="x"', "/i/b.png": None}}
+    table = pa.table(
+        {
+            "key": ["a", "b", "c", None],
+            "image": ["/i/a.png", "/i/b.png", "/i/c.png", "/i/n.png"],
+            "image_version": [None, None, "v7", "v8"],
+        }
+    )
+    fast = expand_batch(table, spec, "r", "/o", None, identities).to_pylist()
+    rows = [item for row in table.to_pylist() for item in expand_row(row, spec, "r", "/o", None, identities)]
+    assert fast == to_table(rows).to_pylist()
+    versions = {(row["key"], row["variant"]): row["source_version"] for row in fast}
+    assert versions == {("a", 0): 'ETag="x"', ("a", 1): 'ETag="x"', ("b", 0): None, ("b", 1): None,
+                        ("c", 0): "v7", ("c", 1): "v7", (None, 0): "v8"}
+    assert {row["model_identity"] for row in fast} == {'weights "v2"'}

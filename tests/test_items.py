@@ -5,10 +5,20 @@ from __future__ import annotations
 import hashlib
 import math
 
+import pyarrow as pa
 import pytest
 
 from svdbatch.config import build_spec
-from svdbatch.items import derive_seed, effective_decode_chunk, expand_row, safe_key, video_key
+from svdbatch.items import (
+    derive_seed,
+    effective_decode_chunk,
+    expand_batch,
+    expand_row,
+    resume,
+    safe_key,
+    video_key,
+)
+from svdbatch.metadata import to_table
 
 SPEC = build_spec(
     {"manifest": {"path": "m.parquet"}, "output": {"url": "/out"}, "seeds": {"base_seed": 11, "variants": 3}}
@@ -102,3 +112,63 @@ def test_bad_override_becomes_one_error_row_naming_row_and_column(column, value,
 def test_missing_key_or_image_is_an_error_row():
     assert expand_row({"key": None, "image": "/i.png"}, SPEC, "r", "/o")[0]["error"].endswith("column key is empty")
     assert "column image is empty" in expand_row({"key": "k", "image": ""}, SPEC, "r", "/o")[0]["error"]
+
+
+@pytest.mark.parametrize(
+    ("committed", "retry_errors", "status", "reason"),
+    [
+        (None, True, "ok", None),
+        ({"fingerprint": "f", "status": "ok"}, True, "skipped", None),
+        ({"fingerprint": "old", "status": "ok"}, True, "ok", "spec changed"),
+        ({"fingerprint": "f", "status": "error"}, True, "ok", "failed before"),
+        ({"fingerprint": "f", "status": "error"}, False, "skipped", None),
+    ],
+)
+def test_resume_decides_from_the_committed_row(committed, retry_errors, status, reason):
+    identities = {"source_version": "ETag=1", "model_identity": "m"}  # unchanged; tests/test_catalog.py varies them
+    item = {"status": "ok", "fingerprint": "f", "rerender_reason": None, **identities}
+    resume(item, committed and {**identities, **committed}, retry_errors)
+    assert (item["status"], item["rerender_reason"]) == (status, reason)
+
+
+def test_resume_leaves_invalid_rows_alone():
+    item = {"status": "error", "fingerprint": None, "rerender_reason": None}
+    resume(item, {"fingerprint": "f", "status": "ok"}, True)
+    assert item["status"] == "error"
+
+
+def _per_row(table: pa.Table, spec, duplicates=None) -> list[dict]:
+    return to_table([item for row in table.to_pylist() for item in expand_row(row, spec, "r", "/out", duplicates)]).to_pylist()
+
+
+def _ordered(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda row: (str(row["key"]), row["variant"], row["error"] or ""))
+
+
+@pytest.mark.parametrize("sweep", [[], [10, 200]])
+def test_batch_expansion_is_bit_identical_to_the_per_row_formula(sweep):
+    spec = build_spec(
+        {
+            "manifest": {"path": "/m.parquet"},
+            "output": {"url": "/out/"},
+            "seeds": {"base_seed": 2**62 + 5, "variants": 3, "motion_sweep": sweep},
+            "model": {"source": 'odd "model" \\\\ name'},
+        }
+    )
+    table = pa.table(
+        {
+            "key": ["a", "b/c ü", "", None, "dup", "dup", "x" * 200, "q"],
+            "image": ["/i/a.png", '/i/"quoted"\\ é.png', "/i/e.png", "/i/n.png", "/i/d.png", "/i/d.png", "/i/x.png",
+                      "http://no/q.png"],
+        }
+    )
+    fast = expand_batch(table, spec, "r", "/out/", {"dup": 2}).to_pylist()
+    assert _ordered(fast) == _ordered(_per_row(table, spec, {"dup": 2}))
+    assert sum(row["status"] == "ok" for row in fast) == 9
+
+
+def test_batch_expansion_with_integer_keys_and_overrides_matches_per_row():
+    integer_keys = pa.table({"key": [1, 2], "image": ["/i/1.png", "/i/2.png"]})
+    assert expand_batch(integer_keys, SPEC, "r", "/out").to_pylist() == _per_row(integer_keys, SPEC)
+    overrides = pa.table({"key": ["a", "b"], "image": ["/i/a.png", "/i/b.png"], "fps": [None, 12]})
+    assert expand_batch(overrides, SPEC, "r", "/out").to_pylist() == _per_row(overrides, SPEC)

@@ -78,6 +78,14 @@ def runs(ray_cluster, moto_server, tmp_path_factory):
     return {"local": local_spec, "remote": remote, "proxy": proxy, "client": client, "local_summary": local}
 
 
+def _remote_table(client) -> pa.Table:
+    """The bucket files of the metadata table, read through boto3 alone."""
+    keys = _keys(client, "out/metadata/")
+    assert keys and all(key.endswith(".parquet") for key in keys), keys
+    bodies = [client.get_object(Bucket=BUCKET, Key=key)["Body"].read() for key in keys]
+    return pa.concat_tables(pq.read_table(io.BytesIO(body)) for body in bodies)
+
+
 def _rows(table: pa.Table) -> dict:
     return {(row["key"], row["variant"]): row for row in table.to_pylist()}
 
@@ -86,8 +94,7 @@ def test_local_and_s3_runs_give_identical_metadata(runs):
     client = runs["client"]
     assert runs["local_summary"].rendered == 4 and runs["remote"].rendered == 4 and runs["remote"].failed == 0
     local = _rows(pq.read_table(Path(runs["local"].output.url) / "metadata"))
-    body = client.get_object(Bucket=BUCKET, Key="out/metadata/metadata.parquet")["Body"].read()
-    remote = _rows(pq.read_table(io.BytesIO(body)))
+    remote = _rows(_remote_table(client))
     assert local.keys() == remote.keys()
     for item, row in local.items():
         assert (row["seed"], row["sha256"], row["bytes"]) == (
@@ -101,8 +108,7 @@ def test_local_and_s3_runs_give_identical_metadata(runs):
 def test_boto3_lists_and_downloads_every_video_exactly_once_with_no_partials(runs):
     client = runs["client"]
     assert runs["proxy"].injected["503"] > 0 and runs["proxy"].injected["reset"] > 0
-    body = client.get_object(Bucket=BUCKET, Key="out/metadata/metadata.parquet")["Body"].read()
-    rows = pq.read_table(io.BytesIO(body)).to_pylist()
+    rows = _remote_table(client).to_pylist()
     videos = _keys(client, "out/videos/")
     assert videos == sorted(row["video_uri"].removeprefix(f"s3://{BUCKET}/") for row in rows)
     outputs = _keys(client, "out/")

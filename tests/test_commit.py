@@ -1,0 +1,81 @@
+"""The metadata table: bucketed, merged per touched bucket, one current row per item, upgraded from one file."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from svdbatch import commit
+from svdbatch.items import item_id
+from svdbatch.metadata import METADATA_SCHEMA
+
+
+def _rows(keys: list[str | None], run_id: str, minute: int, status: str = "ok", fingerprint: str = "f") -> pa.Table:
+    when = dt.datetime(2026, 1, 1, 0, minute, tzinfo=dt.timezone.utc)
+    rows = [
+        {"run_id": run_id, "key": key, "variant": 0, "source_uri": f"/i/{key}.png", "status": status,
+         "fingerprint": fingerprint, "finished_at": when}
+        for key in keys
+    ]
+    return pa.Table.from_pylist([{name: row.get(name) for name in METADATA_SCHEMA.names} for row in rows],
+                                schema=METADATA_SCHEMA)
+
+
+def _commit_file(output, table: pa.Table, name: str) -> None:
+    (output / commit.COMMITS).mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, output / commit.COMMITS / name)
+
+
+def test_item_ids_match_the_python_identity():
+    table = _rows(["a", "b/c", None], "r", 0)
+    assert commit.item_ids(table).to_pylist() == [item_id("a", 0), item_id("b/c", 0), None]
+
+
+def test_latest_keeps_the_newest_row_per_item_and_keyless_rows_per_run():
+    table = pa.concat_tables(
+        [_rows(["a", "b"], "r1", 1, "error"), _rows(["a"], "r2", 2), _rows([None], "r1", 1, "error"),
+         _rows([None], "r2", 2, "error"), _rows(["c"], "r2", 3, "skipped")]
+    )
+    latest = commit.latest(table).to_pylist()
+    assert sorted((row["key"], row["run_id"], row["status"]) for row in latest if row["key"]) == [
+        ("a", "r2", "ok"), ("b", "r1", "error")]
+    assert sorted(row["run_id"] for row in latest if row["key"] is None) == ["r1", "r2"]
+
+
+def test_publish_rewrites_only_the_buckets_a_run_touched(tmp_path):
+    keys = [f"k{i}" for i in range(600)]
+    _commit_file(tmp_path, _rows(keys, "r1", 1), "r1-000000.parquet")
+    assert commit.publish(str(tmp_path)) == len({commit.bucket_of(key) for key in keys})
+    assert not list((tmp_path / commit.COMMITS).iterdir())
+    files = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "metadata").iterdir()}
+
+    _commit_file(tmp_path, _rows(["k1", "new"], "r2", 2, fingerprint="g"), "r2-000000.parquet")
+    assert commit.publish(str(tmp_path)) == len({commit.bucket_of("k1"), commit.bucket_of("new")})
+    touched = {os.path.basename(commit.bucket_path("", commit.bucket_of(key))) for key in ("k1", "new")}
+    after = {path.name: path.stat().st_mtime_ns for path in (tmp_path / "metadata").iterdir()}
+    assert {name for name in after if files.get(name) != after[name]} == touched
+    table = pq.read_table(tmp_path / "metadata")
+    assert table.num_rows == 601 and len(set(commit.item_ids(table).to_pylist())) == 601
+    assert {row["key"]: row["fingerprint"] for row in table.to_pylist()}["k1"] == "g"
+    assert commit.publish(str(tmp_path)) == 0
+
+
+def test_a_single_file_table_of_an_earlier_version_is_split_into_buckets(tmp_path):
+    (tmp_path / "metadata").mkdir()
+    pq.write_table(_rows(["a", "b", "c"], "old", 1), tmp_path / commit.LEGACY_TABLE)
+    _commit_file(tmp_path, _rows(["c", "d"], "killed", 2, fingerprint="g"), "killed-000000.parquet")
+    commit.publish(str(tmp_path))
+    assert not (tmp_path / commit.LEGACY_TABLE).exists()
+    assert all(path.name.startswith("bucket-") for path in (tmp_path / "metadata").iterdir())
+    rows = {row["key"]: row for row in pq.read_table(tmp_path / "metadata").to_pylist()}
+    assert sorted(rows) == ["a", "b", "c", "d"] and rows["c"]["run_id"] == "killed" and rows["a"]["run_id"] == "old"
+
+
+def test_resume_state_carries_the_resume_columns_by_item():
+    state = commit.resume_state(_rows(["a", None], "r", 1, fingerprint="f1"))
+    committed = {"committed_fingerprint": "f1", "committed_status": "ok"}
+    identities = {"committed_source_version": None, "committed_model_identity": None}
+    assert state.to_pylist() == [{"key": "a", "variant": 0, **committed, **identities}]
