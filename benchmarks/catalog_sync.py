@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from helpers import SVD_INDEX  # noqa: E402
 from s3_server import moto_s3  # noqa: E402
 
 from svdbatch import storage  # noqa: E402
@@ -40,14 +41,6 @@ SVD_XT_MB = {
     "vae/diffusion_pytorch_model.fp16.safetensors": 196,
     "image_encoder/model.safetensors": 2530,
     "image_encoder/model.fp16.safetensors": 1265,
-}
-INDEX = {
-    "_class_name": "StableVideoDiffusionPipeline",
-    "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
-    "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
-    "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-    "feature_extractor": ["transformers", "CLIPImageProcessor"],
 }
 CONFIGS = [
     "unet/config.json",
@@ -81,7 +74,7 @@ def model_copy(scale: int, options: dict) -> None:
 
     source = f"s3://{BUCKET}/svd-xt"
     fs, _ = storage.filesystem(source, options)
-    fs.pipe_file(f"{source}/model_index.json", json.dumps(INDEX).encode())
+    fs.pipe_file(f"{source}/model_index.json", json.dumps(SVD_INDEX).encode())
     for name in CONFIGS:
         fs.pipe_file(f"{source}/{name}", b"{}")
     for name, megabytes in SVD_XT_MB.items():

@@ -12,6 +12,15 @@ from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 
 TEST_RENDER = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "fps": 6}
+# model_index.json of the SVD pipelines on the hub: the components a copy takes files from.
+SVD_INDEX = {
+    "_class_name": "StableVideoDiffusionPipeline",
+    "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
+    "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
+    "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+}
 TEST_COMPUTE = {"num_actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25, "torch_threads": 1}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from helpers import SVD_INDEX
 
 from svdbatch import storage
 from svdbatch.config import build_spec
@@ -16,15 +17,7 @@ from svdbatch.items import RESUME_COLUMNS, expand_row, resume
 from svdbatch.model import COPY_RECORD, ModelError, _remote_copy, cache_root, model_files, model_identity
 from svdbatch.scan import build_manifest
 
-INDEX = {
-    "_class_name": "StableVideoDiffusionPipeline",
-    "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
-    "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
-    "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
-    "feature_extractor": ["transformers", "CLIPImageProcessor"],
-    "safety_checker": [None, None],
-}
+INDEX = {**SVD_INDEX, "safety_checker": [None, None]}  # a component the pipeline does not have
 NEEDED_FP16 = {
     "model_index.json",
     "unet/config.json",
