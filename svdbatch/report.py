@@ -17,6 +17,7 @@ from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
+import pyarrow.compute as pc
 from PIL import Image
 
 from svdbatch import commit, storage
@@ -75,8 +76,9 @@ def _mean(rows: list[dict[str, Any]], column: str) -> float:
 def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     """Build the gallery under ``{output}/report/`` and return the URL of its index.html."""
     options = options or {}
-    latest = commit.latest(commit.read_rows(output, options)).to_pylist()
-    rows = [row for row in latest if row["status"] != REMOVED]  # pruned: no video to show
+    latest = commit.latest(commit.read_rows(output, options))
+    latest = latest.filter(pc.not_equal(latest["status"], REMOVED))  # pruned: no video to show
+    rows = latest.sort_by([("key", "ascending"), ("variant", "ascending")]).to_pylist()
     if not rows:
         raise ValueError(f"{output}: no metadata rows to report on")
     summary_url = storage.join(output, "_job", "summary.json")

@@ -98,7 +98,7 @@ def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.
     categories = [plan_category(item) for item in decided.select(["status", "rerender_reason"]).to_pylist()]
     counts = decided.select(TALLY_COLUMNS).append_column("category", pa.array(categories, pa.string()))
     counts = counts.group_by(["category", *TALLY_COLUMNS]).aggregate([([], "count_all")])
-    problems = decided.filter(pc.equal(decided["status"], ERROR)).slice(0, max_problems)["error"]
+    problems = decided.filter(pc.equal(decided["status"], ERROR)).slice(0, max_problems)["error"].cast(pa.string())
     return pa.concat_tables(
         [
             counts.rename_columns({"count_all": "items"}).append_column("error", pa.nulls(counts.num_rows, pa.string())),

@@ -39,6 +39,12 @@ def test_memory_benchmark_prints_peaks_for_each_size():
     assert "driver peak growth 8 -> 16 rows" in out and "max worker MiB" in out
 
 
+def test_scale_benchmark_renders_only_the_two_new_items():
+    out = _run("scale.py", "--rows", "1000")
+    row = out.strip().splitlines()[-1].split()
+    assert row[:2] == ["new", "1000"] and row[-2:] == ["2", "998"]
+
+
 def test_catalog_sync_benchmark_prints_lookup_rate_and_copy_share():
     out = _run("catalog_sync.py", "--objects", "20", "--scale", "100000")
     assert "version lookups, 20 objects" in out and "storage.versions" in out

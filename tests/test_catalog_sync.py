@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from helpers import make_spec, perturbed_weights, save_variant_model, write_images, write_manifest
 from s3_server import moto_s3
 
-from svdbatch import pipeline, storage
+from svdbatch import commit, pipeline, storage
 from svdbatch.model import COPY_RECORD, cache_root
 from svdbatch.plan import make_plan
 
@@ -42,8 +40,9 @@ def _put(url: str, data: bytes, options: dict) -> None:
 
 
 def _table(output: str, options: dict) -> dict[str, dict]:
-    data = storage.read_bytes(storage.join(output, "metadata", "metadata.parquet"), options)
-    return {row["key"]: row for row in pq.read_table(io.BytesIO(data)).to_pylist()}
+    rows = commit.read_rows(output, options).to_pylist()
+    assert len(rows) == len({row["key"] for row in rows})  # one row per item once a run has published
+    return {row["key"]: row for row in rows}
 
 
 def _counts(spec) -> dict:

@@ -1,0 +1,206 @@
+"""Resume and publish at scale: a job of N rows whose metadata table already holds N-2 done rows.
+
+    python benchmarks/scale.py [--rows 100000,1000000,10000000] [--old-tree /tmp/old-svdbatch --old-rows 100000]
+
+For each size the done-table is built column-wise with the real seeds and fingerprints (``items.expand_batch``),
+written in the layout of the code under test (bucket files; ``metadata/metadata.parquet`` for the old tree, e.g.
+``git worktree add /tmp/old-svdbatch 9a19628``), and a fresh process with its own local Ray cluster runs
+``svdbatch plan`` and then ``svdbatch run``, which renders the 2 new items at 32x32, 2 frames, 1 step. Printed: plan
+time, run time, the time of the run's last publish, the driver's peak RSS and the peak RSS of the driver plus every
+Ray process below it (raylet, object store, workers), sampled every 0.2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BUILD_BATCH = 200_000
+
+
+def _spec_data(folder: Path) -> dict:
+    return {
+        "manifest": {"path": str(folder / "manifest")},
+        "output": {"url": str(folder / "out")},
+        "render": {"width": 32, "height": 32, "num_frames": 2, "num_inference_steps": 1, "fps": 4},
+        "compute": {"num_actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25},
+        "video": {"preset": "ultrafast"},
+    }
+
+
+def build(folder: Path, rows: int, layout: str) -> None:
+    """The manifest (N rows) and a done-table of its first N-2 items, as an earlier run would have written it."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT))
+    from svdbatch import commit
+    from svdbatch.config import build_spec
+    from svdbatch.demo import sample_image
+    from svdbatch.items import expand_batch
+    from svdbatch.metadata import METADATA_SCHEMA
+
+    images = []
+    for index in range(8):
+        path = folder / "images" / f"{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sample_image(index, 160, 90).save(path)
+        images.append(str(path))
+    spec = build_spec(_spec_data(folder))
+    (folder / "manifest").mkdir()
+    done = []
+    finished = pa.scalar(dt.datetime.now(dt.timezone.utc), METADATA_SCHEMA.field("finished_at").type)
+    for start in range(0, rows, BUILD_BATCH):
+        count = min(BUILD_BATCH, rows - start)
+        manifest = pa.table(
+            {
+                "key": pa.array([f"row-{index:09d}" for index in range(start, start + count)]),
+                "image": pa.array([images[index % 8] for index in range(start, start + count)]),
+            }
+        )
+        pq.write_table(manifest, folder / "manifest" / f"part-{start // BUILD_BATCH:05d}.parquet")
+        items = expand_batch(manifest.slice(0, max(0, min(count, rows - 2 - start))), spec, "synthetic", spec.output.url)
+        items = items.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
+        items = items.set_column(items.schema.get_field_index("finished_at"), "finished_at",
+                                 pa.array([finished.as_py()] * items.num_rows, finished.type))
+        done.append(items)
+    table = pa.concat_tables(done)
+    (folder / "out" / "metadata").mkdir(parents=True)
+    if layout == "old":
+        pq.write_table(table, folder / "out" / commit.LEGACY_TABLE)
+        return
+    buckets = pa.array([commit.bucket_of(key) for key in table["key"].to_pylist()], pa.int32())
+    order = pc.sort_indices(buckets)
+    table, buckets = table.take(order), buckets.take(order)
+    counts = pc.value_counts(buckets)
+    start = 0
+    for entry in counts.to_pylist():
+        part = table.slice(start, entry["counts"])
+        pq.write_table(part, commit.bucket_path(str(folder / "out"), entry["values"]))
+        start += entry["counts"]
+
+
+class Peaks:
+    """Peak RSS of this process and of this process plus all its descendants, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.driver = self.cluster = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            total = own = self.me.memory_info().rss
+            for process in self.me.children(recursive=True):
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.driver, self.cluster = max(self.driver, own), max(self.cluster, total)
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def child(folder: Path) -> dict:
+    """Runs with the tree under test first on sys.path (PYTHONPATH)."""
+    import ray
+
+    from svdbatch import commit, pipeline
+    from svdbatch.config import build_spec
+    from svdbatch.plan import make_plan
+
+    publishes: list[float] = []
+    publish = commit.publish
+
+    def timed_publish(*args, **kwargs):
+        started = time.perf_counter()
+        result = publish(*args, **kwargs)
+        publishes.append(time.perf_counter() - started)
+        return result
+
+    commit.publish = timed_publish
+    spec = build_spec(_spec_data(folder))
+    peaks = Peaks()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    started = time.perf_counter()
+    report = make_plan(spec)
+    planned = time.perf_counter() - started
+    started = time.perf_counter()
+    summary = pipeline.run(spec, progress=False)
+    ran = time.perf_counter() - started
+    peaks.stop()
+    ray.shutdown()
+    return {
+        "plan_s": planned,
+        "to_render": report.counts["new"],
+        "run_s": ran,
+        "rendered": summary.rendered,
+        "skipped": summary.skipped,
+        "publish_s": publishes[-1],
+        "driver_mib": peaks.driver / 2**20,
+        "cluster_mib": peaks.cluster / 2**20,
+    }
+
+
+def measure(rows: int, tree: Path, layout: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="svdbatch-scale-") as name:
+        folder = Path(name)
+        started = time.perf_counter()
+        build(folder, rows, layout)
+        built = time.perf_counter() - started
+        env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+        env["PYTHONPATH"] = str(tree)
+        done = subprocess.run(
+            [sys.executable, __file__, "--child", str(folder)], capture_output=True, text=True, env=env, cwd=tree
+        )
+        if done.returncode:
+            sys.exit(f"the {rows}-row run of {tree} failed:\n{done.stderr[-3000:]}")
+        shutil.rmtree(folder / "out", ignore_errors=True)
+    return {"rows": rows, "tree": layout, "build_s": built, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", default="100000,1000000,10000000", help="Job sizes for this tree.")
+    parser.add_argument("--old-tree", type=Path, help="A checkout of the code before the change, for comparison.")
+    parser.add_argument("--old-rows", default="100000,1000000", help="Job sizes for the old tree.")
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return
+    runs = [(int(rows), ROOT, "new") for rows in args.rows.split(",")]
+    if args.old_tree:
+        runs += [(int(rows), args.old_tree, "old") for rows in args.old_rows.split(",")]
+    header = f"{'tree':>5}{'rows':>10}{'build s':>9}{'plan s':>8}{'run s':>8}{'publish s':>10}"
+    print(header + f"{'driver MiB':>12}{'cluster MiB':>13}{'rendered':>9}{'done':>10}", flush=True)
+    for rows, tree, layout in runs:
+        result = measure(rows, tree, layout)
+        print(
+            f"{result['tree']:>5}{result['rows']:>10}{result['build_s']:>9.1f}{result['plan_s']:>8.1f}"
+            f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}"
+            f"{result['cluster_mib']:>13.0f}{result['rendered']:>9}{result['skipped']:>10}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
