@@ -300,6 +300,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True) -> RunSu
         pruned = removals.map_batches(prune_rows, fn_args=(spec_dict, run_id), batch_format="pyarrow")
         for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
             committer.add_removed(batch)
+        commit.publish(spec.output.url, spec.storage_options)  # so the resume join reads one row per item
     items, resumed = _items(spec, info, run_id, identity)
     expected = info.rows * spec.seeds.variants
     if resumed:
