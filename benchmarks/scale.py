@@ -61,8 +61,10 @@ def build(folder: Path, rows: int, layout: str) -> None:
         images.append(str(path))
     spec = build_spec(_spec_data(folder))
     (folder / "manifest").mkdir()
-    done = []
+    (folder / "out" / "metadata").mkdir(parents=True)
+    parts = folder / "parts"  # done rows by bucket, one file per build batch: memory stays one batch
     finished = pa.scalar(dt.datetime.now(dt.timezone.utc), METADATA_SCHEMA.field("finished_at").type)
+    legacy = pq.ParquetWriter(folder / "out" / commit.LEGACY_TABLE, METADATA_SCHEMA) if layout == "old" else None
     for start in range(0, rows, BUILD_BATCH):
         count = min(BUILD_BATCH, rows - start)
         manifest = pa.table(
@@ -74,23 +76,26 @@ def build(folder: Path, rows: int, layout: str) -> None:
         pq.write_table(manifest, folder / "manifest" / f"part-{start // BUILD_BATCH:05d}.parquet")
         items = expand_batch(manifest.slice(0, max(0, min(count, rows - 2 - start))), spec, "synthetic", spec.output.url)
         items = items.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
-        items = items.set_column(items.schema.get_field_index("finished_at"), "finished_at",
-                                 pa.array([finished.as_py()] * items.num_rows, finished.type))
-        done.append(items)
-    table = pa.concat_tables(done)
-    (folder / "out" / "metadata").mkdir(parents=True)
-    if layout == "old":
-        pq.write_table(table, folder / "out" / commit.LEGACY_TABLE)
+        items = items.set_column(
+            items.schema.get_field_index("finished_at"),
+            "finished_at",
+            pa.array([finished.as_py()] * items.num_rows, finished.type),
+        )
+        if legacy:
+            legacy.write_table(items)
+            continue
+        buckets = pa.array([commit.bucket_of(key) for key in items["key"].to_pylist()], pa.int32())
+        for bucket in pc.unique(buckets).to_pylist():
+            (parts / str(bucket)).mkdir(parents=True, exist_ok=True)
+            pq.write_table(items.filter(pc.equal(buckets, bucket)), parts / str(bucket) / f"{start}.parquet")
+    if legacy:
+        legacy.close()
         return
-    buckets = pa.array([commit.bucket_of(key) for key in table["key"].to_pylist()], pa.int32())
-    order = pc.sort_indices(buckets)
-    table, buckets = table.take(order), buckets.take(order)
-    counts = pc.value_counts(buckets)
-    start = 0
-    for entry in counts.to_pylist():
-        part = table.slice(start, entry["counts"])
-        pq.write_table(part, commit.bucket_path(str(folder / "out"), entry["values"]))
-        start += entry["counts"]
+    for bucket in range(commit.BUCKETS):
+        if (parts / str(bucket)).exists():
+            table = pq.read_table(parts / str(bucket))
+            pq.write_table(table.sort_by("key"), commit.bucket_path(str(folder / "out"), bucket))
+    shutil.rmtree(parts)
 
 
 class Peaks:

@@ -47,7 +47,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else None
                 with proxy.lock:
                     roll = proxy.random.random()
-                    if self.command == "GET" and roll >= proxy.failure_rate:
+                    if self.command == "GET" and roll >= proxy.failure_rate:  # downloads, not injected failures
                         proxy.gets[self.path.split("?")[0]] += 1
                 if roll < proxy.failure_rate / 2:
                     proxy.injected["reset"] += 1
