@@ -18,6 +18,7 @@ from svdbatch.errors import JobError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+PRUNE_HELP = "Remove what left the manifest: delete its videos, mark its rows 'removed' (output.prune=true)."
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,11 +35,13 @@ def _parser() -> argparse.ArgumentParser:
 
     run = add("run", "Render every item of a job spec.")
     run.add_argument("job", help="Job spec YAML.")
+    run.add_argument("--prune", action="store_true", help=PRUNE_HELP)
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
     demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
     demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
     plan.add_argument("job", help="Job spec YAML.")
+    plan.add_argument("--prune", action="store_true", help=PRUNE_HELP)
     plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
     plan.add_argument(
         "--gpu",
@@ -64,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(job: Path, args: argparse.Namespace) -> int:
     from svdbatch.pipeline import run
 
-    spec = load_spec(job, args.set)
+    spec = load_spec(job, _overrides(args))
     summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
@@ -81,13 +84,18 @@ def _plan(args: argparse.Namespace) -> int:
         raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(GPU_TFLOPS)}; or give --tflops")
     if args.tflops is not None and args.tflops <= 0:
         raise SpecError(f"--tflops {args.tflops:g}: must be positive")
-    spec = load_spec(Path(args.job), args.set)
+    spec = load_spec(Path(args.job), _overrides(args))
     try:
         report = make_plan(spec, args.gpu, args.seconds_per_video, args.tflops)
     except (manifest.ManifestError, ModelError, storage.StorageError) as error:
         raise JobError(str(error)) from None
     print("\n".join(report.lines(args.gpus, args.gpu)))
     return 0 if not report.problems else EXIT_FAILED
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    """--set pairs, plus output.prune=true for --prune (demo has no --prune)."""
+    return [*args.set, "output.prune=true"] if getattr(args, "prune", False) else args.set
 
 
 def _manifest(args: argparse.Namespace) -> int:

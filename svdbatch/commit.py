@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.items import RESUME_COLUMNS
-from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, SKIPPED, conform
+from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
 from svdbatch.provenance import PROVENANCE_COLUMNS
 from svdbatch.shards import SHARDS, reconcile
 
@@ -64,7 +64,7 @@ def item_ids(table: pa.Table) -> pa.Array:
 
 def latest(table: pa.Table) -> pa.Table:
     """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
-    table = table.filter(pc.is_in(table["status"], pa.array([OK, ERROR, REJECTED])))
+    table = table.filter(pc.is_in(table["status"], pa.array([OK, ERROR, REJECTED, REMOVED])))
     keyless = pc.binary_join_element_wise("\1", table["run_id"], table["source_uri"], "\0")
     ident = pc.coalesce(item_ids(table), keyless.combine_chunks())
     order = pc.sort_indices(
@@ -174,6 +174,7 @@ class Counts:
     failed: int = 0
     skipped: int = 0
     rerendered: int = 0
+    removed: int = 0
     errors: list[str] = field(default_factory=list)
     environments: list[dict[str, str]] = field(default_factory=list)  # distinct provenance of the rendered rows
 
@@ -217,6 +218,14 @@ class Committer:
         if self._pending_rows >= COMMIT_MAX_ROWS or time.monotonic() - self._last_flush >= COMMIT_INTERVAL_S:
             self.flush()
         self._check_errors()
+
+    def add_removed(self, rows: pa.Table) -> None:
+        """Commit the rows ``stages.prune_rows`` marked removed."""
+        self.counts.removed += rows.num_rows
+        if rows.num_rows:
+            self._pending.append(rows.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
+            self._pending_rows += rows.num_rows
+            self.flush()
 
     def _check_errors(self, minimum: int = MIN_ITEMS_BEFORE_ABORT) -> None:
         done = self.counts.rendered + self.counts.rejected + self.counts.failed

@@ -29,6 +29,11 @@ class ManifestSpec(_Strict):
     path: str = Field(description="Parquet manifest: a file, a directory of files or a glob; local path or fsspec URL.")
     key_column: str = Field(default="key", description="Column holding each row's unique, stable key.")
     image_column: str = Field(default="image", description="Column holding each row's image URI (path or URL).")
+    version_column: str = Field(
+        default="image_version",
+        description="Optional column naming the version of each row's image (ETag, version id, hash); where it is "
+        "absent or null the image's version is looked up in the store.",
+    )
 
 
 class ShardSpec(_Strict):
@@ -53,6 +58,11 @@ class ShardSpec(_Strict):
 
 class OutputSpec(_Strict):
     url: str = Field(description="Where videos (videos/) and the metadata table (metadata/) are written.")
+    prune: bool = Field(
+        default=False,
+        description="Delete the videos of keys no longer in the manifest and mark their rows 'removed' "
+        "(`svdbatch run --prune`); off, they are kept.",
+    )
     shards: ShardSpec = Field(default_factory=ShardSpec, description="WebDataset shards for training loaders.")
 
 

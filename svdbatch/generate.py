@@ -21,7 +21,15 @@ from PIL import Image
 from svdbatch import faults
 from svdbatch.config import JobSpec, StepCacheSpec
 from svdbatch.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
-from svdbatch.model import ModelError, applied_options, dtype_name, load_pipeline, pick_dtype
+from svdbatch.model import (
+    ModelError,
+    applied_options,
+    copy_record,
+    dtype_name,
+    load_pipeline,
+    pick_dtype,
+    resolve_source,
+)
 from svdbatch.provenance import provenance
 from svdbatch.step_cache import cached_steps
 
@@ -92,7 +100,9 @@ class VideoGenerator:
             threads = self.spec.compute.torch_threads or max(1, round(self.spec.compute.cpus_per_actor))
             torch.set_num_threads(threads)
         self.dtype = dtype_name(pick_dtype(self.spec.model, self.device))
-        self.pipe = load_pipeline(self.spec.model, self.device, self.spec.storage_options)
+        path = resolve_source(self.spec.model, self.spec.storage_options)
+        self.model_copy = copy_record(path)
+        self.pipe = load_pipeline(self.spec.model, self.device, path)
         # Where this pipeline runs, stamped on every row; the Ray adapter adds the node and GPU ids.
         self.placement: dict[str, Any] = {
             "device": self.device,

@@ -19,12 +19,27 @@ import pyarrow.compute as pc
 from pydantic import ValidationError
 
 from svdbatch.config import JobSpec, RenderParams, describe_error
-from svdbatch.metadata import ERROR, OK, REJECTED, RENDER_COLUMNS, SKIPPED, WORK_SCHEMA, blank_row, fail, to_table
+from svdbatch.metadata import (
+    ERROR,
+    OK,
+    REJECTED,
+    REMOVED,
+    RENDER_COLUMNS,
+    SKIPPED,
+    WORK_SCHEMA,
+    blank_row,
+    fail,
+    to_table,
+)
 
 SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
 MAX_SLUG = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+SPEC_CHANGED = "spec changed"
+SOURCE_CHANGED = "source changed"
+MODEL_CHANGED = "model changed"
+FAILED_BEFORE = "failed before"
 
 
 def derive_seed(base_seed: int, key: str, variant: int) -> int:
@@ -98,49 +113,75 @@ def _checked_int(row: dict[str, Any], column: str, low: int, high: int) -> int |
     return int(value)
 
 
-def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
-    """Everything that shapes the item's video: model, render params, seed and encoding. Changes force a re-render."""
+def _shaping(spec: JobSpec, params: dict[str, Any], seed: int, source: Any, version: Any, weights: Any) -> str:
     shaping = {
         "model": [spec.model.source, spec.model.variant, spec.model.dtype],
-        "params": [item[name] for name in RENDER_COLUMNS],
-        "seed": item["seed"],
+        "weights": weights,
+        "params": [params[name] for name in RENDER_COLUMNS],
+        "seed": seed,
+        "source": source,
+        "source_version": version,
         "video": spec.video.model_dump(mode="json"),
-        "source": item["source_uri"],
     }
     if spec.model.step_cache.enabled:  # absent when off, so outputs rendered before the option existed stay done
         shaping["step_cache"] = spec.model.step_cache.model_dump()
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
+    return json.dumps(shaping, sort_keys=True)
+
+
+def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
+    """Everything that shapes the item's video: model and its weights, render params, seed, encoding and the image
+    object (URI and version). Changes force a re-render."""
+    text = _shaping(spec, item, item["seed"], item["source_uri"], item["source_version"], item["model_identity"])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 # The committed columns the resume decision reads, carried from the metadata table through the join by item id.
-RESUME_COLUMNS = ["fingerprint", "status"]
+RESUME_COLUMNS = ["fingerprint", "status", "source_version", "model_identity"]
 
 
 def resume(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool) -> None:
     """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again.
 
     ``committed`` holds the RESUME_COLUMNS of the item's current row in the metadata table, or None when no run
-    committed it. Rows that already failed in expansion are left alone. A rejected item is done: the same
-    fingerprint renders the same pixels, so rendering it again cannot pass the quality gates; the gates are not in
-    the fingerprint because they do not shape the video.
+    committed it. Rows that already failed in expansion are left alone. A changed fingerprint is explained by the
+    first identity column that differs: the model's weights, then the image object, else the spec. An error row
+    whose image could not be looked up then (missing) is a failure to retry, not a changed source, once it appears.
+    A rejected item is done: the same fingerprint renders the same pixels, so rendering it again cannot pass the
+    quality gates; the gates are not in the fingerprint because they do not shape the video.
     """
-    if committed is None or item["status"] != OK:
+    if committed is None or committed["status"] == REMOVED or item["status"] != OK:
         return
-    if committed["fingerprint"] != item["fingerprint"]:
-        item["rerender_reason"] = "spec changed"
-    elif committed["status"] in (OK, REJECTED) or not retry_errors:
-        item["status"] = SKIPPED
+    retry = FAILED_BEFORE if retry_errors else None
+    if committed["fingerprint"] == item["fingerprint"]:
+        reason = None if committed["status"] in (OK, REJECTED) else retry
+    elif committed["model_identity"] != item["model_identity"]:
+        reason = MODEL_CHANGED
+    elif committed["source_version"] is None and committed["status"] == ERROR:
+        reason = retry
+    elif committed["source_version"] != item["source_version"]:
+        reason = SOURCE_CHANGED
     else:
-        item["rerender_reason"] = "failed before"
+        reason = SPEC_CHANGED
+    if reason is None:
+        item["status"] = SKIPPED
+    item["rerender_reason"] = reason
+
+
+PLAN_CATEGORIES = {
+    SPEC_CHANGED: "changed",
+    SOURCE_CHANGED: "source_changed",
+    MODEL_CHANGED: "model_changed",
+    FAILED_BEFORE: "retry",
+}
 
 
 def plan_category(item: dict[str, Any]) -> str:
-    """How a plan counts an item: invalid, done, changed, retry or new."""
+    """How a plan counts an item: invalid, done, changed, source_changed, model_changed, retry or new."""
     if item["status"] == ERROR:
         return "invalid"
     if item["status"] == SKIPPED:
         return "done"
-    return {"spec changed": "changed", "failed before": "retry"}.get(item["rerender_reason"], "new")
+    return PLAN_CATEGORIES.get(item["rerender_reason"], "new")
 
 
 def allowed_schemes(spec: JobSpec) -> set[str]:
@@ -174,18 +215,29 @@ def expand_row(
     run_id: str,
     output_url: str,
     duplicates: dict[str, int] | None = None,
+    identities: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """One manifest row -> ``variants`` work rows, or one error row saying what is wrong with the row.
 
     What earlier runs committed is applied afterwards, by ``resume``, once the items are joined with the table.
     ``duplicates`` maps keys that appear more than once in the manifest to their count: all their rows fail, as no
-    one of them is more right than the others.
+    one of them is more right than the others. ``identities`` holds ``model`` (``model.model_identity``) and
+    ``sources`` (image URI -> ``storage.object_version``), used where the row has no ``manifest.version_column``.
     """
     raw_key = row.get(spec.manifest.key_column)
     key = None if raw_key is None else str(raw_key)
     source = row.get(spec.manifest.image_column)
+    identities = identities or {}
     base = blank_row()
-    base.update(run_id=run_id, key=key, variant=0, source_uri=source, model_source=spec.model.source)
+    base.update(
+        run_id=run_id,
+        key=key,
+        variant=0,
+        source_uri=source,
+        source_version=source_version(row.get(spec.manifest.version_column), source, identities),
+        model_source=spec.model.source,
+        model_identity=identities.get("model"),
+    )
     label = f"row {key!r}" if key else f"row with image {source!r}"
     if not key:
         return [fail(base, f"{label}: column {spec.manifest.key_column} is empty")]
@@ -228,28 +280,30 @@ def _has_overrides(batch: pa.Table) -> bool:
     return any(name in batch.column_names and batch[name].null_count < batch.num_rows for name in OVERRIDE_COLUMNS)
 
 
-def _fingerprint_template(spec: JobSpec, params: dict[str, Any]) -> tuple[str, str]:
-    """The JSON ``fingerprint`` hashes, split around its seed and source: the only parts that vary per item.
+def source_version(listed: Any, source: Any, identities: dict[str, Any]) -> str | None:
+    """The image's version: the manifest's when the row has one, else the one looked up in the store."""
+    return (identities.get("sources") or {}).get(source) if listed is None else str(listed)
 
-    Sorted keys put "seed" and "source" next to each other; quotes inside string values are escaped, so the marker
-    occurs once.
+
+def _fingerprint_template(spec: JobSpec, params: dict[str, Any], weights: Any) -> tuple[str, str]:
+    """The JSON ``fingerprint`` hashes, split around its seed, source and source version: the parts that vary per
+    item. Sorted keys put them next to each other; quotes inside string values are escaped, so the marker occurs
+    once.
     """
-    text = json.dumps(
-        {
-            "model": [spec.model.source, spec.model.variant, spec.model.dtype],
-            "params": [params[name] for name in RENDER_COLUMNS],
-            "seed": 0,
-            "source": "",
-            "video": spec.video.model_dump(mode="json"),
-        },
-        sort_keys=True,
-    )
-    head, tail = text.split('"seed": 0, "source": ""')
+    head, tail = _shaping(spec, params, 0, "", "", weights).split(_FINGERPRINT_MARKER)
     return head, tail
 
 
+_FINGERPRINT_MARKER = '"seed": 0, "source": "", "source_version": ""'
+
+
 def expand_batch(
-    batch: pa.Table, spec: JobSpec, run_id: str, output_url: str, duplicates: dict[str, int] | None = None
+    batch: pa.Table,
+    spec: JobSpec,
+    run_id: str,
+    output_url: str,
+    duplicates: dict[str, int] | None = None,
+    identities: dict[str, Any] | None = None,
 ) -> pa.Table:
     """``expand_row`` over a batch, as columns: the same items bit for bit, built without a dict per item.
 
@@ -258,11 +312,14 @@ def expand_batch(
     """
     if _has_overrides(batch):
         return to_table([item for row in batch.to_pylist() for item in
-                         expand_row(row, spec, run_id, output_url, duplicates)])
+                         expand_row(row, spec, run_id, output_url, duplicates, identities)])
+    identities = identities or {}
     keys = batch[spec.manifest.key_column]
     if not pa.types.is_string(keys.type):
         keys = pc.cast(keys, pa.string())
     sources = batch[spec.manifest.image_column].to_pylist()
+    version_column = spec.manifest.version_column
+    listed = batch[version_column].to_pylist() if version_column in batch.column_names else [None] * batch.num_rows
     render = spec.render.model_dump()
     render["decode_chunk_size"] = effective_decode_chunk(spec.render.num_frames, spec.render.decode_chunk_size)
     sweep = spec.seeds.motion_sweep
@@ -270,13 +327,14 @@ def expand_batch(
     per_variant = []
     for variant in range(variants):
         params = dict(render, motion_bucket_id=sweep[variant % len(sweep)]) if sweep else render
-        per_variant.append((params, _fingerprint_template(spec, params)))
+        per_variant.append((params, _fingerprint_template(spec, params, identities.get("model"))))
     base = spec.seeds.base_seed
     prefix = output_url.rstrip("/") + "/videos/"
-    columns: dict[str, list] = {name: [] for name in ("key", "variant", "source_uri", "video_uri", "seed", "fingerprint")}
+    names = ("key", "variant", "source_uri", "source_version", "video_uri", "seed", "fingerprint")
+    columns: dict[str, list] = {name: [] for name in names}
     columns.update({name: [] for name in RENDER_COLUMNS})
     failed: list[dict[str, Any]] = []
-    for key, source in zip(keys.to_pylist(), sources, strict=True):
+    for key, source, version in zip(keys.to_pylist(), sources, listed, strict=True):
         if (
             not key
             or (duplicates and key in duplicates)
@@ -284,17 +342,20 @@ def expand_batch(
             or not source.strip()
             or check_uri(source, spec)
         ):
-            row = {spec.manifest.key_column: key, spec.manifest.image_column: source}
-            failed.extend(expand_row(row, spec, run_id, output_url, duplicates))
+            row = {spec.manifest.key_column: key, spec.manifest.image_column: source, version_column: version}
+            failed.extend(expand_row(row, spec, run_id, output_url, duplicates, identities))
             continue
         safe = safe_key(key)
         quoted = json.dumps(source)
+        found = source_version(version, source, identities)
+        varying = f'"source": {quoted}, "source_version": {json.dumps(found)}'
         for variant, (params, (head, tail)) in enumerate(per_variant):
             seed = derive_seed(base, key, variant)
-            text = f'{head}"seed": {seed}, "source": {quoted}{tail}'
+            text = f'{head}"seed": {seed}, {varying}{tail}'
             columns["key"].append(key)
             columns["variant"].append(variant)
             columns["source_uri"].append(source)
+            columns["source_version"].append(found)
             columns["video_uri"].append(f"{prefix}{safe}_v{variant:04d}.mp4")
             columns["seed"].append(seed)
             columns["fingerprint"].append(hashlib.sha256(text.encode()).hexdigest()[:32])
@@ -302,7 +363,12 @@ def expand_batch(
                 columns[name].append(params[name])
     count = len(columns["key"])
     arrays = {name: pa.array(values, WORK_SCHEMA.field(name).type) for name, values in columns.items()}
-    constants = {"run_id": run_id, "model_source": spec.model.source, "status": OK}
+    constants = {
+        "run_id": run_id,
+        "model_source": spec.model.source,
+        "model_identity": identities.get("model"),
+        "status": OK,
+    }
     arrays.update({name: pa.array([value] * count, pa.string()) for name, value in constants.items()})
     table = pa.table(
         [arrays[name] if name in arrays else pa.nulls(count, field.type) for name, field in

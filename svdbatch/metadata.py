@@ -17,6 +17,8 @@ METADATA_SCHEMA = pa.schema(
         pa.field("key", pa.string()),
         pa.field("variant", pa.int32()),
         pa.field("source_uri", pa.string()),
+        pa.field("source_version", pa.string()),
+        pa.field("source_sha256", pa.string()),
         pa.field("video_uri", pa.string()),
         pa.field("seed", pa.int64()),
         pa.field("width", pa.int32()),
@@ -31,6 +33,7 @@ METADATA_SCHEMA = pa.schema(
         pa.field("decode_chunk_size", pa.int32()),
         pa.field("fit", pa.string()),
         pa.field("model_source", pa.string()),
+        pa.field("model_identity", pa.string()),
         pa.field("model_dtype", pa.string()),
         pa.field("model_options", pa.string()),
         pa.field("video_codec", pa.string()),
@@ -79,6 +82,7 @@ OK = "ok"
 ERROR = "error"
 REJECTED = "rejected"  # rendered, but a quality gate refused it: in the table, not in the shards
 SKIPPED = "skipped"  # committed by an earlier run with the same fingerprint; never written to the table
+REMOVED = "removed"  # its key left the manifest and a pruning run deleted its video
 
 # The parameters a video is rendered with, in the order the pipeline call and the docs list them.
 RENDER_COLUMNS = [

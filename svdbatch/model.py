@@ -10,12 +10,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
+import posixpath
+import re
 import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,10 @@ from svdbatch.config import TINY_MODEL, ModelSpec
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TINY_VERSION = "tiny-svd-v1"
+CONFIG_SUFFIXES = (".json", ".txt")
+COPY_THREADS = 8
+COPY_RECORD = "svdbatch-copy.json"
+HUB_TIMEOUT_S = 10
 
 
 class ModelError(RuntimeError):
@@ -160,21 +170,102 @@ def ensure_tiny_model() -> Path:
     )
 
 
-def _remote_copy(source: str, options: dict[str, Any]) -> Path:
-    """Copy a diffusers directory from object storage once per node; only safetensors and configs are copied."""
-    digest = hashlib.sha256(source.rstrip("/").encode()).hexdigest()[:16]
+def _weight_pattern(variant: str | None) -> re.Pattern:
+    """diffusers weight file names: ``model.safetensors``, ``model.fp16.safetensors``, shards ``-00001-of-00002``."""
+    infix = rf"\.{re.escape(variant)}" if variant else ""
+    return re.compile(rf"^[^./]+{infix}(-\d+-of-\d+)?\.safetensors$")
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a pipeline folder holds that the pipeline loads, and the identity of exactly those files."""
+
+    configs: dict[str, bytes]
+    weights: dict[str, dict[str, Any]]
+    identity: str
+
+    @property
+    def bytes(self) -> int:
+        return sum(len(data) for data in self.configs.values()) + sum(info["size"] for info in self.weights.values())
+
+
+def model_files(fs, root: str, variant: str | None) -> ModelFiles:
+    """From ONE listing: model_index.json, the configs and the variant's weight files of each component it names.
+
+    Other files (other variants, single-file checkpoints, stray folders) are neither copied nor part of the
+    identity. A component without files of the requested variant uses its plain weights, as diffusers does.
+    The identity hashes the configs' content and each weight file's version (ETag / version id, or size + mtime).
+    """
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)  # a listing cached by this process would hide new weights
+    found = storage.retrying(lambda: fs.find(root, detail=True))
+    listing = {posixpath.relpath(path, root): info for path, info in found.items() if info.get("type") != "directory"}
+    if "model_index.json" not in listing:
+        raise ModelError(f"{root}: not a diffusers pipeline folder (no model_index.json)")
+
+    def read(relative: str) -> bytes:
+        return storage.retrying(lambda: fs.cat_file(f"{root}/{relative}"))
+
+    configs = {"model_index.json": read("model_index.json")}
+    weights: dict[str, dict[str, Any]] = {}
+    index = json.loads(configs["model_index.json"])
+    components = [name for name, value in index.items() if isinstance(value, list) and value and value[0]]
+    for component in components:
+        inside = {path.split("/", 1)[1]: path for path in listing if path.startswith(f"{component}/")}
+        for name, path in inside.items():
+            if name.endswith(CONFIG_SUFFIXES):
+                configs[path] = read(path)
+        chosen = [path for name, path in inside.items() if _weight_pattern(variant).match(name)]
+        if variant and not chosen:
+            chosen = [path for name, path in inside.items() if _weight_pattern(None).match(name)]
+        weights.update({path: listing[path] for path in chosen})
+    digest = hashlib.sha256()
+    for path in sorted(configs):
+        digest.update(f"{path}\0sha256={hashlib.sha256(configs[path]).hexdigest()}\n".encode())
+    for path in sorted(weights):
+        digest.update(f"{path}\0{storage.object_version(weights[path])}\0{weights[path]['size']}\n".encode())
+    return ModelFiles(configs=configs, weights=weights, identity=digest.hexdigest()[:32])
+
+
+def _remote_copy(source: str, options: dict[str, Any], variant: str | None) -> Path:
+    """Copy what the pipeline needs once per node, weights in parallel, into a folder named by the model's identity.
+
+    New weights under the same URL get a new folder, so a node never loads a stale copy. The copy's size and time
+    are kept beside it (``COPY_RECORD``) for the run record.
+    """
     fs, root = storage.filesystem(source, options)
+    root = root.rstrip("/")
+    files = model_files(fs, root, variant)
+    digest = hashlib.sha256(f"{source.rstrip('/')}\0{files.identity}".encode()).hexdigest()[:16]
 
     def fill(folder: Path) -> None:
-        for path in storage.retrying(lambda: fs.find(root)):
-            relative = os.path.relpath(path, root)
-            if not relative.endswith((".json", ".safetensors", ".txt")):
-                continue
-            destination = folder / relative
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            storage.retrying(lambda path=path, destination=destination: fs.get_file(path, str(destination)))
+        started = time.perf_counter()
+        for relative, data in files.configs.items():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_bytes(data)
+
+        def fetch(relative: str) -> None:
+            storage.retrying(lambda: fs.get_file(f"{root}/{relative}", str(folder / relative)))
+
+        with ThreadPoolExecutor(COPY_THREADS) as pool:
+            list(pool.map(fetch, files.weights))
+        record = {
+            "source": source,
+            "identity": files.identity,
+            "files": len(files.configs) + len(files.weights),
+            "bytes": files.bytes,
+            "seconds": round(time.perf_counter() - started, 3),
+            "copied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (folder / COPY_RECORD).write_text(json.dumps(record))
 
     return _publish(cache_root() / "models" / f"remote-{digest}", fill)
+
+
+def copy_record(path: str) -> dict[str, Any] | None:
+    """The record of the node copy a pipeline was loaded from; None for a model that was not copied."""
+    record = Path(path) / COPY_RECORD
+    return json.loads(record.read_text()) if record.exists() else None
 
 
 def _is_remote(source: str) -> bool:
@@ -199,21 +290,42 @@ def resolve_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> st
     if spec.source == TINY_MODEL:
         return str(ensure_tiny_model())
     if _is_remote(spec.source):
-        return str(_remote_copy(spec.source, options or {}))
+        return str(_remote_copy(spec.source, options or {}, spec.variant))
     if _looks_local(spec.source) or Path(spec.source).exists():
         return str(_local_folder(spec))
     return spec.source
 
 
-def check_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> None:
-    """Cheap driver-side check that the model can be found, so a typo fails before any work."""
+def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
+    """Which weights ``model.source`` names right now, checked on the driver before any work (a typo fails here).
+
+    Folders and object-store prefixes: ``model_files``' identity from one listing. Hub ids: the resolved commit
+    (online, else the local cache's snapshot), or the bare id when neither is known.
+    """
     if spec.source == TINY_MODEL:
-        return
+        return TINY_VERSION
     if _is_remote(spec.source):
-        if not storage.exists(storage.join(spec.source, "model_index.json"), options):
-            raise ModelError(f"model.source {spec.source}: no model_index.json there")
-    elif _looks_local(spec.source):
-        _local_folder(spec)
+        fs, root = storage.filesystem(spec.source, options)
+        try:
+            return model_files(fs, root, spec.variant).identity
+        except ModelError:
+            raise ModelError(f"model.source {spec.source}: no model_index.json there") from None
+    if _looks_local(spec.source) or Path(spec.source).exists():
+        fs, root = storage.filesystem(str(_local_folder(spec)))
+        return model_files(fs, root, spec.variant).identity
+    return _hub_identity(spec.source)
+
+
+def _hub_identity(repo: str) -> str:
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    try:
+        return f"hub:{repo}@{HfApi().model_info(repo, timeout=HUB_TIMEOUT_S).sha}"
+    except Exception:  # noqa: BLE001 - offline or unreachable: fall back to what this machine has cached
+        cached = try_to_load_from_cache(repo, "model_index.json")
+    if isinstance(cached, str) and "/snapshots/" in cached:
+        return f"hub:{repo}@{cached.split('/snapshots/')[1].split('/')[0]}"
+    return f"hub:{repo}"
 
 
 def pick_dtype(spec: ModelSpec, device: str) -> torch.dtype:
@@ -240,13 +352,12 @@ def applied_options(spec: ModelSpec, device: str) -> dict[str, Any]:
     }
 
 
-def load_pipeline(spec: ModelSpec, device: str, options: dict[str, Any] | None = None):
-    """Load once per actor, apply the GPU options from the spec, and return the ready pipeline."""
+def load_pipeline(spec: ModelSpec, device: str, path: str):
+    """Load once per actor from ``resolve_source``'s path, apply the GPU options from the spec."""
     quiet_libraries()
     from diffusers import StableVideoDiffusionPipeline
 
     dtype = pick_dtype(spec, device)
-    path = resolve_source(spec, options)
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(
             path, torch_dtype=dtype, variant=spec.variant, use_safetensors=True

@@ -34,11 +34,20 @@ from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError
 from svdbatch.generate import DeviceLost, VideoGenerator
-from svdbatch.metadata import SKIPPED, fail
-from svdbatch.model import ModelError, check_source
+from svdbatch.metadata import REMOVED, SKIPPED, fail
+from svdbatch.model import ModelError, model_identity
 from svdbatch.provenance import package_version
 from svdbatch.shards import write_shards
-from svdbatch.stages import TALLY_COLUMNS, expand_rows, load_images, resume_rows, tally_items, write_videos
+from svdbatch.stages import (
+    TALLY_COLUMNS,
+    expand_rows,
+    load_images,
+    manifest_keys,
+    prune_rows,
+    resume_rows,
+    tally_items,
+    write_videos,
+)
 from svdbatch.watchdog import Watchdog
 
 CPU_STAGE_CPUS = 0.25
@@ -54,12 +63,15 @@ class Plan:
     new: int = 0
     done: int = 0
     changed: int = 0
+    source_changed: int = 0
+    model_changed: int = 0
     retry: int = 0
     invalid: int = 0
+    to_remove: int = 0
 
     @property
     def to_render(self) -> int:
-        return self.new + self.changed + self.retry
+        return self.new + self.changed + self.source_changed + self.model_changed + self.retry
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,7 @@ class RunSummary:
     failed: int
     skipped: int
     rerendered: int
+    removed: int
     wall_seconds: float
     rejected: int = 0
 
@@ -82,6 +95,7 @@ class RunSummary:
             f"svdbatch: {self.rendered} ok, {f'{self.rejected} rejected, ' if self.rejected else ''}"
             f"{self.failed} failed, {self.skipped} already done"
             f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
+            f"{f', {self.removed} removed' if self.removed else ''}"
             f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
         )
 
@@ -168,15 +182,18 @@ def _root_message(error: BaseException) -> str:
     return f"{type(seen).__name__}: {lines[0] if lines else 'no message'} (--verbose for the full trace)"
 
 
-def preflight(spec: JobSpec) -> manifest.ManifestInfo:
-    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used."""
+def preflight(spec: JobSpec) -> tuple[manifest.ManifestInfo, str]:
+    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used.
+
+    Returns the manifest's facts and the model's identity (``model.model_identity``, one listing of its files).
+    """
     try:
         info = manifest.inspect(spec)
-        check_source(spec.model, spec.storage_options)
+        identity = model_identity(spec.model, spec.storage_options)
         storage.check_writable(spec.output.url, spec.storage_options)
     except (manifest.ManifestError, ModelError, storage.StorageError) as error:
         raise JobError(str(error)) from None
-    return info
+    return info, identity
 
 
 def _read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
@@ -279,6 +296,7 @@ class RayVideoGenerator(VideoGenerator):
                 "device": self.device,
                 "load_seconds": round(ready - began, 3),
                 "ready_after_seconds": round(ready - job_started, 3),
+                "model_copy": self.model_copy,
             }
         )
 
@@ -395,32 +413,55 @@ def _committed(spec: JobSpec):
     return state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
 
 
-def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str):
+def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
+    return max(1, min(64, info.rows * spec.seeds.variants // JOIN_ROWS_PER_PARTITION))
+
+
+def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: str):
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
-    run = {"run_id": run_id, "duplicates": info.duplicate_keys}
+    run = {"run_id": run_id, "duplicates": info.duplicate_keys, "model_identity": identity}
     items = _read_manifest(spec, info).map_batches(
         expand_rows, fn_args=(spec.model_dump(mode="json"), run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
     )
     state = _committed(spec)
     if state is None:
         return items, False
-    partitions = max(1, min(64, info.rows * spec.seeds.variants // JOIN_ROWS_PER_PARTITION))
     joined = items.join(
         state,
         join_type="left_outer",
-        num_partitions=partitions,
+        num_partitions=_partitions(spec, info),
         on=("key", "variant"),
         aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
     )
     return joined, True
 
 
-def plan(spec: JobSpec, info: manifest.ManifestInfo) -> tuple[Plan, list[dict[str, Any]], list[str]]:
-    """Expand and decide the whole manifest as a run would (no images, no model): counts, render shapes, problems.
+def _removals(spec: JobSpec, info: manifest.ManifestInfo):
+    """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray."""
+    state = _committed(spec)
+    if state is None:
+        return None
+    keys = _read_manifest(spec, info).map_batches(
+        manifest_keys, fn_args=(spec.manifest.key_column,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+    )
+    return state.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
+        keys,
+        join_type="left_anti",
+        num_partitions=_partitions(spec, info),
+        on=("key",),
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+    )
+
+
+def plan(
+    spec: JobSpec, info: manifest.ManifestInfo, identity: str
+) -> tuple[Plan, list[dict[str, Any]], list[str]]:
+    """Expand and decide the whole manifest as a run would (no images, no model): counts, render shapes, problems,
+    and how many committed items left the manifest (what ``output.prune`` removes).
 
     Returns the plan, the to-render counts per render shape (for a GPU estimate) and the first problems.
     """
-    items, _ = _items(spec, info, "plan")
+    items, _ = _items(spec, info, "plan", identity)
     tallies = items.map_batches(
         tally_items,
         fn_args=(spec.model_dump(mode="json"), MAX_PROBLEMS),
@@ -438,7 +479,9 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo) -> tuple[Plan, list[dict[st
         if tally["category"] not in ("done", "invalid"):
             shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
     shape_rows = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
-    return Plan(**counts), shape_rows, problems[:MAX_PROBLEMS]
+    removals = _removals(spec, info)
+    to_remove = removals.count() if removals is not None else 0
+    return Plan(**counts, to_remove=to_remove), shape_rows, problems[:MAX_PROBLEMS]
 
 
 def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False) -> RunSummary:
@@ -451,7 +494,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     from ray.data import DataContext
 
     started = time.time()
-    info = preflight(spec)
+    info, identity = preflight(spec)
     init_ray(verbose)
     if cli and not verbose:
         filter_native_notices()
@@ -462,7 +505,14 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
     commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-    items, resumed = _items(spec, info, run_id)
+    removals = _removals(spec, info) if spec.output.prune else None
+    if removals is not None:
+        pruned = removals.map_batches(prune_rows, fn_args=(spec_dict, run_id), batch_format="pyarrow")
+        for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
+            committer.add_removed(batch)
+        # So the resume join reads one row per item.
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+    items, resumed = _items(spec, info, run_id, identity)
     expected = info.rows * spec.seeds.variants
     if resumed:
         items = items.map_batches(resume_rows, fn_args=(spec_dict,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
@@ -540,11 +590,18 @@ def _finish(
         failed=counts.failed,
         skipped=counts.skipped,
         rerendered=counts.rerendered,
+        removed=counts.removed,
         wall_seconds=time.time() - started,
         rejected=counts.rejected,
     )
     write_job_record(spec, summary, started, counts.environments, workers)
     return summary
+
+
+def model_copies(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The copies of a remote model this run's actors loaded, one per node: files, bytes, seconds."""
+    by_node = {worker["node_id"]: worker["model_copy"] for worker in workers if worker.get("model_copy")}
+    return [{"node_id": node, **copy} for node, copy in sorted(by_node.items())]
 
 
 def _versions() -> dict[str, str]:
@@ -575,6 +632,7 @@ def job_record(
         "spec": resolved,
         "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
         "workers": workers or [],
+        "model_copies": model_copies(workers or []),
     }
 
 

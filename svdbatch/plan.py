@@ -1,7 +1,9 @@
 """``svdbatch plan``: what a job would do, before any GPU is spent. No images, no model, nothing written.
 
 Expands the whole manifest and joins it with the metadata table exactly as ``run`` does, in Ray (a local one unless
-RAY_ADDRESS names a cluster), reports the first bad rows, and estimates GPU time as a range from the FLOPs of each
+RAY_ADDRESS names a cluster): image versions are looked up in the tasks unless the manifest carries them, and the
+model's identity comes from one listing. Reports why anything is rendered again, how many committed items left the
+manifest (what ``--prune`` removes), the first bad rows, and estimates GPU time as a range from the FLOPs of each
 video and the share of peak that published SVD-XT figures reach.
 """
 
@@ -12,7 +14,7 @@ from dataclasses import dataclass, field
 
 from svdbatch import manifest
 from svdbatch.config import TINY_MODEL, JobSpec, StepCacheSpec
-from svdbatch.model import check_source
+from svdbatch.model import model_identity
 
 # Peak dense (no sparsity) fp16/bf16 tensor-core TFLOP/s from NVIDIA's datasheets (fp32 accumulate where the sheet
 # gives two figures; A10G is listed with the A10's figure). Any other GPU: --tflops.
@@ -115,6 +117,8 @@ class PlanReport:
     problems: list[str] = field(default_factory=list)
     seconds: tuple[float, float] = (0.0, 0.0)  # (optimistic, typical) GPU seconds of the items to render
     basis: str = ""
+    to_remove: int = 0
+    prune: bool = False
 
     def add_video(self, seconds: tuple[float, float]) -> None:
         self.seconds = (self.seconds[0] + seconds[0], self.seconds[1] + seconds[1])
@@ -124,9 +128,12 @@ class PlanReport:
         share = max(1, gpus)
         lines = [
             f"manifest: {self.files} file(s), {self.rows} rows -> {self.items} items",
-            f"to render: {self.counts['new']} new, {self.counts['changed']} changed since rendered, "
+            f"to render: {self.counts['new']} new, {self.counts['changed']} changed spec, "
+            f"{self.counts['source_changed']} source changed, {self.counts['model_changed']} model changed, "
             f"{self.counts['retry']} failed before; {self.counts['done']} already done; "
             f"{self.counts['invalid']} invalid",
+            f"to remove: {self.to_remove} no longer in the manifest"
+            + ("" if self.prune else " (kept: output.prune is off; run --prune to remove them)"),
             f"estimate: {span(fast, typical)} of GPU time on {gpu}; "
             f"about {span(fast / share, typical / share)} wall on {gpus} GPU(s)",
             self.basis,
@@ -147,13 +154,16 @@ def make_plan(
     from svdbatch import pipeline
 
     info = manifest.inspect(spec)
-    check_source(spec.model, spec.storage_options)
+    identity = model_identity(spec.model, spec.storage_options)
     pipeline.init_ray()
-    counts, shapes, problems = pipeline.plan(spec, info)
+    counts, shapes, problems = pipeline.plan(spec, info, identity)
     tflops = tflops or GPU_TFLOPS[gpu]
-    report = PlanReport(files=len(info.files), rows=info.rows, problems=problems)
+    report = PlanReport(
+        files=len(info.files), rows=info.rows, problems=problems, to_remove=counts.to_remove, prune=spec.output.prune
+    )
     report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
-    report.counts.update({name: getattr(counts, name) for name in ("new", "done", "changed", "retry", "invalid")})
+    categories = ("new", "done", "changed", "source_changed", "model_changed", "retry", "invalid")
+    report.counts.update({name: getattr(counts, name) for name in categories})
     report.items = sum(report.counts.values())
     for shape in shapes:
         fast, typical = _video_seconds(shape, spec, tflops, measured_seconds)

@@ -20,11 +20,12 @@ from typing import Any
 
 import imageio_ffmpeg
 import numpy as np
+import pyarrow.compute as pc
 from PIL import Image
 
 from svdbatch import commit, storage
 from svdbatch.images import ImageError, load_image
-from svdbatch.metadata import OK, REJECTED
+from svdbatch.metadata import OK, REJECTED, REMOVED
 
 POSTER_WIDTH = 320
 SHEET_COLUMNS = 8
@@ -104,6 +105,7 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
     """Build the gallery under ``{output}/report/`` and return the URL of its index.html."""
     options = options or {}
     latest = commit.latest(commit.read_rows(output, options))
+    latest = latest.filter(pc.not_equal(latest["status"], REMOVED))  # pruned: no video to show
     rows = latest.sort_by([("key", "ascending"), ("variant", "ascending")]).to_pylist()
     if not rows:
         raise ValueError(f"{output}: no metadata rows to report on")

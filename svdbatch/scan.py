@@ -1,8 +1,9 @@
 """``svdbatch manifest``: a folder or object-store prefix of images -> a Parquet manifest ``run`` accepts.
 
 It streams: files are listed with ``fs.walk`` and written in batches, so millions of images never sit in memory
-at once. Keys are the paths relative to the source (unique, stable across reruns); per-row parameters come from
-constants (``--column fps=8``) and/or a CSV keyed by the same relative path.
+at once. Keys are the paths relative to the source (unique, stable across reruns); ``image_version`` is each
+image's ETag / version id (or size + mtime) from that same listing, so runs need not look it up; per-row
+parameters come from constants (``--column fps=8``) and/or a CSV keyed by the same relative path.
 """
 
 from __future__ import annotations
@@ -20,17 +21,19 @@ from svdbatch import storage
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 BATCH_ROWS = 50_000
+VERSION = "image_version"  # the default manifest.version_column
 
 
-def _images(source: str, options: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """(key, uri) per image below source, in a stable order."""
+def _images(source: str, options: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
+    """(key, uri, version) per image below source, in a stable order; the version comes from the listing itself."""
     fs, root = storage.filesystem(source, options)
     root = root.rstrip("/")
-    for folder, _, files in fs.walk(root):
+    for folder, _, files in fs.walk(root, detail=True):
         for name in sorted(files):
             if name.lower().endswith(IMAGE_EXTENSIONS):
                 path = f"{folder.rstrip('/')}/{name}"
-                yield path[len(root) + 1 :], fs.unstrip_protocol(path) if "://" in source else path
+                uri = fs.unstrip_protocol(path) if "://" in source else path
+                yield path[len(root) + 1 :], uri, storage.object_version(files[name])
 
 
 def parse_constants(pairs: list[str]) -> dict[str, Any]:
@@ -54,7 +57,7 @@ def read_params(url: str, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _schema(constants: dict[str, Any], params: dict[str, dict[str, Any]]) -> pa.Schema:
     """Column types decided once, from every value given, so batches with gaps still share one schema."""
-    fields = [pa.field("key", pa.string()), pa.field("image", pa.string())]
+    fields = [pa.field("key", pa.string()), pa.field("image", pa.string()), pa.field(VERSION, pa.string())]
     names = dict.fromkeys([*constants, *sorted({name for values in params.values() for name in values})])
     for name in names:
         values = [values[name] for values in params.values() if name in values]
@@ -80,8 +83,8 @@ def build_manifest(
     count = 0
     with pq.ParquetWriter(buffer, schema) as writer:
         batch: list[dict[str, Any]] = []
-        for key, uri in _images(source, options):
-            batch.append({"key": key, "image": uri, **constants, **params.get(key, {})})
+        for key, uri, version in _images(source, options):
+            batch.append({"key": key, "image": uri, VERSION: version, **constants, **params.get(key, {})})
             if len(batch) >= BATCH_ROWS:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 count, batch = count + len(batch), []

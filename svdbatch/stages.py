@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,13 @@ from svdbatch import quality, storage
 from svdbatch.commit import COMMITTED
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
-from svdbatch.items import RESUME_COLUMNS, expand_batch, plan_category, resume
+from svdbatch.items import RESUME_COLUMNS, check_uri, expand_batch, plan_category, resume, video_key
 from svdbatch.metadata import (
     ERROR,
     METADATA_SCHEMA,
     OK,
     REJECTED,
+    REMOVED,
     SHARD_INPUT_SCHEMA,
     SKIPPED,
     WORK_SCHEMA,
@@ -33,6 +35,8 @@ from svdbatch.metadata import (
     to_table,
 )
 from svdbatch.video import codec_name, encode_mp4
+
+DELETE_THREADS = 16
 
 
 def _describe(error: Exception) -> str:
@@ -43,13 +47,25 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
+    """The version of each allowed image these rows name, looked up in parallel (rows that carry one are not)."""
+    uris = batch[job.manifest.image_column].to_pylist()
+    if job.manifest.version_column in batch.column_names:
+        listed = batch[job.manifest.version_column].to_pylist()
+        uris = [uri for uri, version in zip(uris, listed, strict=True) if version is None]
+    allowed = [uri for uri in uris if isinstance(uri, str) and uri.strip() and check_uri(uri, job) is None]
+    return storage.versions(allowed, job.storage_options)
+
+
 def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
     """Manifest rows -> work rows (and error rows), ``variants`` per row; what is done is decided later.
 
-    ``run`` holds what the driver learnt before starting: run_id and duplicates (keys on several manifest rows).
+    ``run`` holds what the driver learnt before starting: run_id, duplicates (keys on several manifest rows) and
+    model_identity. Image versions are looked up here, in the tasks, unless the manifest carries them.
     """
     job = JobSpec.model_validate(spec)
-    return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"])
+    identities = {"model": run["model_identity"], "sources": source_versions(batch, job)}
+    return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"], identities)
 
 
 def _decide(batch: pa.Table, retry_errors: bool) -> pa.Table:
@@ -128,7 +144,11 @@ def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
         except ImageError as error:
             fail(row, f"image {uri!r} (key {row['key']!r}): {error}")
             continue
-        row.update(image=image.tobytes(), load_seconds=time.perf_counter() - started)
+        row.update(
+            image=image.tobytes(),
+            source_sha256=hashlib.sha256(data).hexdigest(),
+            load_seconds=time.perf_counter() - started,
+        )
     return to_table(rows)
 
 
@@ -173,3 +193,19 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
         encode_seconds=encoded - started,
         write_seconds=time.perf_counter() - encoded,
     )
+
+
+def manifest_keys(batch: pa.Table, key_column: str) -> pa.Table:
+    """Manifest rows -> their keys as a ``key`` string column: the right side of the prune anti-join."""
+    return pa.table({"key": pc.cast(batch[key_column], pa.string())})
+
+
+def prune_rows(batch: pa.Table, spec: dict[str, Any], run_id: str) -> pa.Table:
+    """Committed items whose key left the manifest -> videos deleted (in parallel), rows marked ``removed``."""
+    job = JobSpec.model_validate(spec)
+    items = batch.select(["key", "variant"]).to_pylist()
+    videos = [storage.join(job.output.url, video_key(item["key"], item["variant"])) for item in items]
+    with ThreadPoolExecutor(DELETE_THREADS) as pool:
+        list(pool.map(lambda url: storage.delete(url, job.storage_options), videos))
+    now = dt.datetime.now(dt.timezone.utc)
+    return to_table([dict(item, run_id=run_id, status=REMOVED, finished_at=now) for item in items], METADATA_SCHEMA)

@@ -10,7 +10,8 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import fsspec
@@ -24,6 +25,10 @@ T = TypeVar("T")
 ATTEMPTS = 6
 BACKOFF_S = 0.2
 SECRET_WORDS = ("secret", "password", "token", "key", "credential", "sas", "signature")
+# Fields of fsspec's info() that name one version of an object, strongest first (S3/Azure, GCS, HTTP).
+VERSION_FIELDS = ("VersionId", "version_id", "generation", "ETag", "etag", "md5Hash", "content_md5")
+MODIFIED_FIELDS = ("mtime", "LastModified", "last_modified", "updated", "mtime_ns")
+INFO_THREADS = 16
 
 
 class StorageError(RuntimeError):
@@ -112,6 +117,15 @@ def exists(url: str, options: dict[str, Any] | None = None) -> bool:
     return retrying(lambda: fs.exists(path))
 
 
+def delete(url: str, options: dict[str, Any] | None = None) -> None:
+    """Remove an object; one already gone is fine."""
+    fs, path = filesystem(url, options)
+    try:
+        retrying(lambda: fs.rm(path))
+    except FileNotFoundError:
+        pass
+
+
 def check_writable(url: str, options: dict[str, Any] | None = None) -> None:
     """Fail fast, before any GPU work, when the output cannot be written."""
     probe = join(url, "_job", f".write-check-{uuid.uuid4().hex}")
@@ -123,3 +137,30 @@ def check_writable(url: str, options: dict[str, Any] | None = None) -> None:
         raise
     except Exception as error:  # noqa: BLE001 - any failure here means the same thing to the user
         raise StorageError(f"output {url} is not writable: {type(error).__name__}: {error}") from None
+
+
+def object_version(info: dict[str, Any]) -> str:
+    """One version of an object from what a listing or HEAD already says: version id or ETag, else size + mtime."""
+    for name in VERSION_FIELDS:
+        if info.get(name):
+            return f"{name}={str(info[name]).strip(chr(34))}"
+    modified = next((info[name] for name in MODIFIED_FIELDS if info.get(name)), None)
+    return f"size={info.get('size')},modified={modified}"
+
+
+def versions(urls: Iterable[str], options: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """url -> object_version for many objects, HEADs in parallel; None where an object cannot be looked up."""
+
+    def one(url: str) -> str | None:
+        try:
+            fs, path = filesystem(url, options)
+            fs.invalidate_cache(path)  # s3fs answers info() from earlier listings of this process otherwise
+            return object_version(retrying(lambda: fs.info(path)))
+        except Exception:  # noqa: BLE001 - a missing or unreadable image fails later, when it is fetched
+            return None
+
+    unique = list(dict.fromkeys(urls))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(min(INFO_THREADS, len(unique))) as pool:
+        return dict(zip(unique, pool.map(one, unique), strict=True))

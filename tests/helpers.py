@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -13,6 +14,15 @@ from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 
 TEST_RENDER = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "fps": 6}
+# model_index.json of the SVD pipelines on the hub: the components a copy takes files from.
+SVD_INDEX = {
+    "_class_name": "StableVideoDiffusionPipeline",
+    "unet": ["diffusers", "UNetSpatioTemporalConditionModel"],
+    "vae": ["diffusers", "AutoencoderKLTemporalDecoder"],
+    "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "feature_extractor": ["transformers", "CLIPImageProcessor"],
+}
 TEST_COMPUTE = {"actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25, "torch_threads": 1}
 
 
@@ -61,3 +71,24 @@ def shard_samples(output: Path) -> Counter:
             with tarfile.open(path) as archive:
                 counts.update(name.split(".", 1)[0] for name in archive.getnames() if name.endswith(".mp4"))
     return counts
+
+
+def save_variant_model(folder: Path) -> Path:
+    """The tiny pipeline laid out like a hub folder: fp32 and fp16 files per component and a stray checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    from svdbatch.model import ensure_tiny_model
+
+    shutil.copytree(ensure_tiny_model(), folder)
+    for path in list(folder.rglob("*.safetensors")):
+        half = {name: tensor.half() for name, tensor in load_file(path).items()}
+        save_file(half, path.with_name(path.name.replace(".safetensors", ".fp16.safetensors")))
+    (folder / "svd_xt.safetensors").write_bytes(bytes(256 * 1024))
+    return folder
+
+
+def perturbed_weights(data: bytes) -> bytes:
+    """The same safetensors file with every tensor nudged: new weights under the same name."""
+    from safetensors.torch import load, save
+
+    return save({name: tensor + 0.01 for name, tensor in load(data).items()})

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import random
 import socket
 import struct
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 def free_port() -> int:
@@ -20,7 +23,8 @@ def free_port() -> int:
 class FaultyProxy:
     """Forwards every request to the upstream server, except a share that get a 503 SlowDown or a dropped connection.
 
-    It counts the GETs per path so tests can tell how often an object was downloaded.
+    It counts the GETs per path it forwards so tests can tell how often an object was downloaded (a request it
+    failed and the client retried counts once).
     """
 
     def __init__(self, upstream_port: int, failure_rate: float = 0.0, seed: int = 0):
@@ -90,3 +94,26 @@ class FaultyProxy:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, secret: str = "testing") -> Iterator[tuple[int, Any]]:
+    """moto's S3 server on a free loopback port with one bucket: (port, boto3 client)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        aws_access_key_id="testing",
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+    )
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield port, client
+    finally:
+        server.stop()

@@ -56,3 +56,9 @@ def test_step_cache_benchmark_prints_flop_and_wall_ratios():
     assert float(default.split()[-2].rstrip("x")) >= 1.6  # UNet FLOP ratio on the full SVD-XT architecture
     row = out.strip().splitlines()[-1].split()
     assert row[0] == "tiny" and row[1] == "64x64x8" and float(row[4]) > 0 and float(row[5].rstrip("x")) > 0
+
+
+def test_catalog_sync_benchmark_prints_lookup_rate_and_copy_share():
+    out = _run("catalog_sync.py", "--objects", "20", "--scale", "100000")
+    assert "version lookups, 20 objects" in out and "storage.versions" in out
+    assert "model copy (SVD-XT layout / 100000)" in out and "in 9 files" in out

@@ -76,4 +76,6 @@ def test_a_single_file_table_of_an_earlier_version_is_split_into_buckets(tmp_pat
 
 def test_resume_state_carries_the_resume_columns_by_item():
     state = commit.resume_state(_rows(["a", None], "r", 1, fingerprint="f1"))
-    assert state.to_pylist() == [{"key": "a", "variant": 0, "committed_fingerprint": "f1", "committed_status": "ok"}]
+    committed = {"committed_fingerprint": "f1", "committed_status": "ok"}
+    identities = {"committed_source_version": None, "committed_model_identity": None}
+    assert state.to_pylist() == [{"key": "a", "variant": 0, **committed, **identities}]

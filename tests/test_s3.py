@@ -7,12 +7,11 @@ import io
 import json
 from pathlib import Path
 
-import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from helpers import make_spec, write_images, write_manifest
-from s3_server import FaultyProxy, free_port
+from s3_server import FaultyProxy, moto_s3
 
 from svdbatch import pipeline
 from svdbatch.model import ensure_tiny_model
@@ -25,21 +24,8 @@ SECRET = "s3cr3t-d0-n0t-l3ak-7f9a"
 
 @pytest.fixture(scope="module")
 def moto_server():
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    client = boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{port}",
-        aws_access_key_id="testing",
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket=BUCKET)
-    yield port, client
-    server.stop()
+    with moto_s3(BUCKET, SECRET) as server:
+        yield server
 
 
 def _options(endpoint: str) -> dict:
