@@ -139,6 +139,24 @@ def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
 RESUME_COLUMNS = ["fingerprint", "status", "source_version", "model_identity"]
 
 
+def legacy_fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
+    """The fingerprint of versions before identities (0.1.0 up to 9a19628): model name, params, seed, encoding and
+    image URI. Rows they committed carry it and no model or source identity; an item that still matches it is done,
+    so an upgrade renders nothing again (their weights and images can no longer be checked, only new rows are)."""
+    shaping = {
+        "model": [spec.model.source, spec.model.variant, spec.model.dtype],
+        "params": [item[name] for name in RENDER_COLUMNS],
+        "seed": item["seed"],
+        "video": spec.video.model_dump(mode="json"),
+        "source": item["source_uri"],
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def predates_identities(committed: dict[str, Any]) -> bool:
+    return committed["model_identity"] is None and committed["source_version"] is None
+
+
 def resume(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors: bool) -> None:
     """Skip what an earlier run committed with the same fingerprint; say why anything else is rendered again.
 

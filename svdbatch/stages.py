@@ -20,13 +20,23 @@ from svdbatch import quality, storage
 from svdbatch.commit import COMMITTED
 from svdbatch.config import JobSpec
 from svdbatch.images import ImageError, load_image
-from svdbatch.items import RESUME_COLUMNS, check_uri, expand_batch, plan_category, resume, video_key
+from svdbatch.items import (
+    RESUME_COLUMNS,
+    check_uri,
+    expand_batch,
+    legacy_fingerprint,
+    plan_category,
+    predates_identities,
+    resume,
+    video_key,
+)
 from svdbatch.metadata import (
     ERROR,
     METADATA_SCHEMA,
     OK,
     REJECTED,
     REMOVED,
+    RENDER_COLUMNS,
     SHARD_INPUT_SCHEMA,
     SKIPPED,
     WORK_SCHEMA,
@@ -68,15 +78,21 @@ def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> p
     return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"], identities)
 
 
-def _decide(batch: pa.Table, retry_errors: bool) -> pa.Table:
-    """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet)."""
-    own = sorted({"status", "rerender_reason", *RESUME_COLUMNS})
+def _decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
+    """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet).
+
+    A committed row from before identities is compared by the fingerprint of its version (``legacy_fingerprint``).
+    """
+    own = sorted({"status", "rerender_reason", "seed", "source_uri", *RENDER_COLUMNS, *RESUME_COLUMNS})
     committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]
     statuses, reasons = [], []
     for row in batch.select(own + committed).to_pylist():
         earlier = {name: row.get(COMMITTED + name) for name in RESUME_COLUMNS}
         item = {name: row[name] for name in own}
-        resume(item, earlier if any(value is not None for value in earlier.values()) else None, retry_errors)
+        if earlier["fingerprint"] is not None and predates_identities(earlier):
+            item.update(fingerprint=legacy_fingerprint(item, spec), model_identity=None, source_version=None)
+        known = earlier if any(value is not None for value in earlier.values()) else None
+        resume(item, known, spec.failures.retry_errors)
         statuses.append(item["status"])
         reasons.append(item["rerender_reason"])
     batch = batch.drop_columns(committed)
@@ -91,7 +107,7 @@ def resume_rows(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     The done items of the batch are counted in one extra row, status ``skipped`` with ``batch_items`` = their
     number, so the driver learns how many were done without receiving them.
     """
-    decided = _decide(batch, JobSpec.model_validate(spec).failures.retry_errors)
+    decided = _decide(batch, JobSpec.model_validate(spec))
     kept = decided.filter(pc.not_equal(decided["status"], SKIPPED)).select(WORK_SCHEMA.names).cast(WORK_SCHEMA)
     done = decided.num_rows - kept.num_rows
     if not done:
@@ -106,7 +122,7 @@ TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
 
 def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.Table:
     """The plan: items per category and render shape, and the first problems (error texts) of these items."""
-    decided = _decide(batch, JobSpec.model_validate(spec).failures.retry_errors)
+    decided = _decide(batch, JobSpec.model_validate(spec))
     categories = [plan_category(item) for item in decided.select(["status", "rerender_reason"]).to_pylist()]
     counts = decided.select(TALLY_COLUMNS).append_column("category", pa.array(categories, pa.string()))
     counts = counts.group_by(["category", *TALLY_COLUMNS]).aggregate([([], "count_all")])

@@ -79,3 +79,36 @@ def test_resume_state_carries_the_resume_columns_by_item():
     committed = {"committed_fingerprint": "f1", "committed_status": "ok"}
     identities = {"committed_source_version": None, "committed_model_identity": None}
     assert state.to_pylist() == [{"key": "a", "variant": 0, **committed, **identities}]
+
+
+def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerprint_matches():
+    """An upgrade renders nothing again: 9a19628 committed this fingerprint (printed by that version's
+    ``expand_row`` for the same spec and row) and no model or source identity."""
+    from svdbatch.config import build_spec
+    from svdbatch.items import expand_row
+    from svdbatch.metadata import SKIPPED, to_table
+    from svdbatch.stages import resume_rows
+
+    spec = build_spec(
+        {
+            "manifest": {"path": "/m.parquet"},
+            "output": {"url": "/out"},
+            "seeds": {"base_seed": 7},
+            "render": {"width": 64, "height": 64, "num_frames": 8},
+        }
+    )
+    item = expand_row({"key": "sku-1", "image": "/i/sku-1.png"}, spec, "r", "/out")[0]
+    assert item["seed"] == 1824723774632765782
+
+    def decided(old_fingerprint: str) -> pa.Table:
+        batch = to_table([item])
+        for name, value in {"fingerprint": old_fingerprint, "status": "ok"}.items():
+            batch = batch.append_column(commit.COMMITTED + name, pa.array([value], pa.string()))
+        for name in ("source_version", "model_identity"):
+            batch = batch.append_column(commit.COMMITTED + name, pa.nulls(1, pa.string()))
+        return resume_rows(batch, spec.model_dump(mode="json"))
+
+    done = decided("9d74e2a2fd3aab93fa411404dafd5c0c")
+    assert done["status"].to_pylist() == [SKIPPED] and done["batch_items"].to_pylist() == [1]
+    changed = decided("0" * 32)
+    assert changed["status"].to_pylist() == ["ok"] and changed["rerender_reason"].to_pylist() == ["spec changed"]
