@@ -52,6 +52,7 @@ from svdbatch.watchdog import Watchdog
 
 CPU_STAGE_CPUS = 0.25
 JOIN_ROWS_PER_PARTITION = 500_000
+EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
 MAX_PROBLEMS = 20
 WATCH_EVERY_S = 1.0
 
@@ -421,7 +422,11 @@ def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: st
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
     run = {"run_id": run_id, "duplicates": info.duplicate_keys, "model_identity": identity}
     items = _read_manifest(spec, info).map_batches(
-        expand_rows, fn_args=(spec.model_dump(mode="json"), run), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+        expand_rows,
+        fn_args=(spec.model_dump(mode="json"), run),
+        batch_format="pyarrow",
+        batch_size=EXPAND_BATCH_ROWS,
+        num_cpus=CPU_STAGE_CPUS,
     )
     state = _committed(spec)
     if state is None:
