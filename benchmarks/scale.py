@@ -74,7 +74,8 @@ def build(folder: Path, rows: int, layout: str) -> None:
             }
         )
         pq.write_table(manifest, folder / "manifest" / f"part-{start // BUILD_BATCH:05d}.parquet")
-        items = expand_batch(manifest.slice(0, max(0, min(count, rows - 2 - start))), spec, "synthetic", spec.output.url)
+        done = manifest.slice(0, max(0, min(count, rows - 2 - start)))
+        items = expand_batch(done, spec, "synthetic", spec.output.url)
         items = items.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
         items = items.set_column(
             items.schema.get_field_index("finished_at"),

@@ -375,7 +375,7 @@ def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> I
                 up = len(ray.get(workers.records.remote()))
                 verdict = watchdog.check(up, time.monotonic(), _pending)
                 if verdict.fatal:
-                    raise JobError(verdict.fatal)
+                    raise JobError(verdict.fatal) from None
                 if verdict.line and (progress or not verdict.line.startswith("svdbatch: waiting")):
                     print(verdict.line, file=sys.stderr, flush=True)
                 continue

@@ -99,7 +99,8 @@ def estimate_basis(spec: JobSpec, gpu: str, tflops: float, measured_seconds: flo
     full = spec.model.step_cache.full_steps(steps)
     fast, typical = utilisation()
     published = "; ".join(
-        f"{name} {seconds:g} s = {share:.0%}" for (name, _, seconds), share in zip(CALIBRATION, calibrated_shares())
+        f"{name} {seconds:g} s = {share:.0%}"
+        for (name, _, seconds), share in zip(CALIBRATION, calibrated_shares(), strict=True)
     )
     return (
         f"basis: {video_flop(render, spec.model.step_cache) / 1e15:.2f} PFLOP per video at the spec's render "

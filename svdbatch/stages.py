@@ -129,7 +129,9 @@ def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.
     problems = decided.filter(pc.equal(decided["status"], ERROR)).slice(0, max_problems)["error"].cast(pa.string())
     return pa.concat_tables(
         [
-            counts.rename_columns({"count_all": "items"}).append_column("error", pa.nulls(counts.num_rows, pa.string())),
+            counts.rename_columns({"count_all": "items"}).append_column(
+                "error", pa.nulls(counts.num_rows, pa.string())
+            ),
             pa.table({"category": pa.nulls(len(problems), pa.string()), "error": problems}),
         ],
         promote_options="default",

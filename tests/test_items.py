@@ -138,7 +138,8 @@ def test_resume_leaves_invalid_rows_alone():
 
 
 def _per_row(table: pa.Table, spec, duplicates=None) -> list[dict]:
-    return to_table([item for row in table.to_pylist() for item in expand_row(row, spec, "r", "/out", duplicates)]).to_pylist()
+    items = [item for row in table.to_pylist() for item in expand_row(row, spec, "r", "/out", duplicates)]
+    return to_table(items).to_pylist()
 
 
 def _ordered(rows: list[dict]) -> list[dict]:
