@@ -52,6 +52,8 @@ def build(folder: Path, rows: int, layout: str) -> None:
     from svdbatch.demo import sample_image
     from svdbatch.items import expand_batch
     from svdbatch.metadata import METADATA_SCHEMA
+    from svdbatch.model import model_identity
+    from svdbatch.stages import source_versions
 
     images = []
     for index in range(8):
@@ -60,6 +62,7 @@ def build(folder: Path, rows: int, layout: str) -> None:
         sample_image(index, 160, 90).save(path)
         images.append(str(path))
     spec = build_spec(_spec_data(folder))
+    weights = model_identity(spec.model, spec.storage_options)  # what a run records: the rows must match it
     (folder / "manifest").mkdir()
     (folder / "out" / "metadata").mkdir(parents=True)
     parts = folder / "parts"  # done rows by bucket, one file per build batch: memory stays one batch
@@ -75,7 +78,8 @@ def build(folder: Path, rows: int, layout: str) -> None:
         )
         pq.write_table(manifest, folder / "manifest" / f"part-{start // BUILD_BATCH:05d}.parquet")
         done = manifest.slice(0, max(0, min(count, rows - 2 - start)))
-        items = expand_batch(done, spec, "synthetic", spec.output.url)
+        identities = {"model": weights, "sources": source_versions(done, spec)}
+        items = expand_batch(done, spec, "synthetic", spec.output.url, identities=identities)
         items = items.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA)
         items = items.set_column(
             items.schema.get_field_index("finished_at"),
