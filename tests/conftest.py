@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 from helpers import stop_shared_ray
 
+# Every cluster the tests start listens on loopback only. One auth mode for the whole session: Ray caches the mode a
+# process first used, so a test that started a `ray start` cluster without tokens would otherwise leave every later
+# local cluster of this process unreachable ("InvalidAuthToken").
+os.environ["RAY_AUTH_MODE"] = "disabled"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:

@@ -138,17 +138,18 @@ def autoscaling(monkeypatch):
 def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscaling, tmp_path):
     head = autoscaling.get_runtime_context().get_node_id()
     assert autoscaling.cluster_resources().get("GPU", 0) == 0
-    images = write_images(tmp_path / "images", 6)
-    manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(6)], "image": images})
-    # Default device (auto) and the default-sized pool, bounded at 2 so this stays small.
-    spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "actors": {"min": 1, "max": 2, "initial": 2}})
+    images = write_images(tmp_path / "images", 4)
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(16)], "image": images * 4})
+    # Default device (auto); a pool of two actors, both needing GPUs the cluster does not have yet. Enough items that
+    # the first actor up cannot finish them all before the second has loaded its model.
+    spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "actors": {"min": 2, "max": 2}})
     summary = pipeline.run(spec, progress=False)
-    assert (summary.rendered, summary.failed) == (6, 0)
+    assert (summary.rendered, summary.failed) == (16, 0)
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
     placements = {(row["node_id"], row["gpu_id"]) for row in rows}
     assert None not in {gpu for _, gpu in placements} and head not in {node for node, _ in placements}
-    assert len(placements) >= 2, placements
     record = json.loads((tmp_path / "out" / "_job" / "summary.json").read_text())
+    assert len(placements) >= 2, (placements, record["workers"])
     assert {worker["node_id"] for worker in record["workers"]} <= {node for node, _ in placements}
 
 
