@@ -32,8 +32,8 @@ def _autoscaling_cluster_class():
 
     class LocalAutoscalingCluster(AutoscalingCluster):
         """Ray's fake multi-node autoscaling cluster, with the config its wheel lacks, on its own port, stopped
-        through its own process group: Ray's start()/shutdown() run `ray stop --force`, which stops every Ray on
-        the machine."""
+        through its own process group: Ray's own start()/shutdown() force-stop every Ray process on the
+        machine."""
 
         def __init__(self, head_resources: dict, worker_node_types: dict):
             self.port = free_port()
