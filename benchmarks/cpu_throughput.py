@@ -100,7 +100,7 @@ def main() -> None:
     args = parser.parse_args()
     import ray
 
-    ray.init(include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", include_dashboard=False, logging_level="ERROR")
     ensure_tiny_model()
     print(f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, svdbatch batch size {args.batch}")
     print(

@@ -71,7 +71,7 @@ def child(rows: int) -> dict:
                 "video": {"preset": "ultrafast"},
             }
         )
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.perf_counter()
