@@ -599,7 +599,7 @@ def _finish(
         wall_seconds=time.time() - started,
         rejected=counts.rejected,
     )
-    write_job_record(spec, summary, started, counts.environments, workers)
+    write_job_record(spec, job_record(spec, summary, started, counts.environments, workers))
     return summary
 
 
@@ -641,16 +641,10 @@ def job_record(
     }
 
 
-def write_job_record(
-    spec: JobSpec,
-    summary: RunSummary,
-    started: float,
-    environments: list[dict[str, str]],
-    workers: list[dict[str, Any]] | None = None,
-) -> None:
+def write_job_record(spec: JobSpec, record: dict[str, Any]) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
-    data = json.dumps(job_record(spec, summary, started, environments, workers), indent=2).encode()
+    data = json.dumps(record, indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
     storage.write_bytes(
-        storage.join(spec.output.url, "_job", "runs", f"{summary.run_id}.json"), data, spec.storage_options
+        storage.join(spec.output.url, "_job", "runs", f"{record['run_id']}.json"), data, spec.storage_options
     )
