@@ -81,24 +81,56 @@ def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> p
 def _decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
     """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet).
 
-    A committed row from before identities is compared by the fingerprint of its version (``legacy_fingerprint``).
+    Arrow decides the common cases column-wise: nothing committed (unchanged) and the same fingerprint committed as
+    done (skipped). Only the rest -- changed, failed, removed, or committed before identities -- go through
+    ``resume`` row by row to learn why. A committed row from before identities is compared by the fingerprint of its
+    version (``legacy_fingerprint``).
     """
-    own = sorted({"status", "rerender_reason", "seed", "source_uri", *RENDER_COLUMNS, *RESUME_COLUMNS})
     committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]
-    statuses, reasons = [], []
-    for row in batch.select(own + committed).to_pylist():
-        earlier = {name: row.get(COMMITTED + name) for name in RESUME_COLUMNS}
+    if not committed:
+        return batch
+    column = {name: batch[name].combine_chunks() for name in ["status", "fingerprint", "rerender_reason", *committed]}
+    nothing = pa.array([True] * batch.num_rows)
+    for name in committed:
+        nothing = pc.and_(nothing, pc.is_null(column[name]))
+    same = pc.and_(
+        pc.and_(pc.equal(column["status"], OK), pc.equal(column["fingerprint"], column[COMMITTED + "fingerprint"])),
+        pc.is_in(column[COMMITTED + "status"], _DONE),
+    )
+    # Rows from before identities compare the fingerprint of their version, in ``_explain``.
+    identified = pc.or_(*(pc.is_valid(column[COMMITTED + name]) for name in ("model_identity", "source_version")))
+    same = pc.fill_null(pc.and_(same, identified), False)
+    statuses = pc.if_else(same, pa.scalar(SKIPPED), column["status"])
+    reasons = column["rerender_reason"]
+    explain = pc.invert(pc.or_(nothing, same))
+    if pc.any(explain).as_py():
+        statuses, reasons = _explain(batch.filter(explain), explain, statuses, reasons, spec)
+    batch = batch.drop_columns(committed)
+    batch = batch.set_column(batch.schema.get_field_index("status"), "status", statuses)
+    return batch.set_column(batch.schema.get_field_index("rerender_reason"), "rerender_reason", reasons)
+
+
+_DONE = pa.array([OK, REJECTED])
+
+
+def _explain(rows: pa.Table, mask: pa.Array, statuses, reasons, spec: JobSpec):
+    """``resume`` for the masked rows, one by one; their outcomes replace the masked slots of the two columns."""
+    own = sorted({"status", "rerender_reason", "seed", "source_uri", *RENDER_COLUMNS, *RESUME_COLUMNS})
+    columns = own + [COMMITTED + name for name in RESUME_COLUMNS]
+    decided_status, decided_reason = [], []
+    for row in rows.select(columns).to_pylist():
+        earlier = {name: row[COMMITTED + name] for name in RESUME_COLUMNS}
         item = {name: row[name] for name in own}
         if earlier["fingerprint"] is not None and predates_identities(earlier):
             item.update(fingerprint=legacy_fingerprint(item, spec), model_identity=None, source_version=None)
         known = earlier if any(value is not None for value in earlier.values()) else None
         resume(item, known, spec.failures.retry_errors)
-        statuses.append(item["status"])
-        reasons.append(item["rerender_reason"])
-    batch = batch.drop_columns(committed)
-    batch = batch.set_column(batch.schema.get_field_index("status"), "status", pa.array(statuses, pa.string()))
-    index = batch.schema.get_field_index("rerender_reason")
-    return batch.set_column(index, "rerender_reason", pa.array(reasons, pa.string()))
+        decided_status.append(item["status"])
+        decided_reason.append(item["rerender_reason"])
+    return (
+        pc.replace_with_mask(statuses, mask, pa.array(decided_status, pa.string())),
+        pc.replace_with_mask(reasons, mask, pa.array(decided_reason, pa.string())),
+    )
 
 
 def resume_rows(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
@@ -123,15 +155,18 @@ TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
 def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.Table:
     """The plan: items per category and render shape, and the first problems (error texts) of these items."""
     decided = _decide(batch, JobSpec.model_validate(spec))
-    categories = [plan_category(item) for item in decided.select(["status", "rerender_reason"]).to_pylist()]
-    counts = decided.select(TALLY_COLUMNS).append_column("category", pa.array(categories, pa.string()))
-    counts = counts.group_by(["category", *TALLY_COLUMNS]).aggregate([([], "count_all")])
+    keys = ["status", "rerender_reason", *TALLY_COLUMNS]
+    grouped = decided.select(keys).group_by(keys).aggregate([([], "count_all")])
+    categories = [plan_category(group) for group in grouped.select(["status", "rerender_reason"]).to_pylist()]
+    counts = grouped.drop_columns(["status", "rerender_reason"]).append_column(
+        "category", pa.array(categories, pa.string())
+    )
+    counts = counts.group_by(["category", *TALLY_COLUMNS]).aggregate([("count_all", "sum")])
+    counts = counts.rename_columns({"count_all_sum": "items"})
     problems = decided.filter(pc.equal(decided["status"], ERROR)).slice(0, max_problems)["error"].cast(pa.string())
     return pa.concat_tables(
         [
-            counts.rename_columns({"count_all": "items"}).append_column(
-                "error", pa.nulls(counts.num_rows, pa.string())
-            ),
+            counts.append_column("error", pa.nulls(counts.num_rows, pa.string())),
             pa.table({"category": pa.nulls(len(problems), pa.string()), "error": problems}),
         ],
         promote_options="default",

@@ -39,6 +39,22 @@ def test_a_file_that_is_not_parquet_fails_before_any_work(tmp_path):
         pipeline.preflight(make_spec(tmp_path / "m.parquet", tmp_path / "out"))
 
 
+@pytest.mark.parametrize("key_type", [pa.string(), pa.int64()])
+def test_duplicate_keys_are_counted_exactly_across_files_and_row_groups(tmp_path, key_type):
+    from svdbatch import manifest
+
+    (tmp_path / "m").mkdir()
+    first = pa.table({"key": pa.array(["1", "2", "3", None, "2"] + [str(n) for n in range(10, 5000)]),
+                      "image": ["a.png"] * 4995})
+    second = pa.table({"key": pa.array(["3", "2", None, "4"]), "image": ["b.png"] * 4})
+    pq.write_table(first.cast(pa.schema([("key", key_type), ("image", pa.string())])), tmp_path / "m" / "1.parquet",
+                   row_group_size=1000)
+    pq.write_table(second.cast(pa.schema([("key", key_type), ("image", pa.string())])), tmp_path / "m" / "2.parquet")
+    info = manifest.inspect(make_spec(tmp_path / "m", tmp_path / "out"))
+    assert info.duplicate_keys == {"2": 3, "3": 2}
+    assert info.rows == 4999
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.text(min_size=1, max_size=300), min_size=2, max_size=20, unique=True))
 def test_safe_key_is_injective_bounded_and_contained(keys):

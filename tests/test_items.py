@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 
 import pyarrow as pa
@@ -173,3 +174,40 @@ def test_batch_expansion_with_integer_keys_and_overrides_matches_per_row():
     assert expand_batch(integer_keys, SPEC, "r", "/out").to_pylist() == _per_row(integer_keys, SPEC)
     overrides = pa.table({"key": ["a", "b"], "image": ["/i/a.png", "/i/b.png"], "fps": [None, 12]})
     assert expand_batch(overrides, SPEC, "r", "/out").to_pylist() == _per_row(overrides, SPEC)
+
+
+@pytest.mark.parametrize("retry_errors", [True, False])
+def test_column_wise_resume_decides_every_case_as_resume_does_row_by_row(retry_errors):
+    """The Arrow shortcuts of ``stages._decide`` (nothing committed, same fingerprint done) against ``resume`` for
+    every combination of item status and committed fingerprint, status and identities."""
+    from svdbatch.commit import COMMITTED
+    from svdbatch.stages import _decide, _explain
+
+    spec = build_spec({"manifest": {"path": "/m.parquet"}, "output": {"url": "/out"},
+                       "failures": {"retry_errors": retry_errors}})
+    identities = {"model": "m", "sources": {"/i/k.png": "v1"}}
+    item = expand_batch(pa.table({"key": ["k"], "image": ["/i/k.png"]}), spec, "r", "/out", identities=identities)
+    combos = list(itertools.product(
+        ["ok", "error"],
+        [None, item["fingerprint"][0].as_py(), "other"],
+        [None, "ok", "error", "rejected", "removed"],
+        [None, "v1", "v2"],
+        [None, "m", "m2"],
+    ))
+    rows = []
+    for status, fingerprint, committed_status, source_version, model_identity in combos:
+        row = item.to_pylist()[0] | {"status": status}
+        row.update({COMMITTED + "fingerprint": fingerprint, COMMITTED + "status": committed_status,
+                    COMMITTED + "source_version": source_version, COMMITTED + "model_identity": model_identity})
+        rows.append(row)
+    schema = item.schema
+    for name in ("fingerprint", "status", "source_version", "model_identity"):
+        schema = schema.append(pa.field(COMMITTED + name, pa.string()))
+    batch = pa.Table.from_pylist(rows, schema=schema)
+    everything = pa.array([True] * batch.num_rows)
+    expected = _explain(batch, everything, *(batch[name].combine_chunks() for name in ("status", "rerender_reason")), spec)
+    decided = _decide(batch, spec)
+    assert decided["status"].to_pylist() == expected[0].to_pylist()
+    assert decided["rerender_reason"].to_pylist() == expected[1].to_pylist()
+    assert {"skipped", "ok", "error"} <= set(decided["status"].to_pylist())
+    assert not any(name.startswith(COMMITTED) for name in decided.column_names)
