@@ -10,11 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from svdbatch.config import ComputeSpec, ModelSpec
+from svdbatch.errors import UserError
 
 UNBOUNDED = -1  # an autoscaler node type without a node limit
 
 
-class CapacityError(RuntimeError):
+class CapacityError(UserError, RuntimeError):
     """The job cannot run on this cluster as specified; phrased as one line naming the setting."""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from svdbatch import __version__
 from svdbatch.config import SpecError, load_spec, reference
-from svdbatch.errors import JobError
+from svdbatch.errors import JobError, UserError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -76,8 +76,6 @@ def _run(job: Path, args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from svdbatch import manifest, storage
-    from svdbatch.model import ModelError
     from svdbatch.plan import GPU_TFLOPS, make_plan
 
     if args.tflops is None and args.gpu not in GPU_TFLOPS:
@@ -85,10 +83,7 @@ def _plan(args: argparse.Namespace) -> int:
     if args.tflops is not None and args.tflops <= 0:
         raise SpecError(f"--tflops {args.tflops:g}: must be positive")
     spec = load_spec(Path(args.job), _overrides(args))
-    try:
-        report = make_plan(spec, args.gpu, args.seconds_per_video, args.tflops)
-    except (manifest.ManifestError, ModelError, storage.StorageError) as error:
-        raise JobError(str(error)) from None
+    report = make_plan(spec, args.gpu, args.seconds_per_video, args.tflops)
     print("\n".join(report.lines(args.gpus, args.gpu)))
     return 0 if not report.problems else EXIT_FAILED
 
@@ -99,15 +94,14 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _manifest(args: argparse.Namespace) -> int:
-    from svdbatch import storage
     from svdbatch.scan import IMAGE_EXTENSIONS, build_manifest, parse_constants, read_params
 
     try:
         constants = parse_constants(args.column)
         params = read_params(args.params, {}) if args.params else {}
         rows = build_manifest(args.source, args.output, constants, params)
-    except (ValueError, OSError, storage.StorageError) as error:
-        raise JobError(str(error)) from None
+    except (ValueError, OSError) as error:
+        raise JobError(str(error)) from error
     if rows == 0:
         raise JobError(f"{args.source}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
     print(f"manifest: {rows} images -> {args.output}")
@@ -115,15 +109,14 @@ def _manifest(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from svdbatch import storage
     from svdbatch.config import parse_overrides
     from svdbatch.report import write_report
 
     options = parse_overrides(args.set).get("storage_options", {})
     try:
         index = write_report(args.output, options)
-    except (ValueError, OSError, storage.StorageError) as error:
-        raise JobError(str(error)) from None
+    except (ValueError, OSError) as error:
+        raise JobError(str(error)) from error
     print(f"report: {index}")
     return 0
 
@@ -149,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"demo job spec: {job}")
             return _run(job, args)
         return _run(Path(args.job), args)
-    except (SpecError, JobError) as error:
+    except UserError as error:
         if args.verbose:
             traceback.print_exc()
         print(f"svdbatch: error: {error}", file=sys.stderr)

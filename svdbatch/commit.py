@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdbatch import storage
+from svdbatch.errors import UserError
 from svdbatch.items import RESUME_COLUMNS
 from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
 from svdbatch.provenance import PROVENANCE_COLUMNS
@@ -42,7 +43,7 @@ COMMIT_MAX_ROWS = 2000
 MIN_ITEMS_BEFORE_ABORT = 20
 
 
-class TooManyErrors(RuntimeError):
+class TooManyErrors(UserError, RuntimeError):
     """More items failed than the job allows (failures.max_error_fraction)."""
 
 

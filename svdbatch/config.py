@@ -12,12 +12,14 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from svdbatch.errors import UserError
+
 TINY_MODEL = "svdbatch:tiny"
 # Fields that were renamed: a spec still using the old name gets told the new one.
 RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
 
 
-class SpecError(ValueError):
+class SpecError(UserError, ValueError):
     """A job spec problem, phrased as one line that says what to fix."""
 
 

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.config import JobSpec
+from svdbatch.errors import UserError
 
 
-class ManifestError(ValueError):
+class ManifestError(UserError, ValueError):
     """The manifest cannot be used: fatal for the job, phrased as one line."""
 
 

@@ -29,6 +29,7 @@ import torch
 
 from svdbatch import storage
 from svdbatch.config import TINY_MODEL, ModelSpec
+from svdbatch.errors import UserError
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 TINY_VERSION = "tiny-svd-v1"
@@ -38,7 +39,7 @@ COPY_RECORD = "svdbatch-copy.json"
 HUB_TIMEOUT_S = 10
 
 
-class ModelError(RuntimeError):
+class ModelError(UserError, RuntimeError):
     """The model cannot be loaded: fatal for the job."""
 
 

@@ -32,10 +32,10 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from svdbatch import capacity, commit, faults, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
-from svdbatch.errors import JobError
+from svdbatch.errors import JobError, UserError, root_message
 from svdbatch.generate import DeviceLost, VideoGenerator
 from svdbatch.metadata import REMOVED, SKIPPED, fail
-from svdbatch.model import ModelError, model_identity
+from svdbatch.model import model_identity
 from svdbatch.provenance import package_version
 from svdbatch.shards import write_shards
 from svdbatch.stages import (
@@ -169,20 +169,6 @@ def _pyarrow_fs(url: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def _root_message(error: BaseException) -> str:
-    """The one line to show for a failure deep inside Ray: the innermost cause, without Ray's wrapping."""
-    seen = error
-    while True:
-        cause = getattr(seen, "cause", None) or seen.__cause__
-        if cause is None or cause is seen:
-            break
-        seen = cause
-    if isinstance(seen, (ModelError, storage.StorageError, manifest.ManifestError)):
-        return str(seen)
-    lines = [line for line in str(seen).strip().splitlines() if line.strip()]
-    return f"{type(seen).__name__}: {lines[0] if lines else 'no message'} (--verbose for the full trace)"
-
-
 def preflight(spec: JobSpec) -> tuple[manifest.ManifestInfo, str]:
     """Everything that can fail for the whole job is checked here, before any image is read or GPU is used.
 
@@ -192,8 +178,8 @@ def preflight(spec: JobSpec) -> tuple[manifest.ManifestInfo, str]:
         info = manifest.inspect(spec)
         identity = model_identity(spec.model, spec.storage_options)
         storage.check_writable(spec.output.url, spec.storage_options)
-    except (manifest.ManifestError, ModelError, storage.StorageError) as error:
-        raise JobError(str(error)) from None
+    except UserError as error:
+        raise JobError(str(error)) from error
     return info, identity
 
 
@@ -242,7 +228,7 @@ def prepare_pool(spec: JobSpec) -> tuple[bool, capacity.PoolSize]:
         gpu = capacity.check_device(spec.model, shape)
         capacity.check_fits(spec.compute, shape, gpu, CPU_STAGE_CPUS)
     except capacity.CapacityError as error:
-        raise JobError(str(error)) from None
+        raise JobError(str(error)) from error
     return gpu, capacity.pool_size(spec.compute, shape, gpu)
 
 
@@ -574,12 +560,12 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
             progress_line.update(committer.counts)
         return _finish(spec, run_id, committer, started, ray.get(workers.records.remote()))
     except commit.TooManyErrors as error:
-        raise JobError(str(error)) from None
+        raise JobError(str(error)) from error
     except JobError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
         committer.flush()
-        raise JobError(_root_message(error)) from None
+        raise JobError(root_message(error)) from error
 
 
 def _finish(

@@ -6,6 +6,7 @@ object store PUT only becomes visible once complete.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import time
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
+
+from svdbatch.errors import UserError
 
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure"}
 
@@ -31,19 +34,61 @@ MODIFIED_FIELDS = ("mtime", "LastModified", "last_modified", "updated", "mtime_n
 INFO_THREADS = 16
 
 
-class StorageError(RuntimeError):
+class StorageError(UserError, RuntimeError):
     """A URL that cannot be used, phrased for the user."""
 
 
+TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+TRANSIENT_CODES = {
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException",
+    "TooManyRequests", "RequestLimitExceeded", "OperationTimedOut", "ServerBusy",
+}
+TRANSIENT_ERRNOS = {
+    errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE,
+    errno.EAGAIN, getattr(errno, "EREMOTEIO", errno.EIO),
+}
+# Connection and timeout errors of the object-store clients (botocore, aiohttp, requests) that do not derive from
+# the built-in ConnectionError or TimeoutError, recognised by class name so no client library is imported here.
+TRANSIENT_CLASSES = {
+    "ConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "EndpointConnectionError", "ConnectionClosedError",
+    "ClientConnectionError", "ServerDisconnectedError", "ServerTimeoutError", "ClientPayloadError",
+}
+PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)
+
+
 def is_transient(error: BaseException) -> bool:
-    """Worth retrying: throttling, 5xx, timeouts and dropped connections; never a missing object or a 403."""
-    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+    """Worth retrying: throttling, 5xx, timeouts and dropped connections; never a missing object or a 403.
+
+    Decided from what the clients attach, on the error and its causes (fsspec wraps the client's): the HTTP status,
+    the service's error code, the errno, or the class of a connection error.
+    """
+    if isinstance(error, PERMANENT):
         return False
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if _transient(error):
+            return True
+        error = error.__cause__
+    return False
+
+
+def _transient(error: BaseException) -> bool:
     if isinstance(error, (TimeoutError, ConnectionError)):
         return True
-    text = f"{type(error).__name__} {error}".lower()
-    markers = ("503", "500", "502", "504", "slowdown", "throttl", "timeout", "timed out", "reset", "connection")
-    return any(marker in text for marker in markers)
+    if isinstance(error, OSError) and error.errno in TRANSIENT_ERRNOS:
+        return True
+    if any(kind.__name__ in TRANSIENT_CLASSES for kind in type(error).__mro__):
+        return True
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        return status in TRANSIENT_STATUS or (response.get("Error") or {}).get("Code") in TRANSIENT_CODES
+    for name in ("status", "status_code", "code"):
+        status = getattr(error, name, None)
+        if isinstance(status, int) and not isinstance(status, bool):
+            return status in TRANSIENT_STATUS
+    return False
 
 
 def retrying(action: Callable[[], T], attempts: int = ATTEMPTS) -> T:
