@@ -117,6 +117,26 @@ def table_files(output: str, options: dict[str, Any] | None = None) -> list[str]
     return storage.retrying(lambda: _parquet_under(fs, path))
 
 
+def state_bytes(output: str, options: dict[str, Any] | None = None) -> int:
+    """The size of the table and the pending commit files, from their listing: how big the resume join's right side
+    can be."""
+    total = 0
+    for folder in (METADATA, COMMITS):
+        fs, path = storage.filesystem(storage.join(output, folder), options or {})
+        if storage.retrying(lambda fs=fs, path=path: fs.exists(path)):
+            found = storage.retrying(lambda fs=fs, path=path: fs.find(path, detail=True))
+            total += sum(info.get("size") or 0 for name, info in found.items() if name.endswith(".parquet"))
+    return total
+
+
+def read_state(output: str, options: dict[str, Any] | None = None) -> pa.Table:
+    """The committed state of a small table in one Arrow table: ``resume_state`` of the latest row per item."""
+    fs, _ = storage.filesystem(output, options or {})
+    names = table_files(output, options) + pending_files(output, options)
+    tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS)) for name in names]
+    return resume_state(latest(pa.concat_tables(tables)))
+
+
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
     """Every recorded row: the published table plus the commit files of runs not yet merged into it."""
     fs, _ = storage.filesystem(output, options or {})

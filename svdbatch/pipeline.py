@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 from queue import Empty, Full, Queue
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from svdbatch import capacity, commit, faults, manifest, storage
@@ -41,8 +43,10 @@ from svdbatch.shards import write_shards
 from svdbatch.stages import (
     TALLY_COLUMNS,
     expand_rows,
+    join_committed,
     load_images,
     manifest_keys,
+    present_keys,
     prune_rows,
     resume_rows,
     tally_items,
@@ -52,6 +56,7 @@ from svdbatch.watchdog import Watchdog
 
 CPU_STAGE_CPUS = 0.25
 JOIN_ROWS_PER_PARTITION = 500_000
+BROADCAST_BYTES = 32 * 2**20  # committed Parquet up to this size is handed to every task instead of shuffled
 EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
 MAX_PROBLEMS = 20
 WATCH_EVERY_S = 1.0
@@ -375,12 +380,21 @@ def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> I
         stop.set()
 
 
-def _committed(spec: JobSpec):
-    """The committed rows as the join's right side (key, variant, committed_*), read by Ray; None if there are none.
+@dataclass(frozen=True)
+class Committed:
+    """What earlier runs committed, as the resume join's right side: a Ray dataset the items are shuffle-joined with,
+    or, while the table is small, one Arrow table every task joins with (no shuffle, no join actors to start)."""
+
+    dataset: Any = None
+    table: pa.Table | None = None
+
+
+def _committed(spec: JobSpec) -> Committed | None:
+    """The committed rows (key, variant, committed_*) of the latest row per item; None if there are none.
 
     After a completed publish every item has one row in its bucket file. Commit files not yet merged (a killed or a
     running job) and a half-split table from an earlier version can hold several rows per item: then the latest is
-    picked by a group-by on (key, variant), also in Ray.
+    picked by a group-by on (key, variant), in Ray, or in Arrow for a small table.
     """
     import ray
 
@@ -388,6 +402,8 @@ def _committed(spec: JobSpec):
     tables, pending = commit.table_files(spec.output.url, options), commit.pending_files(spec.output.url, options)
     if not tables and not pending:
         return None
+    if commit.state_bytes(spec.output.url, options) <= BROADCAST_BYTES:
+        return Committed(table=commit.read_state(spec.output.url, options))
     fs = _pyarrow_fs(spec.output.url, options)
     state = ray.data.read_parquet(
         tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
@@ -397,7 +413,7 @@ def _committed(spec: JobSpec):
         state = state.groupby(["key", "variant"]).map_groups(
             commit.latest, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
         )
-    return state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
+    return Committed(dataset=state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS))
 
 
 def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
@@ -414,11 +430,16 @@ def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: st
         batch_size=EXPAND_BATCH_ROWS,
         num_cpus=CPU_STAGE_CPUS,
     )
-    state = _committed(spec)
-    if state is None:
+    committed = _committed(spec)
+    if committed is None:
         return items, False
+    if committed.table is not None:
+        joined = items.map_batches(
+            join_committed, fn_args=(committed.table,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+        )
+        return joined, True
     joined = items.join(
-        state,
+        committed.dataset,
         join_type="left_outer",
         num_partitions=_partitions(spec, info),
         on=("key", "variant"),
@@ -429,13 +450,24 @@ def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: st
 
 def _removals(spec: JobSpec, info: manifest.ManifestInfo):
     """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray."""
-    state = _committed(spec)
-    if state is None:
+    import ray
+
+    committed = _committed(spec)
+    if committed is None:
         return None
+    if committed.table is not None:
+        live = committed.table.filter(pc.not_equal(committed.table[f"{commit.COMMITTED}status"], REMOVED))
+        keys = pc.unique(live["key"])
+        present = _read_manifest(spec, info).map_batches(
+            present_keys, fn_args=(spec.manifest.key_column, keys), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+        )
+        found = pa.concat_arrays([batch["key"].combine_chunks() for batch in present.iter_batches(
+            batch_format="pyarrow", batch_size=None)] or [pa.array([], pa.string())])
+        return ray.data.from_arrow(live.filter(pc.invert(pc.is_in(live["key"], value_set=found))))
     keys = _read_manifest(spec, info).map_batches(
         manifest_keys, fn_args=(spec.manifest.key_column,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
     )
-    return state.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
+    return committed.dataset.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
         keys,
         join_type="left_anti",
         num_partitions=_partitions(spec, info),

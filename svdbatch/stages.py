@@ -78,6 +78,12 @@ def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> p
     return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"], identities)
 
 
+def join_committed(batch: pa.Table, committed: pa.Table) -> pa.Table:
+    """Items -> items with the ``committed_*`` columns of their committed row (null when none): the resume join done
+    in the task, against a table small enough to hand to every task whole (``commit.read_state``)."""
+    return batch.join(committed, keys=["key", "variant"], join_type="left outer")
+
+
 def _decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
     """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet).
 
@@ -128,8 +134,8 @@ def _explain(rows: pa.Table, mask: pa.Array, statuses, reasons, spec: JobSpec):
         decided_status.append(item["status"])
         decided_reason.append(item["rerender_reason"])
     return (
-        pc.replace_with_mask(statuses, mask, pa.array(decided_status, pa.string())),
-        pc.replace_with_mask(reasons, mask, pa.array(decided_reason, pa.string())),
+        pc.replace_with_mask(statuses, mask, pa.array(decided_status, statuses.type)),
+        pc.replace_with_mask(reasons, mask, pa.array(decided_reason, reasons.type)),
     )
 
 
@@ -251,6 +257,12 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
 def manifest_keys(batch: pa.Table, key_column: str) -> pa.Table:
     """Manifest rows -> their keys as a ``key`` string column: the right side of the prune anti-join."""
     return pa.table({"key": pc.cast(batch[key_column], pa.string())})
+
+
+def present_keys(batch: pa.Table, key_column: str, keys: pa.Array) -> pa.Table:
+    """Manifest rows -> which of ``keys`` (the committed ones) they hold, as a ``key`` column."""
+    present = pc.cast(batch[key_column], pa.string())
+    return pa.table({"key": pc.unique(keys.filter(pc.is_in(keys, value_set=present.combine_chunks())))})
 
 
 def prune_rows(batch: pa.Table, spec: dict[str, Any], run_id: str) -> pa.Table:

@@ -223,6 +223,7 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     def refuse(*args, **kwargs):
         raise AssertionError("a per-row path ran on the driver")
 
+    monkeypatch.setattr(pipeline, "BROADCAST_BYTES", 0)  # as past the size a small table is handed to every task
     monkeypatch.setattr(pq, "read_table", counting_read_table)
     monkeypatch.setattr(items, "expand_row", refuse)
     monkeypatch.setattr(items, "resume", refuse)
@@ -231,3 +232,52 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     largest_bucket = max(pq.read_metadata(name).num_rows for name in (tmp_path / "out" / "metadata").iterdir())
     assert sum(read_rows) <= 2 * largest_bucket + 2  # the two touched buckets (and the run's commit file)
     assert len(list((tmp_path / "out" / "metadata").iterdir())) == commit.BUCKETS
+
+
+def test_small_and_large_tables_plan_alike_every_reason_and_removal(ray_cluster, images, tmp_path, monkeypatch):
+    """The two resume joins -- a small table handed to every task, a large one shuffle-joined by Ray -- decide
+    every case the same, with a commit file newer than the table and rows removed or gone from the manifest."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from svdbatch import commit, manifest
+    from svdbatch.items import expand_batch
+    from svdbatch.metadata import METADATA_SCHEMA
+    from svdbatch.model import model_identity
+    from svdbatch.stages import source_versions
+
+    keys = [f"k{index}" for index in range(9)]
+    path = write_manifest(tmp_path / "m.parquet", {"key": [*keys, "bad"], "image": [*images[:1] * 9, ""]})
+    spec = make_spec(path, tmp_path / "out")
+    identity = model_identity(spec.model, spec.storage_options)
+    table = pa.table({"key": [*keys, "gone1", "gone2", "gone3"], "image": images[:1] * 12})
+    identities = {"model": identity, "sources": source_versions(table, spec)}
+    rows = {row["key"]: row for row in expand_batch(table, spec, "earlier", spec.output.url, None, identities)
+            .select(METADATA_SCHEMA.names).to_pylist()}
+    when = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    for row in rows.values():
+        row["finished_at"] = when
+    rows["k1"]["fingerprint"] = "0" * 32  # spec changed
+    rows["k2"].update(source_version="older", fingerprint="1" * 32)
+    rows["k3"].update(model_identity="older", fingerprint="2" * 32)
+    rows["k4"]["status"] = "error"
+    rows["k6"]["status"] = "rejected"
+    rows["k7"]["status"] = "removed"
+    rows["gone3"]["status"] = "removed"
+    del rows["k5"]  # new
+    out = tmp_path / "out" / commit.COMMITS
+    out.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(list(rows.values()), METADATA_SCHEMA), out / "earlier.parquet")
+    commit.publish(str(tmp_path / "out"))
+    newer = dict(rows["k8"], status="error", run_id="killed", finished_at=when + dt.timedelta(hours=1))
+    pq.write_table(pa.Table.from_pylist([newer], METADATA_SCHEMA), out / "killed.parquet")  # not yet published
+
+    info = manifest.inspect(spec)
+    small = pipeline.plan(spec, info, identity)
+    monkeypatch.setattr(pipeline, "BROADCAST_BYTES", 0)
+    large = pipeline.plan(spec, info, identity)
+    assert small == large
+    expected = pipeline.Plan(new=2, done=2, changed=1, source_changed=1, model_changed=1, retry=2, invalid=1,
+                             to_remove=2)
+    assert small[0] == expected
