@@ -93,8 +93,8 @@ def nonfinite_frames(frames: torch.Tensor) -> list[int]:
 class VideoGenerator:
     """Owns one pipeline for its lifetime; called with a batch of work rows (a pyarrow Table)."""
 
-    def __init__(self, spec: dict[str, Any]):
-        self.spec = JobSpec.model_validate(spec)
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
         self.device = pick_device(self.spec.model.device)
         if self.device == "cpu":
             threads = self.spec.compute.torch_threads or max(1, round(self.spec.compute.cpus_per_actor))

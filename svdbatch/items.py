@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -36,10 +37,30 @@ SEED_BITS = 63
 SEED_MASK = (1 << SEED_BITS) - 1
 MAX_SLUG = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-SPEC_CHANGED = "spec changed"
-SOURCE_CHANGED = "source changed"
-MODEL_CHANGED = "model changed"
-FAILED_BEFORE = "failed before"
+
+
+class Reason(StrEnum):
+    """Why an item is rendered again: the ``rerender_reason`` column."""
+
+    SPEC_CHANGED = "spec changed"
+    SOURCE_CHANGED = "source changed"
+    MODEL_CHANGED = "model changed"
+    FAILED_BEFORE = "failed before"
+
+
+class Category(StrEnum):
+    """How a plan counts an item."""
+
+    NEW = "new"
+    DONE = "done"
+    CHANGED = "changed"
+    SOURCE_CHANGED = "source_changed"
+    MODEL_CHANGED = "model_changed"
+    RETRY = "retry"
+    INVALID = "invalid"
+
+
+TO_RENDER = (Category.NEW, Category.CHANGED, Category.SOURCE_CHANGED, Category.MODEL_CHANGED, Category.RETRY)
 
 
 def derive_seed(base_seed: int, key: str, variant: int) -> int:
@@ -169,37 +190,38 @@ def resume(item: dict[str, Any], committed: dict[str, Any] | None, retry_errors:
     """
     if committed is None or committed["status"] == REMOVED or item["status"] != OK:
         return
-    retry = FAILED_BEFORE if retry_errors else None
+    retry = Reason.FAILED_BEFORE if retry_errors else None
     if committed["fingerprint"] == item["fingerprint"]:
         reason = None if committed["status"] in (OK, REJECTED) else retry
     elif committed["model_identity"] != item["model_identity"]:
-        reason = MODEL_CHANGED
+        reason = Reason.MODEL_CHANGED
     elif committed["source_version"] is None and committed["status"] == ERROR:
         reason = retry
     elif committed["source_version"] != item["source_version"]:
-        reason = SOURCE_CHANGED
+        reason = Reason.SOURCE_CHANGED
     else:
-        reason = SPEC_CHANGED
+        reason = Reason.SPEC_CHANGED
     if reason is None:
         item["status"] = SKIPPED
     item["rerender_reason"] = reason
 
 
-PLAN_CATEGORIES = {
-    SPEC_CHANGED: "changed",
-    SOURCE_CHANGED: "source_changed",
-    MODEL_CHANGED: "model_changed",
-    FAILED_BEFORE: "retry",
+CATEGORY_OF_REASON = {
+    Reason.SPEC_CHANGED: Category.CHANGED,
+    Reason.SOURCE_CHANGED: Category.SOURCE_CHANGED,
+    Reason.MODEL_CHANGED: Category.MODEL_CHANGED,
+    Reason.FAILED_BEFORE: Category.RETRY,
 }
 
 
-def plan_category(item: dict[str, Any]) -> str:
-    """How a plan counts an item: invalid, done, changed, source_changed, model_changed, retry or new."""
+def plan_category(item: dict[str, Any]) -> Category:
+    """How a plan counts a decided item."""
     if item["status"] == ERROR:
-        return "invalid"
+        return Category.INVALID
     if item["status"] == SKIPPED:
-        return "done"
-    return PLAN_CATEGORIES.get(item["rerender_reason"], "new")
+        return Category.DONE
+    reason = item["rerender_reason"]
+    return CATEGORY_OF_REASON[Reason(reason)] if reason else Category.NEW
 
 
 def allowed_schemes(spec: JobSpec) -> set[str]:

@@ -1,12 +1,15 @@
 """The only module that imports Ray: it turns the plain stages into one streaming Ray Data plan and runs it.
 
-read_parquet(manifest) -> expand_rows -> left join with the committed rows by (key, variant) -> resume_rows
-  -> repartition -> load_images (CPU tasks)
-  -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> write_videos (CPU tasks)
-  [-> repartition into shard-sized blocks -> write_shards (CPU tasks), with output.shards]
+read_parquet(manifest) -> ExpandRows -> left join with the committed rows by (key, variant) -> ResumeRows
+  -> repartition -> LoadImages (CPU tasks)
+  -> VideoGenerator (actor pool, one pipeline per actor, one GPU each) -> WriteVideos (CPU tasks)
+  [-> repartition into shard-sized blocks -> WriteShards (CPU tasks), with output.shards]
   -> rows stream back to the driver -> commit files -> merged into the touched buckets of {output}/metadata/
 
-The driver holds no per-row state: what is done is decided by the join, where the data is; the driver only counts.
+The stages (stages.py, shards.py, generate.py) know nothing of Ray; this module only builds the dataset and drives
+it. The driver holds no per-row state: what is done is decided by the join, where the data is (a large table is
+shuffle-joined by Ray; a small one is handed to every task); the driver only counts. What a run reports lives in
+record.py, the errors it raises in errors.py.
 
 The generation pool is sized and placed from what the cluster has and can get (capacity.py), watched while it runs
 (watchdog.py), and heals: Ray restarts actors lost with their node or their CUDA context and retries their items.
@@ -22,8 +25,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from queue import Empty, Full, Queue
 from typing import Any
 
@@ -31,26 +34,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import capacity, commit, faults, manifest, storage
+from svdbatch import capacity, commit, faults, manifest, record, storage
 from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError, UserError, root_message
 from svdbatch.generate import DeviceLost, VideoGenerator
+from svdbatch.items import TO_RENDER, Category
 from svdbatch.metadata import REMOVED, SKIPPED, fail
 from svdbatch.model import model_identity
-from svdbatch.provenance import package_version
-from svdbatch.shards import write_shards
+from svdbatch.plan import PlanReport
+from svdbatch.record import Progress, RunSummary
+from svdbatch.shards import WriteShards
 from svdbatch.stages import (
     TALLY_COLUMNS,
-    expand_rows,
+    ExpandRows,
+    LoadImages,
+    PruneRows,
+    ResumeRows,
+    RunContext,
+    TallyItems,
+    WriteVideos,
     join_committed,
-    load_images,
     manifest_keys,
     present_keys,
-    prune_rows,
-    resume_rows,
-    tally_items,
-    write_videos,
 )
 from svdbatch.watchdog import Watchdog
 
@@ -60,78 +66,6 @@ BROADCAST_BYTES = 32 * 2**20  # committed Parquet up to this size is handed to e
 EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
 MAX_PROBLEMS = 20
 WATCH_EVERY_S = 1.0
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a run will do, counted before any image is read."""
-
-    new: int = 0
-    done: int = 0
-    changed: int = 0
-    source_changed: int = 0
-    model_changed: int = 0
-    retry: int = 0
-    invalid: int = 0
-    to_remove: int = 0
-
-    @property
-    def to_render(self) -> int:
-        return self.new + self.changed + self.source_changed + self.model_changed + self.retry
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: str
-    output: str
-    rendered: int
-    failed: int
-    skipped: int
-    rerendered: int
-    removed: int
-    wall_seconds: float
-    rejected: int = 0
-
-    @property
-    def videos_per_minute(self) -> float:
-        return self.rendered / self.wall_seconds * 60 if self.wall_seconds else 0.0
-
-    def line(self) -> str:
-        return (
-            f"svdbatch: {self.rendered} ok, {f'{self.rejected} rejected, ' if self.rejected else ''}"
-            f"{self.failed} failed, {self.skipped} already done"
-            f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
-            f"{f', {self.removed} removed' if self.removed else ''}"
-            f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
-        )
-
-
-class Progress:
-    """A status line every ``every_s`` seconds on stderr: items done of the expected total, failures, rate, ETA.
-
-    On a terminal Ray Data draws live per-stage bars (rich) and keeps this line above them; in logs and CI there are
-    no bars and the line is the whole progress report.
-    """
-
-    def __init__(self, total: int, enabled: bool, every_s: float = 10.0):
-        self.total = total
-        self.enabled = enabled
-        self.every_s = every_s
-        self.started = self.last = time.monotonic()
-
-    def line(self, counts: commit.Counts, now: float) -> str:
-        done = counts.rendered + counts.rejected + counts.failed
-        rate = done / max(now - self.started, 1e-9)
-        left = max(0, self.total - done)
-        eta = f"{left / rate / 60:.1f} min" if rate else "unknown"
-        return f"svdbatch: {done}/{self.total} items ({counts.failed} failed), {rate * 60:.1f}/min, ETA {eta}"
-
-    def update(self, counts: commit.Counts) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self.last < self.every_s:
-            return
-        self.last = now
-        print(self.line(counts, now), file=sys.stderr, flush=True)
 
 
 def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
@@ -268,7 +202,7 @@ class RayVideoGenerator(VideoGenerator):
     """VideoGenerator on a Ray actor: stamps node and GPU ids on rows, reports its load time, and exits on a lost
     device so Ray restarts it and retries its items on a fresh process."""
 
-    def __init__(self, spec: dict[str, Any], workers, job_started: float):
+    def __init__(self, spec: JobSpec, workers, job_started: float):
         import ray
 
         began = time.time()
@@ -420,24 +354,22 @@ def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
     return max(1, min(64, info.rows * spec.seeds.variants // JOIN_ROWS_PER_PARTITION))
 
 
-def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: str):
+def _tasks(dataset, stage: Callable, **options):
+    """``map_batches`` of a stage on Ray tasks, over pyarrow batches. A stage object goes in as its bound
+    ``__call__``: Ray Data runs a bound method as a plain function (a class would start an actor pool) and ships it,
+    with the config the stage received once, to every task."""
+    options.setdefault("num_cpus", CPU_STAGE_CPUS)
+    return dataset.map_batches(stage, batch_format="pyarrow", **options)
+
+
+def _items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext):
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
-    run = {"run_id": run_id, "duplicates": info.duplicate_keys, "model_identity": identity}
-    items = _read_manifest(spec, info).map_batches(
-        expand_rows,
-        fn_args=(spec.model_dump(mode="json"), run),
-        batch_format="pyarrow",
-        batch_size=EXPAND_BATCH_ROWS,
-        num_cpus=CPU_STAGE_CPUS,
-    )
+    items = _tasks(_read_manifest(spec, info), ExpandRows(spec, run).__call__, batch_size=EXPAND_BATCH_ROWS)
     committed = _committed(spec)
     if committed is None:
         return items, False
     if committed.table is not None:
-        joined = items.map_batches(
-            join_committed, fn_args=(committed.table,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
-        )
-        return joined, True
+        return _tasks(items, join_committed, fn_args=(committed.table,)), True
     joined = items.join(
         committed.dataset,
         join_type="left_outer",
@@ -449,24 +381,21 @@ def _items(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, identity: st
 
 
 def _removals(spec: JobSpec, info: manifest.ManifestInfo):
-    """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray."""
+    """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray, or
+    for a small table, the committed keys handed to every task, which reports the ones its manifest rows hold."""
     import ray
 
     committed = _committed(spec)
     if committed is None:
         return None
+    key_column = spec.manifest.key_column
     if committed.table is not None:
         live = committed.table.filter(pc.not_equal(committed.table[f"{commit.COMMITTED}status"], REMOVED))
-        keys = pc.unique(live["key"])
-        present = _read_manifest(spec, info).map_batches(
-            present_keys, fn_args=(spec.manifest.key_column, keys), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
-        )
-        found = pa.concat_arrays([batch["key"].combine_chunks() for batch in present.iter_batches(
-            batch_format="pyarrow", batch_size=None)] or [pa.array([], pa.string())])
+        present = _tasks(_read_manifest(spec, info), present_keys, fn_args=(key_column, pc.unique(live["key"])))
+        found = [batch["key"] for batch in present.iter_batches(batch_format="pyarrow", batch_size=None)]
+        found = pa.chunked_array(found, pa.string()).combine_chunks()
         return ray.data.from_arrow(live.filter(pc.invert(pc.is_in(live["key"], value_set=found))))
-    keys = _read_manifest(spec, info).map_batches(
-        manifest_keys, fn_args=(spec.manifest.key_column,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
-    )
+    keys = _tasks(_read_manifest(spec, info), manifest_keys, fn_args=(key_column,))
     return committed.dataset.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
         keys,
         join_type="left_anti",
@@ -476,35 +405,26 @@ def _removals(spec: JobSpec, info: manifest.ManifestInfo):
     )
 
 
-def plan(
-    spec: JobSpec, info: manifest.ManifestInfo, identity: str
-) -> tuple[Plan, list[dict[str, Any]], list[str]]:
-    """Expand and decide the whole manifest as a run would (no images, no model): counts, render shapes, problems,
-    and how many committed items left the manifest (what ``output.prune`` removes).
-
-    Returns the plan, the to-render counts per render shape (for a GPU estimate) and the first problems.
-    """
-    items, _ = _items(spec, info, "plan", identity)
-    tallies = items.map_batches(
-        tally_items,
-        fn_args=(spec.model_dump(mode="json"), MAX_PROBLEMS),
-        batch_format="pyarrow",
-        num_cpus=CPU_STAGE_CPUS,
-    ).take_all()
-    counts: Counter = Counter()
+def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanReport:
+    """Expand and decide the whole manifest as a run would (no images, no model): items per category and render
+    shape, the first problems, and how many committed items left the manifest (what ``output.prune`` removes)."""
+    items, _ = _items(spec, info, RunContext("plan", info.duplicate_keys, identity))
+    tallies = _tasks(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
+    report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
     shapes: Counter = Counter()
-    problems = []
     for tally in tallies:
         if tally["category"] is None:
-            problems.append(tally["error"])
+            report.problems.append(tally["error"])
             continue
-        counts[tally["category"]] += tally["items"]
-        if tally["category"] not in ("done", "invalid"):
+        category = Category(tally["category"])
+        report.counts[category] += tally["items"]
+        if category in TO_RENDER:
             shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
-    shape_rows = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
+    report.shapes = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
+    del report.problems[MAX_PROBLEMS:]
     removals = _removals(spec, info)
-    to_remove = removals.count() if removals is not None else 0
-    return Plan(**counts, to_remove=to_remove), shape_rows, problems[:MAX_PROBLEMS]
+    report.to_remove = removals.count() if removals is not None else 0
+    return report
 
 
 def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False) -> RunSummary:
@@ -513,7 +433,6 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     ``cli``: this process is the svdbatch command, so its stderr is the user's terminal or log and Ray's native
     notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
     """
-    import ray
     from ray.data import DataContext
 
     started = time.time()
@@ -522,75 +441,75 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     if cli and not verbose:
         filter_native_notices()
     configure_progress(DataContext.get_current(), progress, verbose)
-
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
-    spec_dict = spec.model_dump(mode="json")
     committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
     commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-    removals = _removals(spec, info) if spec.output.prune else None
-    if removals is not None:
-        pruned = removals.map_batches(prune_rows, fn_args=(spec_dict, run_id), batch_format="pyarrow")
-        for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
-            committer.add_removed(batch)
-        # So the resume join reads one row per item.
-        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-    items, resumed = _items(spec, info, run_id, identity)
-    expected = info.rows * spec.seeds.variants
-    if resumed:
-        items = items.map_batches(resume_rows, fn_args=(spec_dict,), batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS)
-        items = items.materialize()
-        done = items.filter(expr=f"status == '{SKIPPED}'")
-        committer.counts.skipped = done.sum("batch_items") or 0
-        items = items.filter(expr=f"status != '{SKIPPED}'")
-        expected = items.count()
-        if expected == 0:
-            return _finish(spec, run_id, committer, started)
+    if spec.output.prune:
+        _prune(spec, info, run_id, committer)
+    items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
+    workers = _render(spec, items, expected, committer, started, progress) if expected else []
+    committer.finish()
+    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+    return record.summarize(spec, run_id, committer.counts, started, workers)
+
+
+def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:
+    """Delete the videos of items that left the manifest and commit their rows as ``removed``, then publish, so the
+    resume join reads one row per item."""
+    removals = _removals(spec, info)
+    if removals is None:
+        return
+    pruned = removals.map_batches(PruneRows(spec, run_id).__call__, batch_format="pyarrow")
+    for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
+        committer.add_removed(batch)
+    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+
+
+def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committer: commit.Committer):
+    """The items to render (and error rows) and how many; the done ones are only counted."""
+    items, resumed = _items(spec, info, run)
+    if not resumed:
+        return items, info.rows * spec.seeds.variants
+    items = _tasks(items, ResumeRows(spec).__call__).materialize()
+    committer.counts.skipped = items.filter(expr=f"status == '{SKIPPED}'").sum("batch_items") or 0
+    items = items.filter(expr=f"status != '{SKIPPED}'")
+    return items, items.count()
+
+
+def _render(
+    spec: JobSpec, items, expected: int, committer: commit.Committer, started: float, progress: bool
+) -> list[dict[str, Any]]:
+    """Images -> videos -> metadata rows (and shards), committed as they stream back, watched while they come.
+
+    Returns what each generation actor reported when it was ready (``Workers``)."""
+    import ray
 
     gpu, pool = prepare_pool(spec)
     workers = start_workers()
-    rows = (
-        items.repartition(target_num_rows_per_block=spec.compute.batch_size)
-        .map_batches(
-            load_images,
-            fn_args=(spec_dict,),
-            batch_format="pyarrow",
-            batch_size=spec.compute.batch_size,
-            num_cpus=spec.compute.cpus_per_task,
-        )
-        .map_batches(
-            RayVideoGenerator,
-            fn_constructor_args=(spec_dict, workers, started),
-            batch_format="pyarrow",
-            batch_size=spec.compute.batch_size,
-            compute=pool_strategy(pool),
-            num_gpus=spec.compute.gpus_per_actor if gpu else 0,
-            num_cpus=spec.compute.cpus_per_actor,
-        )
-        .map_batches(
-            write_videos,
-            fn_args=(spec_dict,),
-            batch_format="pyarrow",
-            batch_size=1,
-            num_cpus=spec.compute.cpus_per_task,
-        )
+    compute = spec.compute
+    items = items.repartition(target_num_rows_per_block=compute.batch_size)
+    rows = _tasks(items, LoadImages(spec).__call__, batch_size=compute.batch_size, num_cpus=compute.cpus_per_task)
+    rows = rows.map_batches(
+        RayVideoGenerator,
+        fn_constructor_args=(spec, workers, started),
+        batch_format="pyarrow",
+        batch_size=compute.batch_size,
+        compute=pool_strategy(pool),
+        num_gpus=compute.gpus_per_actor if gpu else 0,
+        num_cpus=compute.cpus_per_actor,
     )
+    rows = _tasks(rows, WriteVideos(spec).__call__, batch_size=1, num_cpus=compute.cpus_per_task)
     if spec.output.shards.enabled:
-        rows = rows.repartition(target_num_rows_per_block=spec.output.shards.samples_per_shard).map_batches(
-            write_shards,
-            fn_args=(spec_dict,),
-            batch_format="pyarrow",
-            batch_size=None,
-            num_cpus=spec.compute.cpus_per_task,
-        )
+        rows = rows.repartition(target_num_rows_per_block=spec.output.shards.samples_per_shard)
+        rows = _tasks(rows, WriteShards(spec).__call__, batch_size=None, num_cpus=compute.cpus_per_task)
     progress_line = Progress(expected, progress)
     try:
-        watchdog = Watchdog(spec.compute, gpu, pool.initial, time.monotonic())
-        batches = rows.iter_batches(batch_format="pyarrow", batch_size=None)
-        for batch in watched(batches, watchdog, workers, progress):
+        watchdog = Watchdog(compute, gpu, pool.initial, time.monotonic())
+        for batch in watched(rows.iter_batches(batch_format="pyarrow", batch_size=None), watchdog, workers, progress):
             committer.add(batch)
             progress_line.update(committer.counts)
-        return _finish(spec, run_id, committer, started, ray.get(workers.records.remote()))
+        return ray.get(workers.records.remote())
     except commit.TooManyErrors as error:
         raise JobError(str(error)) from error
     except JobError:
@@ -598,71 +517,3 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
         committer.flush()
         raise JobError(root_message(error)) from error
-
-
-def _finish(
-    spec: JobSpec, run_id: str, committer: commit.Committer, started: float, workers: list | None = None
-) -> RunSummary:
-    committer.finish()
-    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-    counts = committer.counts
-    summary = RunSummary(
-        run_id=run_id,
-        output=spec.output.url,
-        rendered=counts.rendered,
-        failed=counts.failed,
-        skipped=counts.skipped,
-        rerendered=counts.rerendered,
-        removed=counts.removed,
-        wall_seconds=time.time() - started,
-        rejected=counts.rejected,
-    )
-    write_job_record(spec, job_record(spec, summary, started, counts.environments, workers))
-    return summary
-
-
-def model_copies(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The copies of a remote model this run's actors loaded, one per node: files, bytes, seconds."""
-    by_node = {worker["node_id"]: worker["model_copy"] for worker in workers if worker.get("model_copy")}
-    return [{"node_id": node, **copy} for node, copy in sorted(by_node.items())]
-
-
-def _versions() -> dict[str, str]:
-    packages = ("svdbatch", "torch", "diffusers", "transformers", "ray", "pyarrow", "fsspec")
-    return {name: package_version(name) for name in packages}
-
-
-def job_record(
-    spec: JobSpec,
-    summary: RunSummary,
-    started: float,
-    environments: list[dict[str, str]],
-    workers: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """What ran, with which versions, when, and what came of it; storage secrets are redacted.
-
-    ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered;
-    ``workers`` each generation actor's node, GPU, model load time and when it was ready (seconds after the start).
-    """
-    resolved = spec.model_dump(mode="json")
-    resolved["storage_options"] = storage.redact(resolved["storage_options"])
-    return {
-        "run_id": summary.run_id,
-        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": _versions(),
-        "environments": environments,
-        "spec": resolved,
-        "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
-        "workers": workers or [],
-        "model_copies": model_copies(workers or []),
-    }
-
-
-def write_job_record(spec: JobSpec, record: dict[str, Any]) -> None:
-    """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
-    data = json.dumps(record, indent=2).encode()
-    storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
-    storage.write_bytes(
-        storage.join(spec.output.url, "_job", "runs", f"{record['run_id']}.json"), data, spec.storage_options
-    )

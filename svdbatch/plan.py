@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from svdbatch import manifest
 from svdbatch.config import TINY_MODEL, JobSpec, StepCacheSpec
+from svdbatch.items import TO_RENDER, Category
 from svdbatch.model import model_identity
 
 # Peak dense (no sparsity) fp16/bf16 tensor-core TFLOP/s from NVIDIA's datasheets (fp32 accumulate where the sheet
@@ -111,28 +112,38 @@ def estimate_basis(spec: JobSpec, gpu: str, tflops: float, measured_seconds: flo
 
 @dataclass
 class PlanReport:
+    """What a run would do, counted before any image is read: items per ``items.Category``, the render shapes of
+    the items to render (``shapes``: width, height, num_frames, num_inference_steps and items), the first problems,
+    what ``--prune`` would remove, and the GPU time estimate."""
+
     files: int = 0
     rows: int = 0
-    items: int = 0
     counts: Counter = field(default_factory=Counter)
+    shapes: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: tuple[float, float] = (0.0, 0.0)  # (optimistic, typical) GPU seconds of the items to render
     basis: str = ""
     to_remove: int = 0
     prune: bool = False
 
-    def add_video(self, seconds: tuple[float, float]) -> None:
-        self.seconds = (self.seconds[0] + seconds[0], self.seconds[1] + seconds[1])
+    @property
+    def items(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def to_render(self) -> int:
+        return sum(self.counts[category] for category in TO_RENDER)
 
     def lines(self, gpus: int, gpu: str) -> list[str]:
+        counts = self.counts
         fast, typical = self.seconds
         share = max(1, gpus)
         lines = [
             f"manifest: {self.files} file(s), {self.rows} rows -> {self.items} items",
-            f"to render: {self.counts['new']} new, {self.counts['changed']} changed spec, "
-            f"{self.counts['source_changed']} source changed, {self.counts['model_changed']} model changed, "
-            f"{self.counts['retry']} failed before; {self.counts['done']} already done; "
-            f"{self.counts['invalid']} invalid",
+            f"to render: {counts[Category.NEW]} new, {counts[Category.CHANGED]} changed spec, "
+            f"{counts[Category.SOURCE_CHANGED]} source changed, {counts[Category.MODEL_CHANGED]} model changed, "
+            f"{counts[Category.RETRY]} failed before; {counts[Category.DONE]} already done; "
+            f"{counts[Category.INVALID]} invalid",
             f"to remove: {self.to_remove} no longer in the manifest"
             + ("" if self.prune else " (kept: output.prune is off; run --prune to remove them)"),
             f"estimate: {span(fast, typical)} of GPU time on {gpu}; "
@@ -157,18 +168,14 @@ def make_plan(
     info = manifest.inspect(spec)
     identity = model_identity(spec.model, spec.storage_options)
     pipeline.init_ray()
-    counts, shapes, problems = pipeline.plan(spec, info, identity)
+    report = pipeline.plan(spec, info, identity)
     tflops = tflops or GPU_TFLOPS[gpu]
-    report = PlanReport(
-        files=len(info.files), rows=info.rows, problems=problems, to_remove=counts.to_remove, prune=spec.output.prune
-    )
     report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
-    categories = ("new", "done", "changed", "source_changed", "model_changed", "retry", "invalid")
-    report.counts.update({name: getattr(counts, name) for name in categories})
-    report.items = sum(report.counts.values())
-    for shape in shapes:
-        fast, typical = _video_seconds(shape, spec, tflops, measured_seconds)
-        report.add_video((fast * shape["items"], typical * shape["items"]))
+    fast = typical = 0.0
+    for shape in report.shapes:
+        one_fast, one_typical = _video_seconds(shape, spec, tflops, measured_seconds)
+        fast, typical = fast + one_fast * shape["items"], typical + one_typical * shape["items"]
+    report.seconds = (fast, typical)
     return report
 
 

@@ -77,9 +77,17 @@ def _groups(rows: list[dict[str, Any]], samples: int, max_bytes: int) -> list[li
     return groups
 
 
-def write_shards(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+class WriteShards:
     """Write the ok rows of a block as shards, stamp each row with its shard, and emit metadata rows."""
-    job = JobSpec.model_validate(spec)
+
+    def __init__(self, job: JobSpec):
+        self.job = job
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _write_shards(batch, self.job)
+
+
+def _write_shards(batch: pa.Table, job: JobSpec) -> pa.Table:
     rows = to_rows(batch)
     ok = [row for row in rows if row["status"] == OK]
     for group in _groups(ok, job.output.shards.samples_per_shard, job.output.shards.max_shard_bytes):

@@ -1,7 +1,8 @@
-"""The CPU stages as plain functions over pyarrow Tables: manifest rows -> items -> images ... -> metadata rows.
+"""The CPU stages over pyarrow Tables: manifest rows -> items -> images ... -> metadata rows.
 
-Each takes the job spec as a plain dict (what Ray ships to workers) and can be called directly in a unit test.
-Rows that already failed pass through untouched so they land in the table as dead letters.
+A stage with settings is a class that receives the validated job spec (and what else it needs) once, in its
+constructor, on the driver; calling it on a batch does the work, so a unit test calls it directly and Ray ships it
+to every task once. Rows that already failed pass through untouched so they land in the table as dead letters.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import datetime as dt
 import hashlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -67,15 +69,29 @@ def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
     return storage.versions(allowed, job.storage_options)
 
 
-def expand_rows(batch: pa.Table, spec: dict[str, Any], run: dict[str, Any]) -> pa.Table:
+@dataclass(frozen=True)
+class RunContext:
+    """What the driver learnt before the run starts: its id, the keys on several manifest rows (with their count)
+    and the model's identity (``model.model_identity``)."""
+
+    run_id: str
+    duplicates: dict[str, int] = field(default_factory=dict)
+    model_identity: str | None = None
+
+
+class ExpandRows:
     """Manifest rows -> work rows (and error rows), ``variants`` per row; what is done is decided later.
 
-    ``run`` holds what the driver learnt before starting: run_id, duplicates (keys on several manifest rows) and
-    model_identity. Image versions are looked up here, in the tasks, unless the manifest carries them.
+    Image versions are looked up here, in the tasks, unless the manifest carries them.
     """
-    job = JobSpec.model_validate(spec)
-    identities = {"model": run["model_identity"], "sources": source_versions(batch, job)}
-    return expand_batch(batch, job, run["run_id"], job.output.url, run["duplicates"], identities)
+
+    def __init__(self, job: JobSpec, run: RunContext):
+        self.job = job
+        self.run = run
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        identities = {"model": self.run.model_identity, "sources": source_versions(batch, self.job)}
+        return expand_batch(batch, self.job, self.run.run_id, self.job.output.url, self.run.duplicates, identities)
 
 
 def join_committed(batch: pa.Table, committed: pa.Table) -> pa.Table:
@@ -139,13 +155,21 @@ def _explain(rows: pa.Table, mask: pa.Array, statuses, reasons, spec: JobSpec):
     )
 
 
-def resume_rows(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+class ResumeRows:
     """Items joined with the metadata table -> the items to render (and error rows); done items are dropped.
 
     The done items of the batch are counted in one extra row, status ``skipped`` with ``batch_items`` = their
     number, so the driver learns how many were done without receiving them.
     """
-    decided = _decide(batch, JobSpec.model_validate(spec))
+
+    def __init__(self, job: JobSpec):
+        self.job = job
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _resume(_decide(batch, self.job))
+
+
+def _resume(decided: pa.Table) -> pa.Table:
     kept = decided.filter(pc.not_equal(decided["status"], SKIPPED)).select(WORK_SCHEMA.names).cast(WORK_SCHEMA)
     done = decided.num_rows - kept.num_rows
     if not done:
@@ -158,9 +182,18 @@ def resume_rows(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
 TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
 
 
-def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.Table:
+class TallyItems:
     """The plan: items per category and render shape, and the first problems (error texts) of these items."""
-    decided = _decide(batch, JobSpec.model_validate(spec))
+
+    def __init__(self, job: JobSpec, max_problems: int):
+        self.job = job
+        self.max_problems = max_problems
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _tally(_decide(batch, self.job), self.max_problems)
+
+
+def _tally(decided: pa.Table, max_problems: int) -> pa.Table:
     keys = ["status", "rerender_reason", *TALLY_COLUMNS]
     grouped = decided.select(keys).group_by(keys).aggregate([([], "count_all")])
     categories = [plan_category(group) for group in grouped.select(["status", "rerender_reason"]).to_pylist()]
@@ -179,9 +212,17 @@ def tally_items(batch: pa.Table, spec: dict[str, Any], max_problems: int) -> pa.
     )
 
 
-def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+class LoadImages:
     """Fetch each item's image through fsspec and fit it to the item's size; variants share one fetch."""
-    job = JobSpec.model_validate(spec)
+
+    def __init__(self, job: JobSpec):
+        self.job = job
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return _load_images(batch, self.job)
+
+
+def _load_images(batch: pa.Table, job: JobSpec) -> pa.Table:
     rows = to_rows(batch)
     fetched: dict[str, bytes | Exception] = {}
     for row in rows:
@@ -211,18 +252,23 @@ def load_images(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
     return to_table(rows)
 
 
-def write_videos(batch: pa.Table, spec: dict[str, Any]) -> pa.Table:
+class WriteVideos:
     """Measure quality, encode frames to MP4, write them at their final key, and emit the metadata rows.
 
     The payload is dropped, except the MP4 and the fitted image when a shard stage follows.
     """
-    job = JobSpec.model_validate(spec)
-    rows = to_rows(batch)
-    for row in rows:
-        if row["status"] == OK:
-            _write(row, job)
-        row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
-    return to_table(rows, SHARD_INPUT_SCHEMA if job.output.shards.enabled else METADATA_SCHEMA)
+
+    def __init__(self, job: JobSpec):
+        self.job = job
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        job = self.job
+        rows = to_rows(batch)
+        for row in rows:
+            if row["status"] == OK:
+                _write(row, job)
+            row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
+        return to_table(rows, SHARD_INPUT_SCHEMA if job.output.shards.enabled else METADATA_SCHEMA)
 
 
 def _write(row: dict[str, Any], job: JobSpec) -> None:
@@ -265,12 +311,19 @@ def present_keys(batch: pa.Table, key_column: str, keys: pa.Array) -> pa.Table:
     return pa.table({"key": pc.unique(keys.filter(pc.is_in(keys, value_set=present.combine_chunks())))})
 
 
-def prune_rows(batch: pa.Table, spec: dict[str, Any], run_id: str) -> pa.Table:
+class PruneRows:
     """Committed items whose key left the manifest -> videos deleted (in parallel), rows marked ``removed``."""
-    job = JobSpec.model_validate(spec)
-    items = batch.select(["key", "variant"]).to_pylist()
-    videos = [storage.join(job.output.url, video_key(item["key"], item["variant"])) for item in items]
-    with ThreadPoolExecutor(DELETE_THREADS) as pool:
-        list(pool.map(lambda url: storage.delete(url, job.storage_options), videos))
-    now = dt.datetime.now(dt.timezone.utc)
-    return to_table([dict(item, run_id=run_id, status=REMOVED, finished_at=now) for item in items], METADATA_SCHEMA)
+
+    def __init__(self, job: JobSpec, run_id: str):
+        self.job = job
+        self.run_id = run_id
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        job = self.job
+        items = batch.select(["key", "variant"]).to_pylist()
+        videos = [storage.join(job.output.url, video_key(item["key"], item["variant"])) for item in items]
+        with ThreadPoolExecutor(DELETE_THREADS) as pool:
+            list(pool.map(lambda url: storage.delete(url, job.storage_options), videos))
+        now = dt.datetime.now(dt.timezone.utc)
+        rows = [dict(item, run_id=self.run_id, status=REMOVED, finished_at=now) for item in items]
+        return to_table(rows, METADATA_SCHEMA)

@@ -87,7 +87,7 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
     from svdbatch.config import build_spec
     from svdbatch.items import expand_row
     from svdbatch.metadata import SKIPPED, to_table
-    from svdbatch.stages import resume_rows
+    from svdbatch.stages import ResumeRows
 
     spec = build_spec(
         {
@@ -106,7 +106,7 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
             batch = batch.append_column(commit.COMMITTED + name, pa.array([value], pa.string()))
         for name in ("source_version", "model_identity"):
             batch = batch.append_column(commit.COMMITTED + name, pa.nulls(1, pa.string()))
-        return resume_rows(batch, spec.model_dump(mode="json"))
+        return ResumeRows(spec)(batch)
 
     done = decided("9d74e2a2fd3aab93fa411404dafd5c0c")
     assert done["status"].to_pylist() == [SKIPPED] and done["batch_items"].to_pylist() == [1]

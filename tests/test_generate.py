@@ -44,7 +44,7 @@ def _spec(batch_size: int):
             "render": TEST_RENDER,
             "compute": {"batch_size": batch_size, "torch_threads": 2},
         }
-    ).model_dump(mode="json")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def _frames(table):
 
 
 def test_batched_and_single_calls_give_the_same_frames(generators):
-    spec = build_spec(_spec(1))
+    spec = _spec(1)
     rows = _items(spec, ["a", "b", "c"])
     single = generators[1](to_table(rows))
     batched = generators[3](to_table(rows))
@@ -69,7 +69,7 @@ def test_batched_and_single_calls_give_the_same_frames(generators):
 
 
 def test_mixed_params_split_into_groups_and_error_rows_pass_through(generators):
-    spec = build_spec(_spec(3))
+    spec = _spec(3)
     rows = _items(spec, ["a", "b"]) + _items(spec, ["c"], motion_bucket_id=10)
     rows.append(fail(dict(rows[0], key="dead"), "image gone"))
     out = generators[3](to_table(rows)).to_pylist()
@@ -82,7 +82,7 @@ def test_mixed_params_split_into_groups_and_error_rows_pass_through(generators):
 
 
 def test_a_failing_item_does_not_take_its_batch_down(generators):
-    spec = build_spec(_spec(3))
+    spec = _spec(3)
     rows = _items(spec, ["a", "b", "c"])
     rows[1]["image"] = rows[1]["image"][:-10]  # wrong size: this item's call raises
     out = {row["key"]: row for row in generators[3](to_table(rows)).to_pylist()}
@@ -98,6 +98,6 @@ def test_a_lost_cuda_context_ends_the_call_instead_of_failing_every_item(generat
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
 
     monkeypatch.setattr(generate, "call_pipeline", poisoned)
-    rows = _items(build_spec(_spec(3)), ["a", "b"])
+    rows = _items(_spec(3), ["a", "b"])
     with pytest.raises(generate.DeviceLost, match="illegal memory access"):
         generators[3](to_table(rows))

@@ -19,7 +19,7 @@ from svdbatch.items import expand_row
 from svdbatch.metadata import to_table
 from svdbatch.provenance import PROVENANCE_COLUMNS
 from svdbatch.report import write_report
-from svdbatch.stages import write_videos
+from svdbatch.stages import WriteVideos
 from svdbatch.video import probe
 
 FRAMES, SIZE = 8, 64
@@ -93,7 +93,7 @@ def test_writer_adds_numeric_quality_columns_and_gates_reject_with_the_reason(tm
     black = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)
     videos = {"good": _moving(image), "black": black, "nan": black}
     spec, batch = _rows(tmp_path, videos, image, {"nan": FRAMES})
-    ungated = {row["key"]: row for row in write_videos(batch, spec.model_dump(mode="json")).to_pylist()}
+    ungated = {row["key"]: row for row in WriteVideos(spec)(batch).to_pylist()}
     assert {row["status"] for row in ungated.values()} == {"ok"}
     for row in ungated.values():
         for column in quality.QUALITY_COLUMNS:
@@ -102,7 +102,7 @@ def test_writer_adds_numeric_quality_columns_and_gates_reject_with_the_reason(tm
 
     gates = {"max_black_frames": 0, "max_nonfinite_frames": 0}
     spec, batch = _rows(tmp_path, videos, image, {"nan": FRAMES}, quality=gates)
-    gated = {row["key"]: row for row in write_videos(batch, spec.model_dump(mode="json")).to_pylist()}
+    gated = {row["key"]: row for row in WriteVideos(spec)(batch).to_pylist()}
     assert gated["good"]["status"] == "ok" and gated["good"]["error"] is None
     assert gated["black"]["status"] == "rejected" and "black frames 8" in gated["black"]["error"]
     assert gated["nan"]["status"] == "rejected" and "non-finite frames 8" in gated["nan"]["error"]
@@ -119,7 +119,7 @@ def test_quality_gates_are_off_by_default_and_typos_fail():
 def test_report_filters_rejected_items_and_reads_tables_written_before_quality_columns(tmp_path, image):
     black = np.zeros((FRAMES, SIZE, SIZE, 3), np.uint8)
     spec, batch = _rows(tmp_path, {"good": _moving(image), "black": black}, image, {}, quality={"max_black_frames": 0})
-    table = write_videos(batch, spec.model_dump(mode="json"))
+    table = WriteVideos(spec)(batch)
     (tmp_path / "metadata").mkdir()
     pq.write_table(table, tmp_path / "metadata" / "metadata.parquet")
     page = Path(write_report(str(tmp_path))).read_text()

@@ -15,8 +15,8 @@ from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
 from svdbatch.items import expand_row
 from svdbatch.metadata import to_table
-from svdbatch.shards import reconcile, sample_key, write_shards
-from svdbatch.stages import write_videos
+from svdbatch.shards import WriteShards, reconcile, sample_key
+from svdbatch.stages import WriteVideos
 from svdbatch.video import probe
 
 FRAMES, SIZE = TEST_RENDER["num_frames"], TEST_RENDER["width"]
@@ -41,8 +41,7 @@ def _render(spec, run_id: str, keys: list[str], shift: int = 0):
         frames = np.stack([np.roll(image, 3 * (frame + shift), axis=0) for frame in range(FRAMES)])
         item.update(image=image.tobytes(), frames=frames.tobytes(), nonfinite_frames=0)
         rows.append(item)
-    dumped = spec.model_dump(mode="json")
-    return write_shards(write_videos(to_table(rows), dumped), dumped)
+    return WriteShards(spec)(WriteVideos(spec)(to_table(rows)))
 
 
 def _commit(spec, run_id: str, table) -> None:
