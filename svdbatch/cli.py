@@ -1,7 +1,7 @@
 """``svdbatch run|plan|manifest|report|demo|spec``: every user error is one line naming what to fix.
 
 Only the spec module is imported at start: torch, diffusers and Ray load inside the commands that need them, so
-``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_cli.py guards it).
+``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_unit_cli.py guards it).
 """
 
 from __future__ import annotations

@@ -19,6 +19,11 @@ TINY_MODEL = "svdbatch:tiny"
 RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
 
 
+SEED_BITS = 63  # seeds fit Parquet's int64 and torch.Generator.manual_seed
+SEED_MASK = (1 << SEED_BITS) - 1
+MAX_VARIANTS = 10_000  # per manifest row, from the spec or the row's own ``variants`` column
+
+
 class SpecError(UserError, ValueError):
     """A job spec problem, phrased as one line that says what to fix."""
 
@@ -149,8 +154,8 @@ class RenderParams(_Strict):
 
 
 class SeedSpec(_Strict):
-    base_seed: int = Field(default=0, ge=0, lt=2**63, description="Job seed every item seed derives from.")
-    variants: int = Field(default=1, ge=1, le=10_000, description="Videos per image, each with its own seed.")
+    base_seed: int = Field(default=0, ge=0, le=SEED_MASK, description="Job seed every item seed derives from.")
+    variants: int = Field(default=1, ge=1, le=MAX_VARIANTS, description="Videos per image, each with its own seed.")
     motion_sweep: list[int] = Field(
         default_factory=list,
         description="Motion bucket ids that variants cycle through (variant v uses entry v mod length) unless the "

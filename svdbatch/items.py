@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
-from svdbatch.config import JobSpec, RenderParams, describe_error
+from svdbatch import storage
+from svdbatch.config import MAX_VARIANTS, SEED_MASK, JobSpec, RenderParams, describe_error
 from svdbatch.metadata import (
     ERROR,
     OK,
@@ -33,8 +34,6 @@ from svdbatch.metadata import (
     to_table,
 )
 
-SEED_BITS = 63
-SEED_MASK = (1 << SEED_BITS) - 1
 MAX_SLUG = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -119,7 +118,7 @@ def _overrides(row: dict[str, Any], spec: JobSpec) -> tuple[RenderParams, int | 
     except ValidationError as error:
         raise ValueError(f"column {describe_error(error)}") from None
     seed = _checked_int(row, "seed", 0, SEED_MASK)
-    variants = _checked_int(row, "variants", 1, 10_000)
+    variants = _checked_int(row, "variants", 1, MAX_VARIANTS)
     return render, seed, spec.seeds.variants if variants is None else variants
 
 
@@ -227,17 +226,12 @@ def plan_category(item: dict[str, Any]) -> Category:
 def allowed_schemes(spec: JobSpec) -> set[str]:
     if spec.images.allowed_schemes is not None:
         return {name.lower() for name in spec.images.allowed_schemes}
-    return {uri_scheme(spec.manifest.path), uri_scheme(spec.output.url)}
-
-
-def uri_scheme(uri: str) -> str:
-    head, sep, _ = uri.partition("://")
-    return head.lower() if sep else "file"
+    return {storage.scheme(spec.manifest.path), storage.scheme(spec.output.url)}
 
 
 def check_uri(uri: str, spec: JobSpec) -> str | None:
     """Why an image URI may not be read, or None: an allow-list of schemes and prefixes, never a guess."""
-    scheme = uri_scheme(uri)
+    scheme = storage.scheme(uri)
     allowed = allowed_schemes(spec)
     if scheme not in allowed:
         return f"URI scheme {scheme!r} is not allowed (images.allowed_schemes: {', '.join(sorted(allowed))})"

@@ -34,7 +34,7 @@ GPU_TFLOPS = {
     "T4": 65.0,
 }
 # SVD-XT at 1024x576, 25 frames, counted by svdbatch.flops on the meta device: one UNet call on both CFG halves,
-# in full and as a cached step (tests/test_step_cache.py checks these against a fresh count), and the VAE decode.
+# in full and as a cached step (tests/test_unit_step_cache.py checks these against a fresh count), and the VAE decode.
 UNET_FLOP_PER_STEP = 159.9e12
 UNET_FLOP_CACHED_STEP = 66.6e12
 VAE_FLOP = 173.6e12

@@ -41,6 +41,12 @@ def write_manifest(path: Path, columns: dict[str, list]) -> Path:
     return path
 
 
+def numbered_manifest(folder: Path, images: list[str], count: int) -> Path:
+    """A manifest of ``count`` rows, keys item-000..., cycling through ``images``."""
+    paths = [images[index % len(images)] for index in range(count)]
+    return write_manifest(folder / "manifest.parquet", {"key": [f"item-{i:03d}" for i in range(count)], "image": paths})
+
+
 def make_spec(manifest: Path | str, output: Path | str, storage_options: dict | None = None, **sections):
     data = {
         "storage_options": storage_options or {},

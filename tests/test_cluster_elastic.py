@@ -24,7 +24,6 @@ from s3_server import free_port
 
 from svdbatch import pipeline
 
-pytestmark = pytest.mark.integration
 SMALL = {"batch_size": 1, "cpus_per_actor": 0.25, "cpus_per_task": 0.25, "torch_threads": 1}
 
 
@@ -135,7 +134,6 @@ def autoscaling(monkeypatch):
         yield ray
 
 
-@pytest.mark.slow
 def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscaling, tmp_path):
     head = autoscaling.get_runtime_context().get_node_id()
     assert autoscaling.cluster_resources().get("GPU", 0) == 0
@@ -154,7 +152,6 @@ def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscal
     assert {worker["node_id"] for worker in record["workers"]} <= {node for node, _ in placements}
 
 
-@pytest.mark.slow
 def test_gpu_job_waits_for_gpu_workers_with_a_word_and_gives_up_after_gpu_wait_s(monkeypatch, tmp_path):
     """The driver in a process of its own (a job the watchdog ends leaves Ray Data's executor thread behind)."""
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
@@ -190,7 +187,6 @@ def gpu_worker_node():
     cluster.shutdown()
 
 
-@pytest.mark.slow
 def test_node_removed_mid_job_loses_and_repeats_nothing_and_a_new_node_takes_over(gpu_worker_node, tmp_path):
     cluster, doomed = gpu_worker_node
     keys = [f"k{i}" for i in range(8)]
@@ -234,7 +230,6 @@ def test_job_that_cannot_run_on_the_cluster_fails_before_any_work(ray_cluster, t
     assert not (tmp_path / "out" / "videos").exists()
 
 
-@pytest.mark.slow
 def test_job_where_nothing_finishes_ends_after_the_stall_timeout(tmp_path):
     """In a process of its own, as a user runs it: a job the watchdog ends leaves Ray Data's executor thread behind
     until the process exits, which must not outlive into other tests."""

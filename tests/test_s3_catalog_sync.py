@@ -13,8 +13,6 @@ from svdbatch import commit, pipeline, storage
 from svdbatch.model import COPY_RECORD, cache_root
 from svdbatch.plan import make_plan
 
-pytestmark = pytest.mark.integration
-
 BUCKET = "svdbatch-catalog"
 UNET_FP16 = "unet/diffusion_pytorch_model.fp16.safetensors"
 

@@ -17,7 +17,6 @@ from svdbatch.model import applied_options, build_tiny_pipeline, quiet_libraries
 from svdbatch.plan import UNET_FLOP_CACHED_STEP, UNET_FLOP_PER_STEP, VAE_FLOP
 from svdbatch.step_cache import cached_steps
 
-pytestmark = pytest.mark.integration
 PARAMS = dict(
     TEST_RENDER,
     num_inference_steps=3,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +17,6 @@ from svdbatch.images import load_image
 from svdbatch.items import derive_seed
 from svdbatch.model import ensure_tiny_model
 from svdbatch.video import decode, probe
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -133,21 +129,3 @@ def test_bad_spec_and_bad_manifest_fail_before_any_work(ray_cluster, inputs, tmp
     assert main(["run", str(job), "--set", f"model.source={tmp_path}/no-model"]) == 1
     assert "model.source" in capsys.readouterr().err
     assert not (tmp_path / "out" / "videos").exists()
-
-
-@pytest.mark.slow
-def test_demo_command_from_the_readme(tmp_path):
-    """``svdbatch demo`` in its own process, starting its own Ray cluster, exactly as a new user runs it."""
-    result = subprocess.run(
-        [sys.executable, "-m", "svdbatch.cli", "demo", "--dir", str(tmp_path / "demo"), "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "12 ok, 0 failed, 0 already done" in result.stdout
-    rows = pq.read_table(tmp_path / "demo" / "output" / "metadata").to_pylist()
-    assert len(rows) == 12
-    for row in rows:
-        info = probe(row["video_uri"])
-        assert (info.codec, info.frames, info.width, info.height, info.fps) == ("h264", 8, 128, 64, 7)

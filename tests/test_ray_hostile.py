@@ -1,7 +1,7 @@
 """Hostile input: a corpus of broken and malicious rows through the real pipeline in one job.
 
 Every case states its expected outcome: an error row naming the input and the cause (all other rows complete) or a
-rendered video. The job-level cases and the property tests need no Ray: tests/test_hostile_unit.py.
+rendered video. The job-level cases and the property tests need no Ray: tests/test_unit_hostile.py.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from helpers import make_spec
 from PIL import Image
 
 from svdbatch import pipeline
-
-pytestmark = pytest.mark.integration
 
 
 def _save(image: Image.Image, fmt: str, **params) -> bytes:

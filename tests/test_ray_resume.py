@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,24 +12,15 @@ from pathlib import Path
 import psutil
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from helpers import make_spec, shard_samples, write_images, write_manifest
+from helpers import make_spec, numbered_manifest, write_images, write_manifest
 
 from svdbatch import pipeline
-from svdbatch.commit import COMMITS
 from svdbatch.video import probe
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return write_images(tmp_path_factory.mktemp("images"), 8)
-
-
-def _manifest(folder: Path, images: list[str], count: int) -> Path:
-    paths = [images[index % len(images)] for index in range(count)]
-    return write_manifest(folder / "manifest.parquet", {"key": [f"item-{i:03d}" for i in range(count)], "image": paths})
 
 
 def _table(output: Path) -> list[dict]:
@@ -60,7 +48,7 @@ def _generation_actor_pids() -> list[int]:
 
 @pytest.mark.slow
 def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_path):
-    manifest = _manifest(tmp_path, images, 24)
+    manifest = numbered_manifest(tmp_path, images, 24)
     spec = make_spec(manifest, tmp_path / "out", compute={"actors": 2, "batch_size": 1})
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(summary=pipeline.run(spec, progress=False)))
@@ -80,47 +68,8 @@ def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_pa
     _assert_exactly_once(tmp_path / "out", 24)
 
 
-def _driver_env() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-@pytest.mark.slow
-def test_killed_driver_then_rerun_renders_only_what_is_missing(images, tmp_path):
-    manifest = _manifest(tmp_path, images, 30)
-    job = tmp_path / "job.yaml"
-    spec = make_spec(manifest, tmp_path / "out").model_dump(mode="json")
-    spec["output"]["shards"] = {"enabled": True, "samples_per_shard": 4}
-    job.write_text(yaml.safe_dump(spec))
-    command = [sys.executable, "-m", "svdbatch", "run", str(job), "--quiet"]
-    driver = subprocess.Popen(command, env=_driver_env(), start_new_session=True, stdout=subprocess.DEVNULL)
-    commits = tmp_path / "out" / COMMITS
-    deadline = time.time() + 300
-    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
-        assert driver.poll() is None, "the driver finished before it could be killed"
-        time.sleep(0.2)
-    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
-    driver.wait()
-    committed = pq.read_table(commits).num_rows
-    assert 0 < committed < 30
-
-    rerun = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=600)
-    assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert f"{30 - committed} ok, 0 failed, {committed} already done" in rerun.stdout
-    rows = _table(tmp_path / "out")
-    assert len({(row["key"], row["variant"]) for row in rows}) == len(rows) == 30
-    assert not commits.exists() or not any(commits.iterdir())  # compacted into the table
-    # Shards: every sample exactly once across all tars on disk (orphans of the killed run removed), all indexed.
-    samples = shard_samples(tmp_path / "out")
-    assert set(samples.values()) == {1} and len(samples) == 30
-    index = json.loads((tmp_path / "out" / "shards" / "index.json").read_text())
-    assert sorted(key for keys in index["shards"].values() for key in keys) == sorted(samples)
-    assert {row["shard"] for row in rows} == set(index["shards"])
-
-
 def test_rerun_of_finished_job_renders_nothing_and_changed_specs_rerender(ray_cluster, images, tmp_path):
-    manifest = _manifest(tmp_path, images, 4)
+    manifest = numbered_manifest(tmp_path, images, 4)
     output = tmp_path / "out"
     first = pipeline.run(make_spec(manifest, output), progress=False)
     assert (first.rendered, first.skipped) == (4, 0)
@@ -164,7 +113,7 @@ def test_max_error_fraction_aborts_only_when_exceeded_and_errors_are_retried(ray
 
 
 def test_rejected_items_stay_in_the_table_and_count_as_done_on_reruns(ray_cluster, images, tmp_path):
-    manifest = _manifest(tmp_path, images, 3)
+    manifest = numbered_manifest(tmp_path, images, 3)
     output = tmp_path / "out"
     strict = {"min_first_frame_psnr": 99.0}  # the random tiny model never reproduces its input this closely
     first = pipeline.run(make_spec(manifest, output, quality=strict), progress=False)
@@ -182,7 +131,7 @@ def test_output_of_the_single_file_version_is_resumed_without_rendering_again(ra
     from svdbatch import commit
     from svdbatch.plan import make_plan
 
-    manifest = _manifest(tmp_path, images, 4)
+    manifest = numbered_manifest(tmp_path, images, 4)
     output = tmp_path / "out"
     spec = make_spec(manifest, output)
     pipeline.run(spec, progress=False)

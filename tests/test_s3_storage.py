@@ -16,8 +16,6 @@ from s3_server import FaultyProxy, moto_s3
 from svdbatch import pipeline
 from svdbatch.model import ensure_tiny_model
 
-pytestmark = pytest.mark.integration
-
 BUCKET = "svdbatch-test"
 SECRET = "s3cr3t-d0-n0t-l3ak-7f9a"
 

@@ -20,7 +20,6 @@ from s3_server import free_port
 from svdbatch import pipeline
 from svdbatch.video import probe
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -39,7 +38,6 @@ def multi_node():
     cluster.shutdown()
 
 
-@pytest.mark.slow
 def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     images = write_images(tmp_path / "images", 4)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(8)], "image": images * 2})
@@ -104,7 +102,6 @@ def head_node(env: dict, dashboard: int):
             head.wait()
 
 
-@pytest.mark.slow
 def test_demo_submitted_with_ray_job_submit(ray_cluster, tmp_path):
     """``ray_cluster`` is a bystander: stopping the test's own head must leave every other Ray cluster running."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}

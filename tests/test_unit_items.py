@@ -126,7 +126,7 @@ def test_missing_key_or_image_is_an_error_row():
     ],
 )
 def test_resume_decides_from_the_committed_row(committed, retry_errors, status, reason):
-    identities = {"source_version": "ETag=1", "model_identity": "m"}  # unchanged; tests/test_catalog.py varies them
+    identities = {"source_version": "ETag=1", "model_identity": "m"}  # unchanged; test_unit_catalog.py varies them
     item = {"status": "ok", "fingerprint": "f", "rerender_reason": None, **identities}
     resume(item, committed and {**identities, **committed}, retry_errors)
     assert (item["status"], item["rerender_reason"]) == (status, reason)

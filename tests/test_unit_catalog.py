@@ -179,24 +179,6 @@ def test_manifest_command_writes_each_image_version_from_its_listing(tmp_path):
     assert rows["a.png"]["image_version"].startswith("size=1,")
 
 
-@pytest.mark.integration
-def test_plan_names_each_reason_and_what_prune_would_remove(ray_cluster, tmp_path, capsys):
-    import yaml
-
-    from svdbatch.cli import main
-
-    (tmp_path / "a.png").write_bytes(b"a")
-    pq.write_table(pa.table({"key": ["a"], "image": [str(tmp_path / "a.png")]}), tmp_path / "m.parquet")
-    spec = {"manifest": {"path": str(tmp_path / "m.parquet")}, "output": {"url": str(tmp_path / "out")}}
-    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
-    assert main(["plan", str(tmp_path / "job.yaml")]) == 0
-    out = capsys.readouterr().out
-    assert "to render: 1 new, 0 changed spec, 0 source changed, 0 model changed, 0 failed before" in out
-    assert "to remove: 0 no longer in the manifest (kept: output.prune is off; run --prune to remove them)" in out
-    assert main(["plan", str(tmp_path / "job.yaml"), "--prune"]) == 0
-    assert "to remove: 0 no longer in the manifest\n" in capsys.readouterr().out
-
-
 def test_batch_expansion_carries_identities_bit_identical_to_the_per_row_formula():
     from svdbatch.items import expand_batch
     from svdbatch.metadata import to_table

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 import yaml
 
 from svdbatch.cli import main
@@ -27,7 +26,6 @@ def _job(tmp_path, rows: dict, **extra) -> str:
     return str(tmp_path / "job.yaml")
 
 
-@pytest.mark.integration
 def test_plan_reports_each_planted_problem_with_its_row(ray_cluster, tmp_path, capsys):
     job = _job(
         tmp_path,
@@ -49,7 +47,6 @@ def test_plan_reports_each_planted_problem_with_its_row(ray_cluster, tmp_path, c
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.integration
 def test_plan_estimates_gpu_time_as_a_range_and_takes_a_measured_latency(ray_cluster, tmp_path, capsys):
     job = _job(tmp_path, {"key": [str(i) for i in range(100)], "image": [f"/i/{i}.png" for i in range(100)]})
     assert main(["plan", job, "--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]) == 0
@@ -61,7 +58,6 @@ def test_plan_estimates_gpu_time_as_a_range_and_takes_a_measured_latency(ray_clu
     assert "estimate: 1.0 h of GPU time on H100; about 30.0 min wall on 2 GPU(s)" in capsys.readouterr().out
 
 
-@pytest.mark.integration
 def test_plan_shows_small_jobs_in_minutes_or_seconds(ray_cluster, tmp_path, capsys):
     job = _job(tmp_path, {"key": ["a", "b"], "image": ["/i/a.png", "/i/b.png"]})
     assert main(["plan", job, "--gpus", "1"]) == 0  # the tiny model: 0.5 s per video
@@ -73,7 +69,6 @@ def test_plan_shows_small_jobs_in_minutes_or_seconds(ray_cluster, tmp_path, caps
     ]
 
 
-@pytest.mark.integration
 def test_plan_takes_more_gpu_kinds_and_any_gpu_by_its_tflops(ray_cluster, tmp_path, capsys):
     job = _job(tmp_path, {"key": ["a"], "image": ["/i/a.png"]})
     svd = ["--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]
@@ -90,7 +85,6 @@ def test_plan_takes_more_gpu_kinds_and_any_gpu_by_its_tflops(ray_cluster, tmp_pa
     assert "B1000's 2000 dense fp16 TFLOP/s" in out
 
 
-@pytest.mark.integration
 def test_step_cache_lowers_the_estimate_by_its_unet_flops(ray_cluster, tmp_path, capsys):
     job = _job(tmp_path, {"key": ["a"], "image": ["/i/a.png"]})
     svd = ["--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]
@@ -102,20 +96,18 @@ def test_step_cache_lowers_the_estimate_by_its_unet_flops(ray_cluster, tmp_path,
     assert abs(off[1] / on[1] - expected) < 1e-9 and on[0] < on[1]
 
 
-def test_estimate_range_spans_the_published_svd_xt_figures():
-    a100 = seconds_per_video(REFERENCE, GPU_TFLOPS["A100"], StepCacheSpec())
-    h100_pcie = seconds_per_video(REFERENCE, GPU_TFLOPS["H100-PCIe"], StepCacheSpec())
-    assert a100[0] <= 32.2 < 60 <= a100[1] + 1e-6  # TensorRT on an A100 SXM, plain diffusers on an A100
-    assert h100_pcie[0] < 22.6 < h100_pcie[1]  # TensorRT on an H100 PCIe
+def test_plan_names_each_reason_and_what_prune_would_remove(ray_cluster, tmp_path, capsys):
+    import yaml
 
+    from svdbatch.cli import main
 
-def test_progress_line_shows_done_of_total_and_an_eta(capsys):
-    from svdbatch.commit import Counts
-    from svdbatch.pipeline import Progress
-
-    progress = Progress(total=10, enabled=True, every_s=0)
-    progress.update(Counts(rendered=3, failed=1))
-    line = capsys.readouterr().err
-    assert line.startswith("svdbatch: 4/10 items (1 failed),") and "ETA" in line
-    Progress(total=10, enabled=False, every_s=0).update(Counts(rendered=3))
-    assert capsys.readouterr().err == ""
+    (tmp_path / "a.png").write_bytes(b"a")
+    pq.write_table(pa.table({"key": ["a"], "image": [str(tmp_path / "a.png")]}), tmp_path / "m.parquet")
+    spec = {"manifest": {"path": str(tmp_path / "m.parquet")}, "output": {"url": str(tmp_path / "out")}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec))
+    assert main(["plan", str(tmp_path / "job.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "to render: 1 new, 0 changed spec, 0 source changed, 0 model changed, 0 failed before" in out
+    assert "to remove: 0 no longer in the manifest (kept: output.prune is off; run --prune to remove them)" in out
+    assert main(["plan", str(tmp_path / "job.yaml"), "--prune"]) == 0
+    assert "to remove: 0 no longer in the manifest\n" in capsys.readouterr().out

@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 

@@ -14,7 +14,6 @@ from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 
 from svdbatch import pipeline
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PLUGIN = Path(__file__).resolve().parent / "faults"
 
 

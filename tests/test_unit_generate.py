@@ -13,8 +13,6 @@ from svdbatch.images import load_image
 from svdbatch.items import expand_row
 from svdbatch.metadata import fail, to_table
 
-pytestmark = pytest.mark.integration
-
 
 def _items(spec, keys, **overrides):
     rows = []
