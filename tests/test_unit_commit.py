@@ -112,3 +112,31 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
     assert done["status"].to_pylist() == [SKIPPED] and done["batch_items"].to_pylist() == [1]
     changed = decided("0" * 32)
     assert changed["status"].to_pylist() == ["ok"] and changed["rerender_reason"].to_pylist() == ["spec changed"]
+
+
+def test_duckdb_and_pyarrow_read_one_current_row_per_item_even_while_a_publish_is_half_done(tmp_path, monkeypatch):
+    """The README's readers, without svdbatch: a glob of plain Parquet files. A publish replaces bucket files one by
+    one, each atomically, so a reader between two of them sees some items at their new row and the rest at their
+    old one: never a duplicate, never a torn file."""
+    import duckdb
+
+    keys = [f"k{i}" for i in range(300)]
+    _commit_file(tmp_path, _rows(keys, "r1", 1), "r1-000000.parquet")
+    commit.publish(str(tmp_path))
+    _commit_file(tmp_path, _rows(keys, "r2", 2, fingerprint="g"), "r2-000000.parquet")
+    glob = str(tmp_path / "metadata" / "*.parquet")
+    seen: list[tuple[int, int, int]] = []
+    merge = commit._merge_bucket
+
+    def reading_between_buckets(*args, **kwargs):
+        merge(*args, **kwargs)
+        query = (f"SELECT count(*), count(DISTINCT (key, variant)), count(*) FILTER (fingerprint = 'g') "
+                 f"FROM read_parquet('{glob}')")
+        seen.append(duckdb.sql(query).fetchall()[0])
+
+    monkeypatch.setattr(commit, "_merge_bucket", reading_between_buckets)
+    commit.publish(str(tmp_path))
+    assert all(total == distinct == 300 for total, distinct, _ in seen)
+    assert [new for _, _, new in seen] == sorted(new for _, _, new in seen) and seen[0][2] < 300 == seen[-1][2]
+    table = pq.read_table(tmp_path / "metadata")
+    assert table.num_rows == 300 and set(table["run_id"].to_pylist()) == {"r2"}
