@@ -14,9 +14,10 @@ class JobError(UserError, RuntimeError):
 
 
 def root_message(error: BaseException) -> str:
-    """The one line to show for a failure deep inside Ray: the innermost cause, without Ray's wrapping."""
+    """The one line to show for a failure deep inside Ray: the first user error in the chain of causes (it says what
+    to fix), else the innermost cause, without Ray's wrapping."""
     seen = error
-    while True:
+    while not isinstance(seen, UserError):
         cause = getattr(seen, "cause", None) or seen.__cause__
         if cause is None or cause is seen:
             break

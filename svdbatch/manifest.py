@@ -75,7 +75,7 @@ def inspect(spec: JobSpec) -> ManifestInfo:
     except Exception as error:  # noqa: BLE001 - credentials, network, permissions: all stop the job the same way
         raise ManifestError(
             f"manifest.path {spec.manifest.path}: cannot list ({type(error).__name__}: {error})"
-        ) from None
+        ) from error
     fs, _ = storage.filesystem(spec.manifest.path, options)
     rows = 0
     schema = None
@@ -83,7 +83,7 @@ def inspect(spec: JobSpec) -> ManifestInfo:
         try:
             metadata = storage.retrying(lambda name=name: _footer(fs, name))
         except Exception as error:  # noqa: BLE001 - any unreadable file is the same fatal problem
-            raise ManifestError(f"manifest file {name}: not a readable Parquet file ({error})") from None
+            raise ManifestError(f"manifest file {name}: not a readable Parquet file ({error})") from error
         file_schema = metadata.schema.to_arrow_schema()
         _check_schema(file_schema, spec, f"manifest file {name}")
         schema = schema or file_schema

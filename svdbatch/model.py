@@ -309,8 +309,8 @@ def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> st
         fs, root = storage.filesystem(spec.source, options)
         try:
             return model_files(fs, root, spec.variant).identity
-        except ModelError:
-            raise ModelError(f"model.source {spec.source}: no model_index.json there") from None
+        except ModelError as error:
+            raise ModelError(f"model.source {spec.source}: no model_index.json there") from error
     if _looks_local(spec.source) or Path(spec.source).exists():
         fs, root = storage.filesystem(str(_local_folder(spec)))
         return model_files(fs, root, spec.variant).identity
@@ -364,7 +364,7 @@ def load_pipeline(spec: ModelSpec, device: str, path: str):
             path, torch_dtype=dtype, variant=spec.variant, use_safetensors=True
         )
     except Exception as error:  # noqa: BLE001 - every load failure is fatal and reported the same way
-        raise ModelError(f"model.source {spec.source}: cannot load ({type(error).__name__}: {error})") from None
+        raise ModelError(f"model.source {spec.source}: cannot load ({type(error).__name__}: {error})") from error
     return configure(pipe, spec, device)
 
 

@@ -122,12 +122,12 @@ def filesystem(url: str, options: dict[str, Any] | None = None) -> tuple[fsspec.
     """The fsspec filesystem for a URL and the path inside it; a missing client names the extra to install."""
     try:
         return url_to_fs(url, **(options or {}))
-    except ImportError:
+    except ImportError as error:
         extra = EXTRAS.get(scheme(url))
         hint = f"pip install 'svdbatch[{extra}]'" if extra else "install its fsspec implementation"
-        raise StorageError(f"{url}: no client for {scheme(url)}:// URLs; {hint}") from None
+        raise StorageError(f"{url}: no client for {scheme(url)}:// URLs; {hint}") from error
     except ValueError as error:
-        raise StorageError(f"{url}: {error}") from None
+        raise StorageError(f"{url}: {error}") from error
 
 
 def join(base: str, *parts: str) -> str:
@@ -181,7 +181,7 @@ def check_writable(url: str, options: dict[str, Any] | None = None) -> None:
     except StorageError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure here means the same thing to the user
-        raise StorageError(f"output {url} is not writable: {type(error).__name__}: {error}") from None
+        raise StorageError(f"output {url} is not writable: {type(error).__name__}: {error}") from error
 
 
 def object_version(info: dict[str, Any]) -> str:

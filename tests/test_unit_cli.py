@@ -73,3 +73,27 @@ def test_native_notice_filter_drops_only_rays_object_store_notice():
     _forward(source_read, target_write)
     os.close(target_write)
     assert os.read(target_read, 65536) == b"svdbatch: 2/3 items\n" + kept + b"\rbar 50%"
+
+
+def test_a_user_error_deep_in_a_chain_is_shown_as_its_line_and_verbose_shows_its_causes(tmp_path, capsys):
+    from svdbatch.errors import root_message
+    from svdbatch.storage import StorageError
+
+    try:
+        try:
+            raise FileNotFoundError("s3://b/x: NoSuchKey")
+        except FileNotFoundError as missing:
+            raise StorageError("output s3://b/x is not writable: NoSuchKey") from missing
+    except StorageError as error:
+        wrapped = RuntimeError("Ray task failed")
+        wrapped.__cause__ = error
+        assert root_message(wrapped) == "output s3://b/x is not writable: NoSuchKey"
+    assert root_message(RuntimeError("boom\nmore")) == "RuntimeError: boom (--verbose for the full trace)"
+
+    manifest = tmp_path / "missing.parquet"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"manifest: {{path: {manifest}}}\noutput: {{url: {tmp_path / 'out'}}}\n")
+    assert main(["plan", str(job), "--verbose"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip().endswith(f"svdbatch: error: manifest.path {manifest}: not found")
+    assert "Traceback" in err and "ManifestError" in err
