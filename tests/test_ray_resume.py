@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -39,11 +40,13 @@ def _assert_exactly_once(output: Path, expected_items: int) -> None:
 
 
 def _generation_actor_pids() -> list[int]:
-    return [
-        process.pid
-        for process in psutil.process_iter(["cmdline"])
-        if any("RayVideoGenerator" in part for part in (process.info["cmdline"] or []))
-    ]
+    """This test's generation actors: descendants of this process (its local cluster), never another session's."""
+    pids = []
+    for process in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if any("RayVideoGenerator" in part for part in process.cmdline()):
+                pids.append(process.pid)
+    return pids
 
 
 @pytest.mark.slow
