@@ -45,7 +45,8 @@ def pytest_collection_modifyitems(items):
         name = item.path.name
         tier = name.removeprefix("test_").split("_")[0]
         if tier not in TIER_MARKERS:
-            raise pytest.UsageError(f"{name}: a test file is named test_<tier>_..., tier one of {', '.join(TIER_MARKERS)}")
+            tiers = ", ".join(TIER_MARKERS)
+            raise pytest.UsageError(f"{name}: a test file is named test_<tier>_..., tier one of {tiers}")
         for marker in TIER_MARKERS[tier]:
             item.add_marker(marker)
         item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(name, name)))
