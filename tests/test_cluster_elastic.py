@@ -158,7 +158,7 @@ def test_gpu_job_waits_for_gpu_workers_with_a_word_and_gives_up_after_gpu_wait_s
     images = write_images(tmp_path / "images", 1)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0"], "image": images})
     # Ray's v1 autoscaler does not say which node types it has: GPUs may come, so the job waits, and says so.
-    spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "gpu_wait_s": 25})
+    spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "gpu_wait_s": 12})
     job = tmp_path / "job.yaml"
     job.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
     with _autoscaling_cluster(max_gpu_nodes=0) as ray:
@@ -167,7 +167,7 @@ def test_gpu_job_waits_for_gpu_workers_with_a_word_and_gives_up_after_gpu_wait_s
         command = [sys.executable, "-m", "svdbatch", "run", str(job)]
         result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stderr[-2000:]
-    assert re.search(r"no GPU worker came up within 25 s \(compute.gpu_wait_s\); CPU", result.stderr), result.stderr
+    assert re.search(r"no GPU worker came up within 12 s \(compute.gpu_wait_s\); CPU", result.stderr), result.stderr
     assert re.search(r"svdbatch: waiting for GPU workers: 0/1 up, \d+ s", result.stderr), result.stderr[-2000:]
 
 
