@@ -448,8 +448,11 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     if spec.output.prune:
         _prune(spec, info, run_id, committer)
     items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
-    workers = _render(spec, items, expected, committer, started, progress) if expected else []
-    committer.finish()
+    try:
+        workers = _render(spec, items, expected, committer, started, progress) if expected else []
+        committer.finish()
+    except commit.TooManyErrors as error:
+        raise JobError(str(error)) from error
     commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
     return record.summarize(spec, run_id, committer.counts, started, workers)
 
@@ -510,9 +513,7 @@ def _render(
             committer.add(batch)
             progress_line.update(committer.counts)
         return ray.get(workers.records.remote())
-    except commit.TooManyErrors as error:
-        raise JobError(str(error)) from error
-    except JobError:
+    except (JobError, commit.TooManyErrors):
         raise
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
         committer.flush()
