@@ -28,14 +28,24 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_BATCH = 200_000
+# The metadata columns of the code before identities (9a19628): its table is written with these only.
+OLD_COLUMNS = [
+    "run_id", "key", "variant", "source_uri", "video_uri", "seed", "width", "height", "num_frames",
+    "num_inference_steps", "fps", "motion_bucket_id", "noise_aug_strength", "min_guidance_scale",
+    "max_guidance_scale", "decode_chunk_size", "fit", "model_source", "model_dtype", "model_options", "video_codec",
+    "bytes", "sha256", "fingerprint", "rerender_reason", "status", "error", "batch_items", "device", "node_id",
+    "gpu_id", "load_seconds", "generate_seconds", "encode_seconds", "write_seconds", "finished_at",
+]
 
 
-def _spec_data(folder: Path) -> dict:
+def _spec_data(folder: Path, layout: str = "new") -> dict:
+    """The job of every size; the code before 9a19628's successor named the pool size ``compute.num_actors``."""
+    pool = {"num_actors": 1} if layout == "old" else {"actors": 1}
     return {
         "manifest": {"path": str(folder / "manifest")},
         "output": {"url": str(folder / "out")},
         "render": {"width": 32, "height": 32, "num_frames": 2, "num_inference_steps": 1, "fps": 4},
-        "compute": {"actors": 1, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25},
+        "compute": {**pool, "batch_size": 2, "cpus_per_actor": 0.5, "cpus_per_task": 0.25},
         "video": {"preset": "ultrafast"},
     }
 
@@ -50,7 +60,7 @@ def build(folder: Path, rows: int, layout: str) -> None:
     from svdbatch import commit
     from svdbatch.config import build_spec
     from svdbatch.demo import sample_image
-    from svdbatch.items import expand_batch
+    from svdbatch.items import expand_batch, legacy_fingerprint
     from svdbatch.metadata import METADATA_SCHEMA
     from svdbatch.model import model_identity
     from svdbatch.stages import source_versions
@@ -67,7 +77,8 @@ def build(folder: Path, rows: int, layout: str) -> None:
     (folder / "out" / "metadata").mkdir(parents=True)
     parts = folder / "parts"  # done rows by bucket, one file per build batch: memory stays one batch
     finished = pa.scalar(dt.datetime.now(dt.timezone.utc), METADATA_SCHEMA.field("finished_at").type)
-    legacy = pq.ParquetWriter(folder / "out" / commit.LEGACY_TABLE, METADATA_SCHEMA) if layout == "old" else None
+    old_schema = pa.schema([METADATA_SCHEMA.field(name) for name in OLD_COLUMNS])
+    legacy = pq.ParquetWriter(folder / "out" / commit.LEGACY_TABLE, old_schema) if layout == "old" else None
     for start in range(0, rows, BUILD_BATCH):
         count = min(BUILD_BATCH, rows - start)
         manifest = pa.table(
@@ -86,8 +97,10 @@ def build(folder: Path, rows: int, layout: str) -> None:
             "finished_at",
             pa.array([finished.as_py()] * items.num_rows, finished.type),
         )
-        if legacy:
-            legacy.write_table(items)
+        if legacy:  # what the code before identities wrote: its fingerprint, no model or source identity
+            fingerprints = pa.array([legacy_fingerprint(item, spec) for item in items.to_pylist()], pa.string())
+            items = items.set_column(items.schema.get_field_index("fingerprint"), "fingerprint", fingerprints)
+            legacy.write_table(items.select(OLD_COLUMNS))
             continue
         buckets = pa.array([commit.bucket_of(key) for key in items["key"].to_pylist()], pa.int32())
         for bucket in pc.unique(buckets).to_pylist():
@@ -129,7 +142,7 @@ class Peaks:
         self._thread.join()
 
 
-def child(folder: Path) -> dict:
+def child(folder: Path, layout: str) -> dict:
     """Runs with the tree under test first on sys.path (PYTHONPATH)."""
     import ray
 
@@ -147,7 +160,7 @@ def child(folder: Path) -> dict:
         return result
 
     commit.publish = timed_publish
-    spec = build_spec(_spec_data(folder))
+    spec = build_spec(_spec_data(folder, layout))
     peaks = Peaks()
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     started = time.perf_counter()
@@ -179,7 +192,11 @@ def measure(rows: int, tree: Path, layout: str) -> dict:
         env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
         env["PYTHONPATH"] = str(tree)
         done = subprocess.run(
-            [sys.executable, __file__, "--child", str(folder)], capture_output=True, text=True, env=env, cwd=tree
+            [sys.executable, __file__, "--child", str(folder), "--layout", layout],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tree,
         )
         if done.returncode:
             sys.exit(f"the {rows}-row run of {tree} failed:\n{done.stderr[-3000:]}")
@@ -193,9 +210,10 @@ def main() -> None:
     parser.add_argument("--old-tree", type=Path, help="A checkout of the code before the change, for comparison.")
     parser.add_argument("--old-rows", default="100000,1000000", help="Job sizes for the old tree.")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--layout", default="new", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child)))
+        print(json.dumps(child(args.child, args.layout)))
         return
     runs = [(int(rows), ROOT, "new") for rows in args.rows.split(",")]
     if args.old_tree:
