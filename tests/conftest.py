@@ -28,18 +28,8 @@ TIER_MARKERS = {
     "browser": ["integration"],
     "cluster": ["integration", "slow"],
 }
-# pytest-xdist (two workers, pyproject's addopts) keeps a file's tests on one worker, so module fixtures (a moto
-# server, a rendered job) run once; the files that start multi-node clusters with ray.cluster_utils share one group,
-# so two of those never run at the same time; the report and browser tests share the session's operator run.
-XDIST_GROUPS = {
-    "test_cluster_elastic.py": "multi-node",
-    "test_cluster_multinode.py": "multi-node",
-    "test_ray_report.py": "operator",
-    "test_browser_report.py": "operator",
-}
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     for item in items:
         name = item.path.name
@@ -49,16 +39,12 @@ def pytest_collection_modifyitems(items):
             raise pytest.UsageError(f"{name}: a test file is named test_<tier>_..., tier one of {tiers}")
         for marker in TIER_MARKERS[tier]:
             item.add_marker(marker)
-        item.add_marker(pytest.mark.xdist_group(XDIST_GROUPS.get(name, name)))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def model_cache(tmp_path_factory) -> Path:
     """One tiny-model cache per test session (and per CI run); Ray workers inherit it from the environment."""
-    # One cache for all xdist workers of a run (building the tiny model takes a lock there): their shared base dir.
-    shared = tmp_path_factory.getbasetemp().parent if os.environ.get("PYTEST_XDIST_WORKER") else None
-    root = Path(os.environ.get("SVDBATCH_TEST_CACHE") or (shared or tmp_path_factory.getbasetemp()) / "svdbatch-cache")
-    root.mkdir(parents=True, exist_ok=True)
+    root = Path(os.environ.get("SVDBATCH_TEST_CACHE") or tmp_path_factory.mktemp("svdbatch-cache"))
     os.environ["SVDBATCH_CACHE"] = str(root)
     return root
 
