@@ -101,8 +101,16 @@ def _read(fs, path: str, columns: list[str] | None = None) -> pa.Table:
     return table.cast(schema)
 
 
+def _parquet_sizes(fs, path: str) -> dict[str, int]:
+    """The Parquet files under a folder with their sizes, from one listing."""
+    if not fs.exists(path):
+        return {}
+    found = fs.find(path, detail=True)
+    return {name: info.get("size") or 0 for name, info in sorted(found.items()) if name.endswith(".parquet")}
+
+
 def _parquet_under(fs, path: str) -> list[str]:
-    return sorted(name for name in fs.find(path) if name.endswith(".parquet")) if fs.exists(path) else []
+    return list(_parquet_sizes(fs, path))
 
 
 def pending_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
@@ -117,22 +125,27 @@ def table_files(output: str, options: dict[str, Any] | None = None) -> list[str]
     return storage.retrying(lambda: _parquet_under(fs, path))
 
 
-def state_bytes(output: str, options: dict[str, Any] | None = None) -> int:
-    """The size of the table and the pending commit files, from their listing: how big the resume join's right side
-    can be."""
-    total = 0
+@dataclass(frozen=True)
+class StateFiles:
+    """The files the committed state is read from, listed once: the table's and the pending commit files."""
+
+    tables: list[str]
+    pending: list[str]
+    bytes: int  # their total size: how big the resume join's right side can be
+
+
+def state_files(output: str, options: dict[str, Any] | None = None) -> StateFiles:
+    sizes = []
     for folder in (METADATA, COMMITS):
         fs, path = storage.filesystem(storage.join(output, folder), options or {})
-        if storage.retrying(lambda fs=fs, path=path: fs.exists(path)):
-            found = storage.retrying(lambda fs=fs, path=path: fs.find(path, detail=True))
-            total += sum(info.get("size") or 0 for name, info in found.items() if name.endswith(".parquet"))
-    return total
+        sizes.append(storage.retrying(lambda fs=fs, path=path: _parquet_sizes(fs, path)))
+    return StateFiles(list(sizes[0]), list(sizes[1]), sum(sizes[0].values()) + sum(sizes[1].values()))
 
 
-def read_state(output: str, options: dict[str, Any] | None = None) -> pa.Table:
+def read_state(output: str, files: StateFiles, options: dict[str, Any] | None = None) -> pa.Table:
     """The committed state of a small table in one Arrow table: ``resume_state`` of the latest row per item."""
     fs, _ = storage.filesystem(output, options or {})
-    names = table_files(output, options) + pending_files(output, options)
+    names = files.tables + files.pending
     tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS)) for name in names]
     return resume_state(latest(pa.concat_tables(tables)))
 

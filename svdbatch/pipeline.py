@@ -333,11 +333,12 @@ def _committed(spec: JobSpec) -> Committed | None:
     import ray
 
     options = spec.storage_options
-    tables, pending = commit.table_files(spec.output.url, options), commit.pending_files(spec.output.url, options)
+    files = commit.state_files(spec.output.url, options)
+    tables, pending = files.tables, files.pending
     if not tables and not pending:
         return None
-    if commit.state_bytes(spec.output.url, options) <= BROADCAST_BYTES:
-        return Committed(table=commit.read_state(spec.output.url, options))
+    if files.bytes <= BROADCAST_BYTES:
+        return Committed(table=commit.read_state(spec.output.url, files, options))
     fs = _pyarrow_fs(spec.output.url, options)
     state = ray.data.read_parquet(
         tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
@@ -362,10 +363,9 @@ def _tasks(dataset, stage: Callable, **options):
     return dataset.map_batches(stage, batch_format="pyarrow", **options)
 
 
-def _items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext):
+def _items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committed: Committed | None):
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
     items = _tasks(_read_manifest(spec, info), ExpandRows(spec, run).__call__, batch_size=EXPAND_BATCH_ROWS)
-    committed = _committed(spec)
     if committed is None:
         return items, False
     if committed.table is not None:
@@ -380,12 +380,11 @@ def _items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext):
     return joined, True
 
 
-def _removals(spec: JobSpec, info: manifest.ManifestInfo):
+def _removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | None):
     """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray, or
     for a small table, the committed keys handed to every task, which reports the ones its manifest rows hold."""
     import ray
 
-    committed = _committed(spec)
     if committed is None:
         return None
     key_column = spec.manifest.key_column
@@ -408,7 +407,8 @@ def _removals(spec: JobSpec, info: manifest.ManifestInfo):
 def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanReport:
     """Expand and decide the whole manifest as a run would (no images, no model): items per category and render
     shape, the first problems, and how many committed items left the manifest (what ``output.prune`` removes)."""
-    items, _ = _items(spec, info, RunContext("plan", info.duplicate_keys, identity))
+    committed = _committed(spec)  # read once: the resume join and the prune anti-join see the same state
+    items, _ = _items(spec, info, RunContext("plan", info.duplicate_keys, identity), committed)
     tallies = _tasks(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
     report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
     shapes: Counter = Counter()
@@ -422,7 +422,7 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanRepor
             shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
     report.shapes = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
     del report.problems[MAX_PROBLEMS:]
-    removals = _removals(spec, info)
+    removals = _removals(spec, info, committed)
     report.to_remove = removals.count() if removals is not None else 0
     return report
 
@@ -460,7 +460,7 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
 def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:
     """Delete the videos of items that left the manifest and commit their rows as ``removed``, then publish, so the
     resume join reads one row per item."""
-    removals = _removals(spec, info)
+    removals = _removals(spec, info, _committed(spec))
     if removals is None:
         return
     pruned = removals.map_batches(PruneRows(spec, run_id).__call__, batch_format="pyarrow")
@@ -471,7 +471,7 @@ def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: c
 
 def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committer: commit.Committer):
     """The items to render (and error rows) and how many; the done ones are only counted."""
-    items, resumed = _items(spec, info, run)
+    items, resumed = _items(spec, info, run, _committed(spec))  # after a prune's publish: one row per item
     if not resumed:
         return items, info.rows * spec.seeds.variants
     items = _tasks(items, ResumeRows(spec).__call__).materialize()
