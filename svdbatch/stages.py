@@ -166,10 +166,10 @@ class ResumeRows:
         self.job = job
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _resume(_decide(batch, self.job))
+        return _drop_done(_decide(batch, self.job))
 
 
-def _resume(decided: pa.Table) -> pa.Table:
+def _drop_done(decided: pa.Table) -> pa.Table:
     kept = decided.filter(pc.not_equal(decided["status"], SKIPPED)).select(WORK_SCHEMA.names).cast(WORK_SCHEMA)
     done = decided.num_rows - kept.num_rows
     if not done:
