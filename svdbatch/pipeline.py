@@ -54,11 +54,13 @@ from svdbatch.stages import (
     RunContext,
     TallyItems,
     WriteVideos,
+    count_work,
     join_committed,
     manifest_keys,
     present_keys,
 )
 from svdbatch.watchdog import Watchdog
+from svdbatch.workers import Workers
 
 CPU_STAGE_CPUS = 0.25
 JOIN_ROWS_PER_PARTITION = 500_000
@@ -171,26 +173,8 @@ def prepare_pool(spec: JobSpec) -> tuple[bool, capacity.PoolSize]:
     return gpu, capacity.pool_size(spec.compute, shape, gpu)
 
 
-class Workers:
-    """A Ray actor on the driver's node: generation actors report their load time here and count lost devices."""
-
-    def __init__(self):
-        self.loaded: list[dict[str, Any]] = []
-        self.lost: Counter = Counter()
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.loaded.append(record)
-
-    def records(self) -> list[dict[str, Any]]:
-        return self.loaded
-
-    def lose(self, item_ids: list[str]) -> int:
-        """Count one lost actor against each item; returns the most any of them has cost."""
-        self.lost.update(item_ids)
-        return max(self.lost[item] for item in item_ids)
-
-
 def start_workers():
+    """The job's Workers actor, on the driver's node (it lives as long as the driver's run)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -475,9 +459,9 @@ def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, comm
     if not resumed:
         return items, info.rows * spec.seeds.variants
     items = _tasks(items, ResumeRows(spec).__call__).materialize()
-    committer.counts.skipped = items.filter(expr=f"status == '{SKIPPED}'").sum("batch_items") or 0
-    items = items.filter(expr=f"status != '{SKIPPED}'")
-    return items, items.count()
+    tallies = _tasks(items, count_work, batch_size=None).take_all()
+    committer.counts.skipped = sum(tally["skipped"] for tally in tallies)
+    return items.filter(expr=f"status != '{SKIPPED}'"), sum(tally["to_render"] for tally in tallies)
 
 
 def _render(
@@ -518,3 +502,5 @@ def _render(
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
         committer.flush()
         raise JobError(root_message(error)) from error
+    finally:
+        ray.kill(workers)  # Ray Data keeps the finished plan, and with it this handle: the actor would outlive the run

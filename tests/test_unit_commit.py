@@ -87,7 +87,7 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
     from svdbatch.config import build_spec
     from svdbatch.items import expand_row
     from svdbatch.metadata import SKIPPED, to_table
-    from svdbatch.stages import ResumeRows
+    from svdbatch.stages import ResumeRows, count_work
 
     spec = build_spec(
         {
@@ -112,6 +112,9 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
     assert done["status"].to_pylist() == [SKIPPED] and done["batch_items"].to_pylist() == [1]
     changed = decided("0" * 32)
     assert changed["status"].to_pylist() == ["ok"] and changed["rerender_reason"].to_pylist() == ["spec changed"]
+    both = pa.concat_tables([done, changed, done])
+    assert count_work(both).to_pylist() == [{"skipped": 2, "to_render": 1}]  # what the driver learns of a block
+    assert count_work(both.slice(0, 0)).to_pylist() == [{"skipped": 0, "to_render": 0}]
 
 
 def test_duckdb_and_pyarrow_read_one_current_row_per_item_even_while_a_publish_is_half_done(tmp_path, monkeypatch):
