@@ -31,12 +31,22 @@ def _table(output: Path) -> list[dict]:
     return sorted(pq.read_table(output / "metadata").to_pylist(), key=lambda row: (row["key"], row["variant"]))
 
 
-def test_job_end_to_end_writes_decodable_videos_and_matching_metadata(ray_cluster, inputs, tmp_path):
-    _, manifest = inputs
-    spec = make_spec(manifest, tmp_path / "out", seeds={"variants": 2})
-    summary = pipeline.run(spec, progress=False)
-    assert (summary.rendered, summary.failed) == (10, 0)
-    rows = _table(tmp_path / "out")
+@pytest.fixture(scope="module")
+def job(ray_cluster, inputs, tmp_path_factory):
+    """One run shared by the tests that read it: five images in two variants, and a key whose image is missing."""
+    folder, _ = inputs
+    images = sorted(str(path) for path in (folder / "images").glob("*.png"))
+    keys = ["k0", "k1", "gone", "k2", "k3", "k4"]
+    paths = [*images[:2], str(folder / "nope.png"), *images[2:]]
+    manifest = write_manifest(folder / "with-missing.parquet", {"key": keys, "image": paths})
+    output = tmp_path_factory.mktemp("job") / "out"
+    return pipeline.run(make_spec(manifest, output, seeds={"variants": 2}), progress=False), output
+
+
+def test_job_end_to_end_writes_decodable_videos_and_matching_metadata(job):
+    summary, output = job
+    assert (summary.rendered, summary.failed) == (10, 2)
+    rows = [row for row in _table(output) if row["key"] != "gone"]
     assert len(rows) == 10 and {row["status"] for row in rows} == {"ok"}
     for row in rows:
         assert row["seed"] == derive_seed(7, row["key"], row["variant"])
@@ -45,37 +55,39 @@ def test_job_end_to_end_writes_decodable_videos_and_matching_metadata(ray_cluste
         info = probe(row["video_uri"])
         assert (info.codec, info.pixel_format, info.width, info.height) == ("h264", "yuv420p", 64, 64)
         assert (info.frames, info.fps) == (8, 6)
-    assert (tmp_path / "out" / "_job" / "summary.json").exists()
+    assert (output / "_job" / "summary.json").exists()
 
 
-def test_missing_image_is_one_error_row_and_the_rest_complete(ray_cluster, inputs, tmp_path):
-    folder, _ = inputs
-    images = sorted(str(path) for path in (folder / "images").glob("*.png"))
-    manifest = write_manifest(
-        tmp_path / "m.parquet", {"key": ["a", "gone", "b"], "image": [images[0], str(tmp_path / "nope.png"), images[1]]}
-    )
-    summary = pipeline.run(make_spec(manifest, tmp_path / "out"), progress=False)
-    assert (summary.rendered, summary.failed) == (2, 1)
-    bad = [row for row in _table(tmp_path / "out") if row["status"] == "error"]
-    assert len(bad) == 1 and bad[0]["key"] == "gone"
-    assert "nope.png" in bad[0]["error"] and "not found" in bad[0]["error"]
-    assert bad[0]["video_uri"] is None
+def test_missing_image_is_an_error_row_per_variant_and_the_rest_complete(job):
+    _, output = job
+    bad = [row for row in _table(output) if row["status"] == "error"]
+    assert [(row["key"], row["variant"]) for row in bad] == [("gone", 0), ("gone", 1)]
+    assert all("nope.png" in row["error"] and "not found" in row["error"] for row in bad)
+    assert all(row["video_uri"] is None for row in bad)
 
 
 def _frames_by_item(output: Path) -> dict:
     return {(row["key"], row["variant"]): (row["seed"], decode(row["video_uri"])) for row in _table(output)}
 
 
-def test_batch_size_and_actor_count_do_not_change_seeds_or_frames(ray_cluster, inputs, tmp_path):
+@pytest.fixture(scope="module")
+def lossless_runs(ray_cluster, inputs, tmp_path_factory) -> dict[str, Path]:
+    """Three items in two variants, rendered losslessly with three batch sizes and actor counts: 6 items, so batch 4
+    gives one full batch and one short one, and two actors split the items between them."""
     folder, _ = inputs
+    root = tmp_path_factory.mktemp("lossless")
     images = sorted(str(path) for path in (folder / "images").glob("*.png"))[:3]
-    manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0", "k1", "k2"], "image": images})
-    runs = {}
-    # 6 items: batch 4 gives one full batch and one short one; two actors split the items between them.
+    manifest = write_manifest(root / "m.parquet", {"key": ["k0", "k1", "k2"], "image": images})
+    outputs = {}
     for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"actors": 2}}.items():
-        spec = make_spec(manifest, tmp_path / name, seeds={"variants": 2}, video={"lossless": True}, compute=compute)
+        spec = make_spec(manifest, root / name, seeds={"variants": 2}, video={"lossless": True}, compute=compute)
         assert pipeline.run(spec, progress=False).rendered == 6
-        runs[name] = _frames_by_item(tmp_path / name)
+        outputs[name] = root / name
+    return outputs
+
+
+def test_batch_size_and_actor_count_do_not_change_seeds_or_frames(lossless_runs):
+    runs = {name: _frames_by_item(output) for name, output in lossless_runs.items()}
     reference = runs["b1a1"]
     for name, frames in runs.items():
         assert frames.keys() == reference.keys()
@@ -84,14 +96,11 @@ def test_batch_size_and_actor_count_do_not_change_seeds_or_frames(ray_cluster, i
             assert np.abs(video.astype(int) - reference[item][1].astype(int)).max() <= 1, (name, item)
 
 
-def test_metadata_row_regenerates_its_video_with_plain_diffusers(ray_cluster, inputs, tmp_path):
+def test_metadata_row_regenerates_its_video_with_plain_diffusers(lossless_runs):
     from diffusers import StableVideoDiffusionPipeline
     from PIL import Image
 
-    _, manifest = inputs
-    spec = make_spec(manifest, tmp_path / "out", video={"lossless": True})
-    pipeline.run(spec, progress=False)
-    row = _table(tmp_path / "out")[3]
+    row = _table(lossless_runs["b1a1"])[3]
 
     # Exactly the README's recipe: fit the image, then one plain diffusers call with the row's parameters.
     pipe = StableVideoDiffusionPipeline.from_pretrained(str(ensure_tiny_model()), torch_dtype=torch.float32)
