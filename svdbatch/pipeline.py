@@ -503,4 +503,5 @@ def _render(
         committer.flush()
         raise JobError(root_message(error)) from error
     finally:
-        ray.kill(workers)  # Ray Data keeps the finished plan, and with it this handle: the actor would outlive the run
+        # The finished plan holds this handle until Python's cycle collector frees it: the actor would outlive the run.
+        ray.kill(workers)

@@ -1,7 +1,7 @@
 """Where a job's generation actors report: when each was ready (the watchdog and the job record read it) and how
 many actors each item has cost by losing their device (faults.MAX_ACTORS_LOST).
 
-Its own module, importing nothing, because it runs as a Ray actor of its own: an actor process imports the module
+Its own module, free of torch and Ray, because it runs as a Ray actor of its own: an actor process imports the module
 that defines its class, and importing pipeline.py would cost it torch (seconds of CPU) on every run.
 """
 
