@@ -1,13 +1,15 @@
 """Resume and publish at scale: a job of N rows whose metadata table already holds N-2 done rows.
 
     python benchmarks/scale.py [--rows 100000,1000000,10000000] [--old-tree /tmp/old-svdbatch --old-rows 100000]
+                               [--old-layout new]
 
 For each size the done-table is built column-wise with the real seeds and fingerprints (``items.expand_batch``),
 written in the layout of the code under test (bucket files; ``metadata/metadata.parquet`` for the old tree, e.g.
-``git worktree add /tmp/old-svdbatch 9a19628``), and a fresh process with its own local Ray cluster runs
-``svdbatch plan`` and then ``svdbatch run``, which renders the 2 new items at 32x32, 2 frames, 1 step. Printed: plan
-time, run time, the time of the run's last publish, the driver's peak RSS and the peak RSS of the driver plus every
-Ray process below it (raylet, object store, workers), sampled every 0.2 s.
+``git worktree add /tmp/old-svdbatch 9a19628``; ``--old-layout new`` for an old tree that already wrote buckets),
+and a fresh process with its own local Ray cluster runs ``svdbatch plan`` and then ``svdbatch run``, which renders
+the 2 new items at 32x32, 2 frames, 1 step. Printed: plan time, run time, the time of the run's last publish, the
+driver's peak RSS and the peak RSS of the driver plus every Ray process below it (raylet, object store, workers),
+sampled every 0.2 s.
 """
 
 from __future__ import annotations
@@ -201,7 +203,7 @@ def measure(rows: int, tree: Path, layout: str) -> dict:
         if done.returncode:
             sys.exit(f"the {rows}-row run of {tree} failed:\n{done.stderr[-3000:]}")
         shutil.rmtree(folder / "out", ignore_errors=True)
-    return {"rows": rows, "tree": layout, "build_s": built, **json.loads(done.stdout.strip().splitlines()[-1])}
+    return {"rows": rows, "build_s": built, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def main() -> None:
@@ -209,21 +211,22 @@ def main() -> None:
     parser.add_argument("--rows", default="100000,1000000,10000000", help="Job sizes for this tree.")
     parser.add_argument("--old-tree", type=Path, help="A checkout of the code before the change, for comparison.")
     parser.add_argument("--old-rows", default="100000,1000000", help="Job sizes for the old tree.")
+    parser.add_argument("--old-layout", default="old", choices=["old", "new"], help="The old tree's table layout.")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--layout", default="new", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.layout)))
         return
-    runs = [(int(rows), ROOT, "new") for rows in args.rows.split(",")]
+    runs = [(int(rows), ROOT, "new", "new") for rows in args.rows.split(",")]
     if args.old_tree:
-        runs += [(int(rows), args.old_tree, "old") for rows in args.old_rows.split(",")]
+        runs += [(int(rows), args.old_tree, args.old_layout, "old") for rows in args.old_rows.split(",")]
     header = f"{'tree':>5}{'rows':>10}{'build s':>9}{'plan s':>8}{'run s':>8}{'publish s':>10}"
     print(header + f"{'driver MiB':>12}{'cluster MiB':>13}{'rendered':>9}{'done':>10}", flush=True)
-    for rows, tree, layout in runs:
+    for rows, tree, layout, label in runs:
         result = measure(rows, tree, layout)
         print(
-            f"{result['tree']:>5}{result['rows']:>10}{result['build_s']:>9.1f}{result['plan_s']:>8.1f}"
+            f"{label:>5}{result['rows']:>10}{result['build_s']:>9.1f}{result['plan_s']:>8.1f}"
             f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}"
             f"{result['cluster_mib']:>13.0f}{result['rendered']:>9}{result['skipped']:>10}",
             flush=True,
