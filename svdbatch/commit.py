@@ -109,25 +109,16 @@ def _parquet_sizes(fs, path: str) -> dict[str, int]:
     return {name: info.get("size") or 0 for name, info in sorted(found.items()) if name.endswith(".parquet")}
 
 
-def _parquet_under(fs, path: str) -> list[str]:
-    return list(_parquet_sizes(fs, path))
-
-
 def pending_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
     """Commit files not yet merged into the table (a running job's, or a killed one's), as fsspec paths."""
     fs, path = storage.filesystem(storage.join(output, COMMITS), options or {})
-    return storage.retrying(lambda: _parquet_under(fs, path))
-
-
-def table_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
-    """Every file of the metadata table: bucket files, and the single file of a table from an earlier version."""
-    fs, path = storage.filesystem(storage.join(output, METADATA), options or {})
-    return storage.retrying(lambda: _parquet_under(fs, path))
+    return list(storage.retrying(lambda: _parquet_sizes(fs, path)))
 
 
 @dataclass(frozen=True)
 class StateFiles:
-    """The files the committed state is read from, listed once: the table's and the pending commit files."""
+    """The files the committed state is read from, listed once: the table's (bucket files, and the single file of a
+    table from an earlier version) and the pending commit files."""
 
     tables: list[str]
     pending: list[str]
@@ -153,7 +144,8 @@ def read_state(output: str, files: StateFiles, options: dict[str, Any] | None = 
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
     """Every recorded row: the published table plus the commit files of runs not yet merged into it."""
     fs, _ = storage.filesystem(output, options or {})
-    tables = [_read(fs, name) for name in table_files(output, options) + pending_files(output, options)]
+    files = state_files(output, options)
+    tables = [_read(fs, name) for name in files.tables + files.pending]
     return pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
 
 

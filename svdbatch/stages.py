@@ -181,9 +181,9 @@ def _drop_done(decided: pa.Table) -> pa.Table:
 
 def count_work(items: pa.Table) -> pa.Table:
     """ResumeRows' output -> one row: the done items it counted, and the items (and error rows) left to render."""
-    done = pc.equal(items["status"], SKIPPED)
-    skipped = pc.sum(items.filter(done)["batch_items"]).as_py() or 0
-    return pa.table({"skipped": [skipped], "to_render": [items.num_rows - (pc.sum(done).as_py() or 0)]})
+    tallies = items.filter(pc.equal(items["status"], SKIPPED))
+    skipped = pc.sum(tallies["batch_items"]).as_py() or 0
+    return pa.table({"skipped": [skipped], "to_render": [items.num_rows - tallies.num_rows]})
 
 
 TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
