@@ -6,8 +6,9 @@ field carries a description because ``svdbatch`` prints this tree as its referen
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -301,8 +302,11 @@ class JobSpec(_Strict):
 def describe_error(error: ValidationError, prefix: str = "") -> str:
     """One line per the brief: the field, the bad value and what is allowed."""
     errors = error.errors()
+    # A misspelt field also shows up as the real one missing: name the typo, it says what to fix.
     # For a union (compute.actors: number or range) report the branch that matches the input's kind.
-    first = next((item for item in errors if item["type"] not in ("int_type", "int_parsing", "model_type")), errors[0])
+    first = next((item for item in errors if item["type"] == "extra_forbidden"), None) or next(
+        (item for item in errors if item["type"] not in ("int_type", "int_parsing", "model_type")), errors[0]
+    )
     parts = [str(part) for part in first["loc"] if not str(part).startswith(("constrained-", "function-"))]
     where = ".".join(parts) or "spec"
     if prefix:
@@ -311,10 +315,26 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
     if first["type"] == "extra_forbidden" and where in RENAMED:
         return f"{where}: renamed, use {RENAMED[where]}"
     if first["type"] == "extra_forbidden":
-        return f"{where}: unknown field (check the spelling; 'svdbatch spec' lists every field)"
+        guess = nearest_field(parts)
+        hint = f"did you mean {guess}? " if guess else "check the spelling; "
+        return f"{where}: unknown field ({hint}'svdbatch spec' lists every field)"
     if first["type"] == "missing":
         return f"{where}: required field is missing"
     return f"{where}: {first.get('input')!r} is not allowed: {message}"
+
+
+def nearest_field(parts: list[str], root: type[BaseModel] = JobSpec) -> str | None:
+    """The spec field whose name is closest to the unknown last part of ``parts``, as a dotted path, or None."""
+    model = root
+    for part in parts[:-1]:
+        field = model.model_fields.get(part)
+        kinds = (field.annotation, *get_args(field.annotation)) if field else ()
+        models = [kind for kind in kinds if isinstance(kind, type) and issubclass(kind, BaseModel)]
+        if not models:
+            return None
+        model = models[0]
+    close = difflib.get_close_matches(parts[-1], list(model.model_fields), n=1, cutoff=0.6)
+    return ".".join([*parts[:-1], close[0]]) if close else None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -77,3 +77,25 @@ def test_every_field_is_described():
 
     walk(JobSpec)
     assert any(line.strip().startswith("render.fps = 7") for line in reference())
+
+
+@pytest.mark.parametrize(
+    ("spec", "overrides", "suggestion"),
+    [
+        ({**BASE, "rendr": {"fps": 8}}, [], "rendr: unknown field (did you mean render?"),
+        ({"manifest": {"pth": "m"}, "output": {"url": "/out"}}, [], "did you mean manifest.path?"),
+        (BASE, ["render.num_inference_step=3"], "did you mean render.num_inference_steps?"),
+        (BASE, ["model.step_cache.intervl=2"], "did you mean model.step_cache.interval?"),
+        (BASE, ["compute.actors.mx=2"], "did you mean compute.actors.max?"),
+    ],
+)
+def test_a_typo_is_answered_with_the_nearest_field_at_every_level(spec, overrides, suggestion):
+    with pytest.raises(SpecError) as caught:
+        build_spec(spec, overrides)
+    assert suggestion in str(caught.value)
+    assert "'svdbatch spec' lists every field" in str(caught.value)
+
+
+def test_a_name_like_no_field_gets_no_guess():
+    with pytest.raises(SpecError, match=r"render.colour: unknown field \(check the spelling"):
+        build_spec(BASE, ["render.colour=red"])
