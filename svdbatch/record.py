@@ -36,8 +36,14 @@ class RunSummary:
             f"{self.failed} failed, {self.skipped} already done"
             f"{f' ({self.rerendered} re-rendered: changed or failed before)' if self.rerendered else ''}"
             f"{f', {self.removed} removed' if self.removed else ''}"
-            f" in {self.wall_seconds:.1f}s ({self.videos_per_minute:.1f} videos/min) -> {self.output}"
+            f" in {self.wall_seconds:.1f}s ({self._rate()}) -> {self.output}"
         )
+
+    def _rate(self) -> str:
+        """A rate only when videos were rendered: a rerun with nothing to do is not '0.0 videos/min'."""
+        if self.rendered:
+            return f"{self.videos_per_minute:.1f} videos/min"
+        return "no video rendered" if self.failed or self.rejected else "nothing to render"
 
 
 class Progress:

@@ -1,9 +1,9 @@
-"""What a run reports, without Ray: the progress line."""
+"""What a run reports, without Ray: the progress line and the summary line."""
 
 from __future__ import annotations
 
 from svdbatch.commit import Counts
-from svdbatch.record import Progress
+from svdbatch.record import Progress, RunSummary
 
 
 def test_progress_line_shows_done_of_total_and_an_eta(capsys):
@@ -13,3 +13,12 @@ def test_progress_line_shows_done_of_total_and_an_eta(capsys):
     assert line.startswith("svdbatch: 4/10 items (1 failed),") and "ETA" in line
     Progress(total=10, enabled=False, every_s=0).update(Counts(rendered=3))
     assert capsys.readouterr().err == ""
+
+
+def test_summary_line_gives_a_rate_only_when_videos_were_rendered():
+    def line(rendered: int, failed: int = 0) -> str:
+        return RunSummary("r", "/out", rendered, failed, 12, 0, 0, wall_seconds=30.0).line()
+
+    assert "(20.0 videos/min)" in line(10)
+    assert line(0).endswith("in 30.0s (nothing to render) -> /out")
+    assert "(no video rendered)" in line(0, failed=2)
