@@ -13,12 +13,21 @@ import traceback
 from pathlib import Path
 
 from svdbatch import __version__
-from svdbatch.config import SpecError, load_spec, reference
+from svdbatch.config import JobSpec, SpecError, load_spec, reference
 from svdbatch.errors import JobError, UserError
+from svdbatch.plan import DEFAULT_GPU, DEFAULT_GPUS
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 PRUNE_HELP = "Remove what left the manifest: delete its videos, mark its rows 'removed' (output.prune=true)."
+PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
+SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
+EXIT_CODES = """exit status:
+  0    every item rendered or was already done
+  1    some items failed (error rows in the table), or a fatal problem stopped the job
+  2    bad command line or job spec
+  130  interrupted (SIGINT, Ctrl-C)
+  143  stopped (SIGTERM, e.g. ray job stop)"""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+        command.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help=SET_HELP)
         command.add_argument("--verbose", action="store_true", help="Show Ray's logs and full tracebacks.")
         command.add_argument("--quiet", action="store_true", help="No progress bars; only the summary line.")
         return command
@@ -36,17 +45,20 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "Render every item of a job spec.")
     run.add_argument("job", help="Job spec YAML.")
     run.add_argument("--prune", action="store_true", help=PRUNE_HELP)
+    run.epilog, run.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
     demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
     demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
     plan.add_argument("job", help="Job spec YAML.")
-    plan.add_argument("--prune", action="store_true", help=PRUNE_HELP)
-    plan.add_argument("--gpus", type=int, default=8, help="Cluster size for the wall-time estimate.")
+    plan.add_argument("--prune", action="store_true", help=PLAN_PRUNE_HELP)
+    plan.add_argument(
+        "--gpus", type=int, help=f"GPUs of the cluster, for the wall-time estimate (not given: {DEFAULT_GPUS}, assumed)."
+    )
     plan.add_argument(
         "--gpu",
-        default="H100",
-        help="GPU kind for the estimate (H200, H100, H100-PCIe, A100, L40S, L4, T4, ...); any other with --tflops.",
+        help="GPU kind for the estimate (H200, H100, H100-PCIe, A100, L40S, L4, T4, ...; any other with --tflops) "
+        f"(not given: {DEFAULT_GPU}, assumed).",
     )
     plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
@@ -64,10 +76,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run(job: Path, args: argparse.Namespace) -> int:
-    from svdbatch.pipeline import run
+def _checked_spec(job: Path, args: argparse.Namespace) -> JobSpec:
+    """The job spec validated and its manifest found before torch or Ray load: a mistake answers in a moment."""
+    from svdbatch.manifest import find_files
 
     spec = load_spec(job, _overrides(args))
+    find_files(spec)
+    return spec
+
+
+def _run(job: Path, args: argparse.Namespace) -> int:
+    spec = _checked_spec(job, args)
+    from svdbatch.pipeline import run
+
     summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
@@ -78,13 +99,24 @@ def _run(job: Path, args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from svdbatch.plan import GPU_TFLOPS, make_plan
 
-    if args.tflops is None and args.gpu not in GPU_TFLOPS:
+    if args.tflops is None and args.gpu is not None and args.gpu not in GPU_TFLOPS:
         raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(GPU_TFLOPS)}; or give --tflops")
     if args.tflops is not None and args.tflops <= 0:
         raise SpecError(f"--tflops {args.tflops:g}: must be positive")
-    spec = load_spec(Path(args.job), _overrides(args))
-    report = make_plan(spec, args.gpu, args.seconds_per_video, args.tflops)
-    print("\n".join(report.lines(args.gpus, args.gpu)))
+    if args.gpus is not None and args.gpus < 1:
+        raise SpecError(f"--gpus {args.gpus}: must be at least 1")
+    spec = _checked_spec(Path(args.job), args)
+    report = make_plan(
+        spec,
+        args.gpu,
+        args.seconds_per_video,
+        args.tflops,
+        args.gpus,
+        verbose=args.verbose,
+        progress=not args.quiet,
+        cli=True,
+    )
+    print("\n".join(report.lines()))
     return 0 if not report.problems else EXIT_FAILED
 
 

@@ -65,17 +65,23 @@ def _footer(fs, name: str) -> pq.FileMetaData:
         return pq.ParquetFile(handle).metadata
 
 
-def inspect(spec: JobSpec) -> ManifestInfo:
-    """Check every file's footer (cheap: no row data is read) and count the rows."""
-    options = spec.storage_options
+def find_files(spec: JobSpec) -> list[str]:
+    """The manifest's files; any failure to list them is one ManifestError line. Cheap, so the CLI checks it before
+    it loads torch or starts Ray."""
     try:
-        files = storage.retrying(lambda: list_files(spec.manifest.path, options))
+        return storage.retrying(lambda: list_files(spec.manifest.path, spec.storage_options))
     except (ManifestError, storage.StorageError):
         raise
     except Exception as error:  # noqa: BLE001 - credentials, network, permissions: all stop the job the same way
         raise ManifestError(
             f"manifest.path {spec.manifest.path}: cannot list ({type(error).__name__}: {error})"
         ) from error
+
+
+def inspect(spec: JobSpec) -> ManifestInfo:
+    """Check every file's footer (cheap: no row data is read) and count the rows."""
+    options = spec.storage_options
+    files = find_files(spec)
     fs, _ = storage.filesystem(spec.manifest.path, options)
     rows = 0
     schema = None

@@ -105,6 +105,17 @@ def init_ray(verbose: bool = False) -> None:
         ray.init(address="local", include_dashboard=False, logging_level=level, log_to_driver=verbose)
 
 
+def start_ray(verbose: bool, progress: bool, cli: bool) -> None:
+    """Ray as every command shows it (run, demo, plan): started or joined, its native notices filtered out of the
+    command's stderr (``cli``, unless ``verbose``), Ray Data's bars on a terminal only and none of its INFO lines."""
+    from ray.data import DataContext
+
+    init_ray(verbose)
+    if cli and not verbose:
+        filter_native_notices()
+    configure_progress(DataContext.get_current(), progress, verbose)
+
+
 def _pyarrow_fs(url: str, options: dict[str, Any]):
     fs, _ = storage.filesystem(url, options)
     return PyFileSystem(FSSpecHandler(fs))
@@ -417,14 +428,9 @@ def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: boo
     ``cli``: this process is the svdbatch command, so its stderr is the user's terminal or log and Ray's native
     notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
     """
-    from ray.data import DataContext
-
     started = time.time()
     info, identity = preflight(spec)
-    init_ray(verbose)
-    if cli and not verbose:
-        filter_native_notices()
-    configure_progress(DataContext.get_current(), progress, verbose)
+    start_ray(verbose, progress, cli)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.

@@ -5,6 +5,9 @@ RAY_ADDRESS names a cluster): image versions are looked up in the tasks unless t
 model's identity comes from one listing. Reports why anything is rendered again, how many committed items left the
 manifest (what ``--prune`` removes), the first bad rows, and estimates GPU time as a range from the FLOPs of each
 video and the share of peak that published SVD-XT figures reach.
+
+Imports only the spec module at load (pyarrow, torch and Ray inside the functions): the CLI's help text reads this
+module's defaults and stays instant.
 """
 
 from __future__ import annotations
@@ -12,11 +15,11 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from svdbatch import manifest
 from svdbatch.config import TINY_MODEL, JobSpec, StepCacheSpec
-from svdbatch.items import TO_RENDER, Category
-from svdbatch.model import model_identity
 
+# What the estimate assumes when plan is not told (printed with it, and in `plan --help`).
+DEFAULT_GPU = "H100"
+DEFAULT_GPUS = 8
 # Peak dense (no sparsity) fp16/bf16 tensor-core TFLOP/s from NVIDIA's datasheets (fp32 accumulate where the sheet
 # gives two figures; A10G is listed with the A10's figure). Any other GPU: --tflops.
 GPU_TFLOPS = {
@@ -46,7 +49,19 @@ CALIBRATION = (
     ("TensorRT on an H100 PCIe", "H100-PCIe", 22.6),
     ("TensorRT on an A100 SXM", "A100", 32.2),
 )
-TINY_SECONDS = 0.5  # the embedded tiny model at demo size on a 2-core CPU
+# The embedded tiny model on a 2-core CPU: a run of 256x144, 8 frames, 3 steps averaged 4.04 s of generation per
+# video. Its time grows with pixels x frames x steps (64x64x8x4: 0.63 s, 128x128x8x2: 1.2 s, 256x144x14x2: 5.3 s).
+TINY_MEASURED = {"width": 256, "height": 144, "num_frames": 8, "num_inference_steps": 3}
+TINY_SECONDS = 4.04
+
+
+def _pixel_frame_steps(item: dict) -> int:
+    return item["width"] * item["height"] * item["num_frames"] * item["num_inference_steps"]
+
+
+def tiny_seconds(item: dict) -> float:
+    """Seconds of one video of the embedded tiny model on a 2-core CPU: the measured one, scaled."""
+    return TINY_SECONDS * _pixel_frame_steps(item) / _pixel_frame_steps(TINY_MEASURED)
 
 
 def video_flop(item: dict, cache: StepCacheSpec) -> float:
@@ -94,7 +109,12 @@ def estimate_basis(spec: JobSpec, gpu: str, tflops: float, measured_seconds: flo
     if measured_seconds:
         return f"basis: {measured_seconds:g} s per video, measured (--seconds-per-video)"
     if spec.model.source == TINY_MODEL:
-        return f"basis: the embedded tiny model, about {TINY_SECONDS} s per video on a 2-core CPU"
+        measured = TINY_MEASURED
+        return (
+            f"basis: the embedded tiny model (random weights) took {TINY_SECONDS:g} s per video on a 2-core CPU at "
+            f"{measured['width']}x{measured['height']}, {measured['num_frames']} frames, "
+            f"{measured['num_inference_steps']} steps; scaled by pixels x frames x steps"
+        )
     render = spec.render.model_dump()
     steps = render["num_inference_steps"]
     full = spec.model.step_cache.full_steps(steps)
@@ -122,6 +142,8 @@ class PlanReport:
     shapes: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     seconds: tuple[float, float] = (0.0, 0.0)  # (optimistic, typical) GPU seconds of the items to render
+    estimate: str = ""
+    assumed: str = ""  # what the estimate took as given because plan was not told: printed with it
     basis: str = ""
     to_remove: int = 0
     prune: bool = False
@@ -132,12 +154,14 @@ class PlanReport:
 
     @property
     def to_render(self) -> int:
+        from svdbatch.items import TO_RENDER
+
         return sum(self.counts[category] for category in TO_RENDER)
 
-    def lines(self, gpus: int, gpu: str) -> list[str]:
+    def lines(self) -> list[str]:
+        from svdbatch.items import Category
+
         counts = self.counts
-        fast, typical = self.seconds
-        share = max(1, gpus)
         lines = [
             f"manifest: {self.files} file(s), {self.rows} rows -> {self.items} items",
             f"to render: {counts[Category.NEW]} new, {counts[Category.CHANGED]} changed spec, "
@@ -146,8 +170,8 @@ class PlanReport:
             f"{counts[Category.INVALID]} invalid",
             f"to remove: {self.to_remove} no longer in the manifest"
             + ("" if self.prune else " (kept: output.prune is off; run --prune to remove them)"),
-            f"estimate: {span(fast, typical)} of GPU time on {gpu}; "
-            f"about {span(fast / share, typical / share)} wall on {gpus} GPU(s)",
+            self.estimate,
+            *([self.assumed] if self.assumed else []),
             self.basis,
         ]
         if self.problems:
@@ -157,18 +181,31 @@ class PlanReport:
 
 
 def make_plan(
-    spec: JobSpec, gpu: str = "H100", measured_seconds: float | None = None, tflops: float | None = None
+    spec: JobSpec,
+    gpu: str | None = None,
+    measured_seconds: float | None = None,
+    tflops: float | None = None,
+    gpus: int | None = None,
+    *,
+    verbose: bool = False,
+    progress: bool = False,
+    cli: bool = False,
 ) -> PlanReport:
     """Raise ManifestError/ModelError/StorageError for job-level problems; count and list the rest.
 
     ``gpu`` names the GPU in the estimate; its peak comes from ``tflops`` or, when that is None, GPU_TFLOPS.
+    ``gpu`` and ``gpus`` not given are DEFAULT_GPU and DEFAULT_GPUS, and the report says it assumed them.
+    ``verbose``, ``progress`` and ``cli`` show Ray as ``run`` does (``pipeline.start_ray``).
     """
-    from svdbatch import pipeline
+    from svdbatch import manifest, pipeline
+    from svdbatch.model import model_identity
 
     info = manifest.inspect(spec)
     identity = model_identity(spec.model, spec.storage_options)
-    pipeline.init_ray()
+    pipeline.start_ray(verbose, progress, cli)
     report = pipeline.plan(spec, info, identity)
+    assumed = [f"--gpu {DEFAULT_GPU}"] * (gpu is None) + [f"--gpus {DEFAULT_GPUS}"] * (gpus is None)
+    gpu, gpus = gpu or DEFAULT_GPU, gpus or DEFAULT_GPUS
     tflops = tflops or GPU_TFLOPS[gpu]
     report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
     fast = typical = 0.0
@@ -176,6 +213,15 @@ def make_plan(
         one_fast, one_typical = _video_seconds(shape, spec, tflops, measured_seconds)
         fast, typical = fast + one_fast * shape["items"], typical + one_typical * shape["items"]
     report.seconds = (fast, typical)
+    if spec.model.source == TINY_MODEL and not measured_seconds:
+        report.estimate = f"estimate: {span(fast, typical)} of generation on CPU (--gpu and --gpus do not apply)"
+        return report
+    report.estimate = (
+        f"estimate: {span(fast, typical)} of GPU time on {gpu}; "
+        f"about {span(fast / gpus, typical / gpus)} wall on {gpus} GPU(s)"
+    )
+    if assumed:
+        report.assumed = f"assumed: {' '.join(assumed)} (not given: pass your cluster's)"
     return report
 
 
@@ -183,5 +229,5 @@ def _video_seconds(item: dict, spec: JobSpec, tflops: float, measured: float | N
     if measured:
         return measured, measured
     if spec.model.source == TINY_MODEL:
-        return TINY_SECONDS, TINY_SECONDS
+        return tiny_seconds(item), tiny_seconds(item)
     return seconds_per_video(item, tflops, spec.model.step_cache)

@@ -16,6 +16,7 @@ from svdbatch.plan import (
     VAE_FLOP,
     duration,
     seconds_per_video,
+    tiny_seconds,
 )
 
 
@@ -54,14 +55,19 @@ def test_plan_estimates_gpu_time_as_a_range_and_takes_a_measured_latency(ray_clu
     out = capsys.readouterr().out
     assert f"estimate: {duration(100 * fast)} to {duration(100 * typical)} of GPU time on H100" in out
     assert "25 of 25 UNet steps in full" in out and "TensorRT on an A100 SXM 32.2 s" in out
+    assert "assumed: --gpu H100 --gpus 8 (not given: pass your cluster's)" in out
     assert main(["plan", job, "--seconds-per-video", "36", "--gpus", "2"]) == 0
-    assert "estimate: 1.0 h of GPU time on H100; about 30.0 min wall on 2 GPU(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "estimate: 1.0 h of GPU time on H100; about 30.0 min wall on 2 GPU(s)" in out
+    assert "assumed: --gpu H100 (not given" in out
 
 
 def test_plan_shows_small_jobs_in_minutes_or_seconds(ray_cluster, tmp_path, capsys):
     job = _job(tmp_path, {"key": ["a", "b"], "image": ["/i/a.png", "/i/b.png"]})
-    assert main(["plan", job, "--gpus", "1"]) == 0  # the tiny model: 0.5 s per video
-    assert "estimate: 1.0 s of GPU time on H100; about 1.0 s wall on 1 GPU(s)" in capsys.readouterr().out
+    assert main(["plan", job, "--set", "render.width=64", "--set", "render.height=64"]) == 0
+    out = capsys.readouterr().out  # the tiny model on CPU, scaled to 64x64, 25 frames, 25 steps
+    assert f"estimate: {duration(2 * tiny_seconds({**REFERENCE, 'width': 64, 'height': 64}))} of generation" in out
+    assert "(--gpu and --gpus do not apply)" in out and "assumed" not in out
     assert main(["plan", job, "--seconds-per-video", "90", "--gpus", "1"]) == 0
     assert "estimate: 3.0 min of GPU time" in capsys.readouterr().out
     assert [duration(s) for s in (0.04, 59.9, 60, 3599, 3600, 10**6)] == [

@@ -97,3 +97,39 @@ def test_a_user_error_deep_in_a_chain_is_shown_as_its_line_and_verbose_shows_its
     err = capsys.readouterr().err
     assert err.strip().endswith(f"svdbatch: error: manifest.path {manifest}: not found")
     assert "Traceback" in err and "ManifestError" in err
+
+
+def test_spec_mistakes_are_answered_before_torch_or_ray_load(tmp_path):
+    """Timing-free: what answers a bad spec or a missing manifest must not import torch, diffusers or Ray."""
+    manifest = tmp_path / "m.parquet"
+    manifest.write_bytes(b"found is enough: the footer is read later")
+    job = tmp_path / "job.yaml"
+    job.write_text(f"manifest: {{path: {manifest}}}\noutput: {{url: {tmp_path / 'out'}}}\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(job.read_text() + "rendr: {fps: 8}\n")
+    missing = tmp_path / "missing.yaml"
+    missing.write_text(f"manifest: {{path: {tmp_path / 'none.parquet'}}}\noutput: {{url: {tmp_path / 'out'}}}\n")
+    for argv in (
+        ["run", str(typo)],
+        ["plan", str(typo)],
+        ["run", str(job), "--set", "render.num_inference_step=3"],
+        ["plan", str(missing)],
+        ["run", str(missing)],
+    ):
+        assert not _modules_after(argv) & set(HEAVY), argv
+
+
+def test_help_explains_set_plan_defaults_and_run_exit_codes(capsys):
+    def help_of(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    for command in ("run", "plan", "demo"):
+        assert "--set SECTION.FIELD=VALUE Override one spec field" in help_of(command)
+    plan = help_of("plan")
+    assert "not given: 8, assumed" in plan and "not given: H100, assumed" in plan
+    assert "delete its videos" not in plan and "plan deletes nothing" in plan
+    run = help_of("run")
+    for code in ("0 every item", "1 some items failed", "2 bad command line or job spec", "130 interrupted", "143"):
+        assert code in run
