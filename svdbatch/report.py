@@ -3,9 +3,10 @@
 ``{output}/report/index.html`` shows the totals across every run and the figures of the last run that rendered,
 per-stage timings, one poster per video (its first frame, which plays the MP4 on click) beside the fitted input image
 it was rendered from, the failed items with their errors, the items the quality gates rejected with their reasons,
-and links a PNG contact sheet. Every path in the page is relative (videos are always directly under
-``{output}/videos/``), so the folder works from disk, behind any static web server, or from a bucket's website
-endpoint, whatever form of the output path the command was given.
+and links a PNG contact sheet. When the videos come from the embedded tiny model (random weights) the page says so
+at the top, so its noise is not taken for a failed job. Every path in the page is relative (videos are always
+directly under ``{output}/videos/``), so the folder works from disk, behind any static web server, or from a bucket's
+website endpoint, whatever form of the output path the command was given.
 Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
 """
 
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 from PIL import Image
 
 from svdbatch import commit, storage
+from svdbatch.config import TINY_MODEL
 from svdbatch.images import ImageError, load_image
 from svdbatch.metadata import OK, REJECTED, REMOVED
 
@@ -135,10 +137,15 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
 
 def _card(index: int, row: dict[str, Any], poster: str, source: str | None, video: str) -> str:
     label = html.escape(f"{row['key']} · v{row['variant']}")
-    details = html.escape(
-        f"seed {row['seed']} · {row['width']}x{row['height']} · {row['num_frames']} frames @ {row['fps']} fps · "
-        f"motion {row['motion_bucket_id']} · {_quality(row)}"
-    )
+    facts = [
+        f"seed {row['seed']}",
+        f"{row['width']}x{row['height']}",
+        f"{row['num_frames']} frames @ {row['fps']} fps",
+        f"motion {row['motion_bucket_id']}",
+        *_quality(row),
+    ]
+    # Each fact wraps as a whole: "8 frames" or "mean motion 26.1" is never split across lines.
+    details = " · ".join(f'<span class="fact">{html.escape(fact)}</span>' for fact in facts)
     source_cell = (
         f'<img class="input" src="{source}" alt="input of {label}" loading="lazy">'
         if source
@@ -162,12 +169,23 @@ def _rate_line(totals: dict[str, Any]) -> str:
     )
 
 
-def _quality(row: dict[str, Any]) -> str:
+def _quality(row: dict[str, Any]) -> list[str]:
     if row["motion_mean"] is None:  # rendered before svdbatch measured quality
-        return "quality not measured"
+        return ["quality not measured"]
+    return [
+        f"mean motion {row['motion_mean']:.1f}",
+        f"first frame {row['first_frame_psnr']:.1f} dB, SSIM {row['first_frame_ssim']:.2f}",
+    ]
+
+
+def _model_note(ok: list[dict[str, Any]]) -> str:
+    """A line at the top when the videos come from the embedded tiny model: random weights make noise, by design."""
+    if not any(row["model_source"] == TINY_MODEL for row in ok):
+        return ""
     return (
-        f"mean motion {row['motion_mean']:.1f} · first frame {row['first_frame_psnr']:.1f} dB, "
-        f"SSIM {row['first_frame_ssim']:.2f}"
+        f'<p id="model-note" class="note">These videos come from <b>{TINY_MODEL}</b>, the embedded tiny model with '
+        "random weights used by the demo and the tests: coloured noise is what it makes. Set model.source to an SVD "
+        "checkpoint (e.g. stabilityai/stable-video-diffusion-img2vid-xt) for real videos.</p>"
     )
 
 
@@ -198,17 +216,21 @@ def _page(rows, ok, failed, rejected, totals, cards, has_sheet: bool) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>svdbatch report</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa; color: #222; }}
-.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax({POSTER_WIDTH}px, 1fr)); gap: 1rem; }}
+.grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, {POSTER_WIDTH}px), 1fr));
+  gap: 1rem; }}
 .card {{ margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 6px; overflow: hidden; cursor: pointer; }}
-.pair {{ display: grid; grid-template-columns: 2fr 1fr; gap: 2px; background: #eee; }}
+.pair {{ display: grid; grid-template-columns: 1fr 1fr; gap: 2px; align-items: start; }}
 .card img, .card video {{ width: 100%; display: block; }}
 .missing {{ font-size: .8rem; color: #888; padding: .3rem; }}
-figcaption {{ padding: .4rem .6rem; word-break: break-all; }}
+figcaption {{ padding: .4rem .6rem; overflow-wrap: anywhere; }}
+.fact {{ white-space: nowrap; }}
+.note {{ background: #fff4d6; border: 1px solid #e8c66a; border-radius: 6px; padding: .5rem .8rem; }}
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid #ddd; padding: .3rem; }}
 .hidden {{ display: none; }}
 </style></head>
 <body data-posters-loaded="0" data-videos="{len(ok)}">
 <h1>svdbatch report</h1>
+{_model_note(ok)}
 <p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rejected)} rejected · {len(rows)} items</p>
 <p id="runs">{html.escape(rate)}</p>
 <p id="timings">mean per item: {html.escape(timings)} · {sheet}</p>

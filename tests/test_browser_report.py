@@ -1,5 +1,6 @@
 """The report as a user sees it: served over HTTP and opened in a real headless Chromium (posters render, a video
-plays); the screenshot is kept under test-artifacts/."""
+plays, card text wraps between words, the input sits level with its poster); screenshots are kept under
+test-artifacts/."""
 
 from __future__ import annotations
 
@@ -27,11 +28,70 @@ FLAGS = [
 ]
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (installed by .ci/run)")
-def test_report_renders_and_plays_in_headless_chromium(operator_output, tmp_path):
-    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(operator_output / "out"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+# Opens the report in a narrow and a wide frame and measures it: words of card text split over two lines, the
+# largest height difference between a poster and its input, whether the tiny-model note sits above the cards.
+PROBE = b"""<!doctype html><html><body>
+<iframe src="report/index.html" style="width:360px;height:3000px;border:0"></iframe>
+<iframe src="report/index.html" style="width:1280px;height:3000px;border:0"></iframe>
+<script>
+function measure(doc) {
+  const broken = [];
+  for (const caption of doc.querySelectorAll(".card figcaption")) {
+    const walker = doc.createTreeWalker(caption, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const word of node.data.matchAll(/\\S+/g)) {
+        const range = doc.createRange();
+        range.setStart(node, word.index);
+        range.setEnd(node, word.index + word[0].length);
+        if (new Set([...range.getClientRects()].map((rect) => Math.round(rect.top))).size > 1) broken.push(word[0]);
+      }
+    }
+  }
+  const gaps = [...doc.querySelectorAll(".pair")].map((pair) => {
+    const [poster, input] = pair.querySelectorAll("img");
+    return Math.abs(poster.getBoundingClientRect().height - input.getBoundingClientRect().height);
+  });
+  const note = doc.getElementById("model-note");
+  const above = note !== null && note.getBoundingClientRect().top < doc.getElementById("videos").offsetTop;
+  return {broken: broken.join(" "), gap: Math.max(...gaps), note: above};
+}
+const timer = setInterval(() => {
+  const docs = [...document.querySelectorAll("iframe")].map((frame) => frame.contentDocument);
+  const images = docs.flatMap((doc) => [...doc.querySelectorAll(".pair img")]);
+  if (images.length === 0 || images.some((img) => !img.complete || img.naturalWidth === 0)) return;
+  clearInterval(timer);
+  docs.forEach((doc, index) => {
+    const found = measure(doc);
+    document.body.dataset["broken" + index] = found.broken;
+    document.body.dataset["gap" + index] = found.gap;
+    document.body.dataset["note" + index] = found.note;
+  });
+  document.body.dataset.measured = "yes";
+}, 100);
+</script></body></html>"""
+
+
+class ReportServer(SimpleHTTPRequestHandler):
+    """The output folder, plus the probe page at /probe.html."""
+
+    def do_GET(self):
+        if self.path != "/probe.html":
+            return super().do_GET()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(PROBE)
+
+
+def serve(folder: Path) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(ReportServer, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
+def test_report_renders_and_plays_in_headless_chromium(operator_output, tmp_path):
+    server = serve(operator_output / "out")
     url = f"http://127.0.0.1:{server.server_address[1]}/report/index.html"
     try:
         profile = ["--user-data-dir=" + str(tmp_path / "profile")]
@@ -56,6 +116,38 @@ def test_report_renders_and_plays_in_headless_chromium(operator_output, tmp_path
                 f"--screenshot={shot}",
                 url,
             ],
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        assert shot.stat().st_size > 10_000
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
+def test_report_cards_wrap_between_words_and_say_the_model_is_the_tiny_one(operator_output, tmp_path):
+    server = serve(operator_output / "out")
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    probe = base + "/probe.html"  # both frames in the window: their lazy images load
+    try:
+        profile = ["--user-data-dir=" + str(tmp_path / "profile")]
+        dom = subprocess.run(
+            [CHROMIUM, *FLAGS, *profile, "--window-size=1700,3100", "--virtual-time-budget=8000", "--dump-dom", probe],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
+        body = dict(re.findall(r'data-([a-z0-9]+)="([^"]*)"', re.search(r"<body[^>]*>", dom).group(0)))
+        assert body.get("measured") == "yes", dom[-2000:]
+        for frame in ("0", "1"):  # 360 px and 1280 px wide
+            assert body["broken" + frame] == ""  # no word split over two lines
+            assert float(body["gap" + frame]) < 2  # the input is as tall as its poster: no empty block under it
+            assert body["note" + frame] == "true"  # the tiny-model note is above the cards
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "report-narrow.png"
+        subprocess.run(
+            [CHROMIUM, *FLAGS, *profile, "--window-size=400,900", f"--screenshot={shot}", base + "/report/index.html"],
             capture_output=True,
             timeout=120,
             check=True,
