@@ -89,38 +89,40 @@ def serve(folder: Path) -> ThreadingHTTPServer:
     return server
 
 
+def body_after_scripts(profile: list[str], url: str, *flags: str) -> str:
+    """The page's <body> tag once its scripts ran (8 s of virtual time): the tests' results are data attributes."""
+    dom = subprocess.run(
+        [CHROMIUM, *FLAGS, *profile, *flags, "--virtual-time-budget=8000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    return re.search(r"<body[^>]*>", dom).group(0)
+
+
+def screenshot(profile: list[str], url: str, name: str, size: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / name
+    subprocess.run(
+        [CHROMIUM, *FLAGS, *profile, f"--window-size={size}", "--virtual-time-budget=5000", f"--screenshot={shot}"]
+        + [url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return shot
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
 def test_report_renders_and_plays_in_headless_chromium(operator_output, tmp_path):
     server = serve(operator_output / "out")
     url = f"http://127.0.0.1:{server.server_address[1]}/report/index.html"
     try:
         profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-        dom = subprocess.run(
-            [CHROMIUM, *FLAGS, *profile, "--virtual-time-budget=8000", "--dump-dom", url + "#play=0"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-        body = re.search(r"<body[^>]*>", dom).group(0)
+        body = body_after_scripts(profile, url + "#play=0")
         assert 'data-posters-loaded="3"' in body and 'data-videos="3"' in body
         assert 'data-played="card-0"' in body  # the first video element fired "playing"
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "report.png"
-        subprocess.run(
-            [
-                CHROMIUM,
-                *FLAGS,
-                *profile,
-                "--window-size=1280,900",
-                "--virtual-time-budget=5000",
-                f"--screenshot={shot}",
-                url,
-            ],
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-        assert shot.stat().st_size > 10_000
+        assert screenshot(profile, url, "report.png", "1280,900").stat().st_size > 10_000
     finally:
         server.shutdown()
 
@@ -129,29 +131,15 @@ def test_report_renders_and_plays_in_headless_chromium(operator_output, tmp_path
 def test_report_cards_wrap_between_words_and_say_the_model_is_the_tiny_one(operator_output, tmp_path):
     server = serve(operator_output / "out")
     base = f"http://127.0.0.1:{server.server_address[1]}"
-    probe = base + "/probe.html"  # both frames in the window: their lazy images load
     try:
         profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-        dom = subprocess.run(
-            [CHROMIUM, *FLAGS, *profile, "--window-size=1700,3100", "--virtual-time-budget=8000", "--dump-dom", probe],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        ).stdout
-        body = dict(re.findall(r'data-([a-z0-9]+)="([^"]*)"', re.search(r"<body[^>]*>", dom).group(0)))
-        assert body.get("measured") == "yes", dom[-2000:]
+        tag = body_after_scripts(profile, base + "/probe.html", "--window-size=1700,3100")  # both frames in view
+        body = dict(re.findall(r'data-([a-z0-9]+)="([^"]*)"', tag))
+        assert body.get("measured") == "yes", body
         for frame in ("0", "1"):  # 360 px and 1280 px wide
             assert body["broken" + frame] == ""  # no word split over two lines
             assert float(body["gap" + frame]) < 2  # the input is as tall as its poster: no empty block under it
             assert body["note" + frame] == "true"  # the tiny-model note is above the cards
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = ARTIFACTS / "report-narrow.png"
-        subprocess.run(
-            [CHROMIUM, *FLAGS, *profile, "--window-size=400,900", f"--screenshot={shot}", base + "/report/index.html"],
-            capture_output=True,
-            timeout=120,
-            check=True,
-        )
-        assert shot.stat().st_size > 10_000
+        assert screenshot(profile, base + "/report/index.html", "report-narrow.png", "400,900").stat().st_size > 10_000
     finally:
         server.shutdown()
