@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("job", help="Job spec YAML.")
     plan.add_argument("--prune", action="store_true", help=PLAN_PRUNE_HELP)
     plan.add_argument(
-        "--gpus", type=int, help=f"GPUs of the cluster, for the wall-time estimate (not given: {DEFAULT_GPUS}, assumed)."
+        "--gpus", type=int, help=f"Cluster GPUs, for the wall-time estimate (not given: {DEFAULT_GPUS}, assumed)."
     )
     plan.add_argument(
         "--gpu",
