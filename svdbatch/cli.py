@@ -78,9 +78,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _checked_spec(job: Path, args: argparse.Namespace) -> JobSpec:
     """The job spec validated and its manifest found before torch or Ray load: a mistake answers in a moment."""
-    from svdbatch.manifest import find_files
-
     spec = load_spec(job, _overrides(args))
+    from svdbatch.manifest import find_files  # pyarrow: not needed to answer a spec error
+
     find_files(spec)
     return spec
 
