@@ -204,8 +204,13 @@ def make_plan(
     identity = model_identity(spec.model, spec.storage_options)
     pipeline.start_ray(verbose, progress, cli)
     report = pipeline.plan(spec, info, identity)
-    assumed = [f"--gpu {DEFAULT_GPU}"] * (gpu is None) + [f"--gpus {DEFAULT_GPUS}"] * (gpus is None)
-    gpu, gpus = gpu or DEFAULT_GPU, gpus or DEFAULT_GPUS
+    assumed = []
+    if gpu is None:
+        gpu = DEFAULT_GPU
+        assumed.append(f"--gpu {DEFAULT_GPU}")
+    if gpus is None:
+        gpus = DEFAULT_GPUS
+        assumed.append(f"--gpus {DEFAULT_GPUS}")
     tflops = tflops or GPU_TFLOPS[gpu]
     report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
     fast = typical = 0.0
