@@ -1,0 +1,97 @@
+"""Graceful stop: the first SIGINT or SIGTERM asks a run to stop, a second one ends the process at once.
+
+``svdbatch run`` and ``demo`` handle both signals (``handled``). Outside the render loop the handler raises
+``Stopped`` wherever the driver is (starting Ray, joining, publishing): the run then commits and publishes what it
+has. Inside the loop (``polled``) it only records the request, which the loop polls between batches, so the rows Ray
+Data already handed over are committed first. Free of Ray and torch so these rules are unit-tested without them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}  # 128 + the signal's number, as a shell reports it
+
+
+class Stopped(BaseException):
+    """A stop signal arrived. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` (ours or
+    Ray's) turns it into a job failure."""
+
+    def __init__(self, signum: int, committed: int | None = None):
+        super().__init__(signum, committed)
+        self.signum = signum
+        self.committed = committed  # videos this run committed, once the run has published them
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.signum]
+
+    def line(self) -> str:
+        return (
+            f"svdbatch: stopped by {signal.Signals(self.signum).name}: {self.committed} videos committed this run; "
+            "run the same command again to resume"
+        )
+
+
+class _State:
+    def __init__(self):
+        self.active = False  # inside ``handled``
+        self.polled = False  # inside ``polled``
+        self.requested: int | None = None  # the first stop signal's number
+
+
+_state = _State()
+
+
+def requested() -> int | None:
+    """The number of the stop signal received, or None."""
+    return _state.requested
+
+
+def _handle(signum: int, frame) -> None:
+    if _state.requested is not None:
+        os.write(2, f"svdbatch: {signal.Signals(signum).name} again: exiting now\n".encode())
+        os._exit(EXIT_CODES[signum])
+    _state.requested = signum
+    if not _state.polled:
+        raise Stopped(signum)
+
+
+def take_back() -> None:
+    """Install the handlers (again) while ``handled``: starting Ray replaces SIGTERM's with the core worker's native
+    one, which prints a stack dump and aborts the driver."""
+    if _state.active:
+        for signum in EXIT_CODES:
+            signal.signal(signum, _handle)
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run inside; the handlers in force before come back afterwards."""
+    previous = {signum: signal.getsignal(signum) for signum in EXIT_CODES}
+    _state.active, _state.polled, _state.requested = True, False, None
+    take_back()
+    try:
+        yield
+    finally:
+        _state.active = False
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextmanager
+def polled() -> Iterator[None]:
+    """Inside, a stop signal is only recorded: the code inside polls ``requested()``. Leaving normally raises
+    ``Stopped`` for a request nobody acted on."""
+    if _state.requested is not None:
+        raise Stopped(_state.requested)
+    _state.polled = True
+    try:
+        yield
+    finally:
+        _state.polled = False
+    if _state.requested is not None:
+        raise Stopped(_state.requested)
