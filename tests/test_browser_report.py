@@ -16,6 +16,9 @@ import pytest
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)"
+)
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -83,10 +86,14 @@ class ReportServer(SimpleHTTPRequestHandler):
         self.wfile.write(PROBE)
 
 
-def serve(folder: Path) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(ReportServer, directory=str(folder)))
+@pytest.fixture
+def served(operator_output, tmp_path):
+    """The operator run's output over HTTP (its base URL), and a fresh Chromium profile."""
+    handler = functools.partial(ReportServer, directory=str(operator_output / "out"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    yield f"http://127.0.0.1:{server.server_address[1]}", ["--user-data-dir=" + str(tmp_path / "profile")]
+    server.shutdown()
 
 
 def body_after_scripts(profile: list[str], url: str, *flags: str) -> str:
@@ -113,33 +120,21 @@ def screenshot(profile: list[str], url: str, name: str, size: str) -> Path:
     return shot
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
-def test_report_renders_and_plays_in_headless_chromium(operator_output, tmp_path):
-    server = serve(operator_output / "out")
-    url = f"http://127.0.0.1:{server.server_address[1]}/report/index.html"
-    try:
-        profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-        body = body_after_scripts(profile, url + "#play=0")
-        assert 'data-posters-loaded="3"' in body and 'data-videos="3"' in body
-        assert 'data-played="card-0"' in body  # the first video element fired "playing"
-        assert screenshot(profile, url, "report.png", "1280,900").stat().st_size > 10_000
-    finally:
-        server.shutdown()
+def test_report_renders_and_plays_in_headless_chromium(served):
+    base, profile = served
+    body = body_after_scripts(profile, base + "/report/index.html#play=0")
+    assert 'data-posters-loaded="3"' in body and 'data-videos="3"' in body
+    assert 'data-played="card-0"' in body  # the first video element fired "playing"
+    assert screenshot(profile, base + "/report/index.html", "report.png", "1280,900").stat().st_size > 10_000
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
-def test_report_cards_wrap_between_words_and_say_the_model_is_the_tiny_one(operator_output, tmp_path):
-    server = serve(operator_output / "out")
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        profile = ["--user-data-dir=" + str(tmp_path / "profile")]
-        tag = body_after_scripts(profile, base + "/probe.html", "--window-size=1700,3100")  # both frames in view
-        body = dict(re.findall(r'data-([a-z0-9]+)="([^"]*)"', tag))
-        assert body.get("measured") == "yes", body
-        for frame in ("0", "1"):  # 360 px and 1280 px wide
-            assert body["broken" + frame] == ""  # no word split over two lines
-            assert float(body["gap" + frame]) < 2  # the input is as tall as its poster: no empty block under it
-            assert body["note" + frame] == "true"  # the tiny-model note is above the cards
-        assert screenshot(profile, base + "/report/index.html", "report-narrow.png", "400,900").stat().st_size > 10_000
-    finally:
-        server.shutdown()
+def test_report_cards_wrap_between_words_and_say_the_model_is_the_tiny_one(served):
+    base, profile = served
+    tag = body_after_scripts(profile, base + "/probe.html", "--window-size=1700,3100")  # both frames in view
+    body = dict(re.findall(r'data-([a-z0-9]+)="([^"]*)"', tag))
+    assert body.get("measured") == "yes", body
+    for frame in ("0", "1"):  # 360 px and 1280 px wide
+        assert body["broken" + frame] == ""  # no word split over two lines
+        assert float(body["gap" + frame]) < 2  # the input is as tall as its poster: no empty block under it
+        assert body["note" + frame] == "true"  # the tiny-model note is above the cards
+    assert screenshot(profile, base + "/report/index.html", "report-narrow.png", "400,900").stat().st_size > 10_000
