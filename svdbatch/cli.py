@@ -20,6 +20,10 @@ from svdbatch.plan import DEFAULT_GPU, DEFAULT_GPUS
 EXIT_USAGE = 2
 EXIT_FAILED = 1
 PRUNE_HELP = "Remove what left the manifest: delete its videos, mark its rows 'removed' (output.prune=true)."
+TAKE_OVER_HELP = (
+    "Take the output's lease from the run that holds it, even if its lease has not expired: only when that run is "
+    "dead (a live one stops when it notices). Without it a second run on the same output refuses."
+)
 PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
 SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
 EXIT_CODES = """exit status:
@@ -45,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run = add("run", "Render every item of a job spec.")
     run.add_argument("job", help="Job spec YAML.")
     run.add_argument("--prune", action="store_true", help=PRUNE_HELP)
+    run.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
     run.epilog, run.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
     demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
@@ -89,7 +94,8 @@ def _run(job: Path, args: argparse.Namespace) -> int:
     spec = _checked_spec(job, args)
     from svdbatch.pipeline import run
 
-    summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True)
+    take_over = getattr(args, "take_over", False)  # demo has no --take-over
+    summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True, take_over=take_over)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
     print(f"metadata: {spec.output.url.rstrip('/')}/metadata/")

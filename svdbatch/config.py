@@ -283,6 +283,18 @@ class QualitySpec(_Strict):
     )
 
 
+class LeaseSpec(_Strict):
+    """One live run per output: a run holds a lease in {output}/_job/lease/ and renews it while it runs."""
+
+    ttl_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a run's lease lasts unless renewed (it is renewed every quarter of this): how long a "
+        "run that died blocks the next one, which otherwise refuses (or `svdbatch run --take-over`).",
+    )
+
+
 class JobSpec(_Strict):
     manifest: ManifestSpec = Field(description="Where the rows come from.")
     output: OutputSpec = Field(description="Where videos and metadata go.")
@@ -294,6 +306,7 @@ class JobSpec(_Strict):
     images: ImageSpec = Field(default_factory=ImageSpec, description="Input image limits.")
     failures: FailureSpec = Field(default_factory=FailureSpec, description="Error budget and retries across runs.")
     quality: QualitySpec = Field(default_factory=QualitySpec, description="Optional quality gates (all off).")
+    lease: LeaseSpec = Field(default_factory=LeaseSpec, description="The lease that keeps a second run off the output.")
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra fsspec options (endpoint, region, ...) for every URL of the job."
     )

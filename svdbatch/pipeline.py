@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import capacity, commit, faults, manifest, record, storage
+from svdbatch import capacity, commit, faults, lease, manifest, record, storage
 from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError, UserError, root_message
@@ -422,29 +422,45 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanRepor
     return report
 
 
-def run(spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False) -> RunSummary:
+def run(
+    spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False, take_over: bool = False
+) -> RunSummary:
     """Run one job to completion and return its summary; raises JobError with one line on fatal problems.
 
     ``cli``: this process is the svdbatch command, so its stderr is the user's terminal or log and Ray's native
     notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
+
+    The run holds the output's lease (lease.py) from before Ray starts until it ends, however it ends; another live
+    holder makes it refuse in one line, unless ``take_over``.
     """
     started = time.time()
     info, identity = preflight(spec)
-    start_ray(verbose, progress, cli)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
-    committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
-    # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
-    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-    if spec.output.prune:
-        _prune(spec, info, run_id, committer)
-    items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
+    held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over)
+    held.keep()
     try:
-        workers = _render(spec, items, expected, committer, started, progress) if expected else []
-        committer.finish()
-    except commit.TooManyErrors as error:
-        raise JobError(str(error)) from error
-    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-    return record.summarize(spec, run_id, committer.counts, started, workers)
+        start_ray(verbose, progress, cli)
+        committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
+        # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+        if spec.output.prune:
+            _prune(spec, info, run_id, committer)
+        items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
+        try:
+            workers = _render(spec, items, expected, committer, started, progress) if expected else []
+            committer.finish()
+        except commit.TooManyErrors as error:
+            raise JobError(str(error)) from error
+        held.check()  # publish only while this run still holds the output
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+        return record.summarize(spec, run_id, committer.counts, started, workers)
+    except BaseException as error:
+        if held.lost is None or held.lost is error:
+            raise
+        # A lost lease stops the run by interrupting this thread (Lease.keep): the reason is the lost lease.
+        raise held.lost from error
+    finally:
+        held.release()
 
 
 def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:

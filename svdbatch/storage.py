@@ -42,6 +42,7 @@ TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 TRANSIENT_CODES = {
     "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException",
     "TooManyRequests", "RequestLimitExceeded", "OperationTimedOut", "ServerBusy",
+    "ConditionalRequestConflict",  # S3's 409 while another conditional write to the key is in flight: retry it
 }
 TRANSIENT_ERRNOS = {
     errno.EBUSY, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNREFUSED, errno.ECONNABORTED, errno.EPIPE,
