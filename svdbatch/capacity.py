@@ -118,7 +118,8 @@ def _fits(need: dict[str, float], node: dict[str, float]) -> bool:
 def check_fits(compute: ComputeSpec, cluster: ClusterShape, gpu: bool, task_cpus: float) -> None:
     """Fail, naming the setting, unless one actor and one CPU task can run at the same time somewhere.
 
-    An actor that takes every CPU of the only nodes it fits on starves image loading: the job would sit idle forever.
+    An actor that takes every CPU of the only nodes it fits on starves the tasks that feed it its items: the job
+    would sit idle forever.
     """
     actor = {"CPU": compute.cpus_per_actor, "GPU": compute.gpus_per_actor if gpu else 0}
     task = {"CPU": max(compute.cpus_per_task, task_cpus)}
@@ -145,7 +146,6 @@ def check_fits(compute: ComputeSpec, cluster: ClusterShape, gpu: bool, task_cpus
             return
     most = max(node.get("CPU", 0) for node, _ in homes)
     raise CapacityError(
-        f"compute.cpus_per_actor: {compute.cpus_per_actor:g} leaves no CPU for image loading and encoding "
-        f"(compute.cpus_per_task: {compute.cpus_per_task:g}) on nodes with {most:g} CPUs and no other node to "
-        "run them; lower one of the two"
+        f"compute.cpus_per_actor: {compute.cpus_per_actor:g} leaves no room for the tasks that feed the actors "
+        f"({task['CPU']:g} CPU) on nodes with {most:g} CPUs and no other node to run them; lower it"
     )

@@ -218,9 +218,15 @@ class ComputeSpec(_Strict):
     )
     batch_size: int = Field(default=1, ge=1, le=64, description="Items per pipeline call (same render params).")
     gpus_per_actor: float = Field(default=1.0, gt=0, le=8, description="GPUs each actor reserves (on GPU clusters).")
-    cpus_per_actor: float = Field(default=1.0, gt=0, le=64, description="CPUs each generation actor reserves.")
+    cpus_per_actor: float = Field(
+        default=1.0,
+        gt=0,
+        le=64,
+        description="CPUs each generation actor reserves: it also loads its images and encodes and writes its "
+        "videos (README: sizing).",
+    )
     cpus_per_task: float = Field(
-        default=1.0, gt=0, le=64, description="CPUs each image-loading or encoding task reserves."
+        default=1.0, gt=0, le=64, description="CPUs each CPU task beside the actors reserves (shard writing)."
     )
     torch_threads: int | None = Field(
         default=None, ge=1, le=256, description="torch threads per actor on CPU; default round(cpus_per_actor)."

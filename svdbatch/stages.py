@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,6 +307,28 @@ def _write(row: dict[str, Any], job: JobSpec) -> None:
         encode_seconds=encoded - started,
         write_seconds=time.perf_counter() - encoded,
     )
+
+
+class RenderVideos:
+    """One item's whole way from image to committed-ready row, in one process: load, generate, write.
+
+    Frames never leave the process that made them (44 MB per SVD-XT video): only the metadata row (and, for shards,
+    the MP4) goes back through the object store, so memory does not grow with the queue behind a slow writer, and a
+    row reaches the driver as soon as its video is written. Several calls may run at once on one instance (threads):
+    the device lock lets exactly one of them generate while the others load images or encode and write videos.
+    """
+
+    def __init__(self, job: JobSpec, generate: Callable[[pa.Table], pa.Table]):
+        self.load = LoadImages(job)
+        self.generate = generate
+        self.write = WriteVideos(job)
+        self.device_lock = threading.Lock()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        loaded = self.load(batch)
+        with self.device_lock:
+            generated = self.generate(loaded)
+        return self.write(generated)
 
 
 def manifest_keys(batch: pa.Table, key_column: str) -> pa.Table:

@@ -216,7 +216,7 @@ def test_node_removed_mid_job_loses_and_repeats_nothing_and_a_new_node_takes_ove
 @pytest.mark.parametrize(
     ("sections", "line"),
     [
-        ({"compute": {"cpus_per_actor": 2, "cpus_per_task": 1}}, "compute.cpus_per_actor: 2 leaves no CPU for image"),
+        ({"compute": {"cpus_per_actor": 2, "cpus_per_task": 1}}, "compute.cpus_per_actor: 2 leaves no room for the tasks that feed the actors"),
         ({"compute": {"cpus_per_actor": 4}}, "compute.cpus_per_actor: 4 fits no node"),
         ({"model": {"device": "cuda"}}, "model.device: cuda needs a GPU, but the cluster has none"),
     ],

@@ -44,7 +44,7 @@ def _generation_actor_pids() -> list[int]:
     pids = []
     for process in psutil.Process().children(recursive=True):
         with contextlib.suppress(psutil.Error):
-            if any("RayVideoGenerator" in part for part in process.cmdline()):
+            if any("RayRenderer" in part for part in process.cmdline()):
                 pids.append(process.pid)
     return pids
 

@@ -69,9 +69,13 @@ def test_actor_range_and_renamed_field_fail_with_one_line():
 
 def test_an_actor_that_takes_every_cpu_of_the_only_node_is_refused_before_any_work():
     one_node = ClusterShape([{"CPU": 2}])
-    with pytest.raises(CapacityError, match=r"compute.cpus_per_actor: 2 leaves no CPU for image loading"):
+    no_room = r"compute.cpus_per_actor: {} leaves no room for the tasks that feed the actors \({} CPU\)"
+    with pytest.raises(CapacityError, match=no_room.format(2, 1)):
         check_fits(_spec(cpus_per_actor=2, cpus_per_task=1).compute, one_node, gpu=False, task_cpus=0.25)
     check_fits(_spec(cpus_per_actor=1, cpus_per_task=1).compute, one_node, gpu=False, task_cpus=0.25)
+    # Small CPU tasks, but the task that cuts the items into blocks takes a whole CPU (pipeline.CUT_CPUS).
+    with pytest.raises(CapacityError, match=no_room.format(1.5, 1)):
+        check_fits(_spec(cpus_per_actor=1.5, cpus_per_task=0.25).compute, one_node, gpu=False, task_cpus=1.0)
     # The same actor is fine when another node (here: the CPU-only head) runs the CPU stages.
     check_fits(_spec(cpus_per_actor=4).compute, AUTOSCALING, gpu=True, task_cpus=0.25)
 
