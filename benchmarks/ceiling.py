@@ -1,16 +1,17 @@
 """The render path's CPU ceiling: how many videos per second the real pipeline carries for N GPUs of T s per video.
 
     python benchmarks/ceiling.py [--size 1024x576x25] [--gpus 1,2,4] [--gpu-seconds 2,0.5] [--items 24]
-                                 [--memory-items 1000,100000] [--window 60]
+                                 [--memory-items 1000,100000] [--window 90]
 
-The generation stage is replaced by a simulated GPU (tests/simulated_gpu: sleeps T s per video and returns frames
-of the job's real size); everything else is the real pipeline, run as the user runs it: ``svdbatch run`` in a fresh
-process that starts its own local Ray with N logical GPUs (RAY_OVERRIDE_RESOURCES). Printed:
+The generation stage is replaced by a simulated GPU (the test plugin in tests/faults with SVDBATCH_TEST_GPU_SECONDS:
+it sleeps T s per video and returns frames of the job's real size); everything else is the real pipeline, run as the
+user runs it: ``svdbatch run`` in a fresh process that starts its own local Ray with N logical GPUs
+(RAY_OVERRIDE_RESOURCES). Printed:
 
 1. CPU-seconds per video by stage (load, quality, encode, hash, write, commit), measured in this process on one
    video of the job's size, and from them the CPUs a node needs per GPU for a 25-step and a 4-step SVD-XT model;
 2. per (N, T): videos/s (from the written videos' times), time to the first committed row, driver peak RSS, and
-   the object store's peak (the plasma pages the raylet touched: a high-water mark);
+   the object store's peak (pages allocated in its shared-memory file: a high-water mark);
 3. the same peaks for a job of each --memory-items size, stopped after --window seconds: the render path's memory
    must not grow with the job.
 """
@@ -36,7 +37,7 @@ import pyarrow.parquet as pq
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN = ROOT / "tests" / "simulated_gpu"
+PLUGIN = ROOT / "tests" / "faults"  # its simulated GPU
 SVDBATCH = Path(sys.executable).parent / "svdbatch"
 # Published SVD-XT seconds per video (1024x576, 25 frames) for the sizing rule: 25 steps with guidance on an A100
 # (the public demo's figure) and the FLOP floor of 4 guidance-free steps on an H100 (README, "SVD-XT on a GPU cluster").
@@ -107,7 +108,8 @@ def _job(folder: Path, items: int, width: int, height: int, frames: int, gpus: i
         sample_image(index, width, height).save(path, quality=92)
         images.append(str(path))
     keys = [f"item-{index:07d}" for index in range(items)]
-    pq.write_table(pa.table({"key": keys, "image": [images[i % len(images)] for i in range(items)]}), folder / "manifest.parquet")
+    uris = [images[index % len(images)] for index in range(items)]
+    pq.write_table(pa.table({"key": keys, "image": uris}), folder / "manifest.parquet")
     spec = {
         "manifest": {"path": str(folder / "manifest.parquet"), "key_column": "key", "image_column": "image"},
         "output": {"url": str(folder / "out")},
