@@ -13,7 +13,9 @@ user runs it: ``svdbatch run`` in a fresh process that starts its own local Ray 
 2. per (N, T): videos/s (from the written videos' times), time to the first committed row, driver peak RSS, and
    the object store's peak (pages allocated in its shared-memory file: a high-water mark);
 3. the same peaks for a job of each --memory-items size, stopped after --window seconds: the render path's memory
-   must not grow with the job.
+   must not grow with the job;
+4. the embedded tiny model on --tiny-items items with default compute settings: when the first video is written and
+   committed, and the written count every 15 s (videos are committed while generation goes on).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ PLUGIN = ROOT / "tests" / "faults"  # its simulated GPU
 SVDBATCH = Path(sys.executable).parent / "svdbatch"
 # Published SVD-XT seconds per video (1024x576, 25 frames) for the sizing rule: 25 steps with guidance on an A100
 # (the public demo's figure) and the FLOP floor of 4 guidance-free steps on an H100 (README, "SVD-XT on a GPU cluster").
+TIMELINE_S = 15.0
 MODELS = {"SVD-XT, 25 steps, A100": 60.0, "SVD-XT, 25 steps, H100 floor": 5.0, "SVD-XT, 4 steps, H100 floor": 0.6}
 
 
@@ -144,45 +147,51 @@ def _object_store_mib(driver: psutil.Process) -> float:
     return 0.0
 
 
-def run_job(job: Path, gpus: int, gpu_seconds: float, window: float | None = None) -> dict[str, float]:
-    """``svdbatch run`` in a fresh process, sampled every 0.2 s; stopped by SIGINT after ``window`` seconds."""
+def run_job(job: Path, gpus: int, gpu_seconds: float | None, window: float | None = None) -> dict:
+    """``svdbatch run`` in a fresh process, sampled every 0.2 s; stopped by SIGINT after ``window`` seconds.
+
+    ``gpu_seconds`` None: the job's own model generates (no simulated GPU, no logical GPUs)."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
-    env.update(
-        RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": gpus}),
-        SVDBATCH_TEST_GPU_SECONDS=str(gpu_seconds),
-        PYTHONPATH=os.pathsep.join([str(PLUGIN), env.get("PYTHONPATH", "")]),
-    )
-    output = yaml.safe_load(job.read_text())["output"]["url"]
-    commits = Path(output) / "_commits"
-    started = time.monotonic()
+    if gpu_seconds is not None:
+        env.update(
+            RAY_OVERRIDE_RESOURCES=json.dumps({"GPU": gpus}),
+            SVDBATCH_TEST_GPU_SECONDS=str(gpu_seconds),
+            PYTHONPATH=os.pathsep.join([str(PLUGIN), env.get("PYTHONPATH", "")]),
+        )
+    output = Path(yaml.safe_load(job.read_text())["output"]["url"])
+    started, wall_started = time.monotonic(), time.time()
     process = subprocess.Popen(
         [str(SVDBATCH), "run", str(job), "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
     driver = psutil.Process(process.pid)
     first_commit = None
     peak_rss = peak_store = 0.0
+    written: list[tuple[float, int]] = []  # (seconds, videos written) every TIMELINE_S
     while process.poll() is None:
+        now = time.monotonic() - started
         peak_rss = max(peak_rss, _peak_rss_mib(process.pid) or 0.0)
         peak_store = max(peak_store, _object_store_mib(driver))
-        if first_commit is None and commits.is_dir() and any(commits.iterdir()):
-            first_commit = time.monotonic() - started
-        if window and time.monotonic() - started > window:
+        if first_commit is None and (output / "_commits").is_dir() and any((output / "_commits").iterdir()):
+            first_commit = now
+        if now >= len(written) * TIMELINE_S:
+            written.append((now, len(os.listdir(output / "videos")) if (output / "videos").is_dir() else 0))
+        if window and now > window:
             process.send_signal(signal.SIGINT)
             window = None
         time.sleep(0.2)
     out = process.stdout.read().decode(errors="replace")
     if process.returncode not in (0, 130):
         sys.exit(f"svdbatch run failed ({process.returncode}):\n{out[-3000:]}")
-    videos = Path(output) / "videos"
+    videos = output / "videos"
     times = sorted(entry.stat().st_mtime for entry in os.scandir(videos)) if videos.is_dir() else []
-    rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else float("nan")
     return {
         "videos": len(times),
-        "videos_per_s": rate,
+        "videos_per_s": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else float("nan"),
+        "first_video_s": times[0] - wall_started if times else float("nan"),
         "first_commit_s": first_commit or float("nan"),
-        "wall_s": time.monotonic() - started,
         "driver_mib": peak_rss,
         "store_mib": peak_store,
+        "written": written,
     }
 
 
@@ -194,6 +203,7 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=24, help="Items per throughput run.")
     parser.add_argument("--memory-items", default="1000,100000", help="Job sizes for the memory comparison.")
     parser.add_argument("--window", type=float, default=90.0, help="Seconds each memory run renders before SIGINT.")
+    parser.add_argument("--tiny-items", type=int, default=3000, help="Items of the embedded-model run (0: none).")
     args = parser.parse_args()
     width, height, frames = (int(part) for part in args.size.split("x"))
 
@@ -205,16 +215,20 @@ def main() -> None:
     for model, seconds in MODELS.items():
         print(f"  {model}: {seconds:g} s/video -> {total / seconds:.2f} CPUs per GPU for the CPU stages")
 
-    print(f"\n{'gpus':>4} {'T s':>5} {'items':>6} {'videos/s':>9} {'ideal':>6} {'first commit s':>15} "
-          f"{'driver MiB':>11} {'store MiB':>10}")
+    print(
+        f"\n{'gpus':>4} {'T s':>5} {'items':>6} {'videos/s':>9} {'ideal':>6} {'first commit s':>15} "
+        f"{'driver MiB':>11} {'store MiB':>10}"
+    )
     for gpus in (int(n) for n in args.gpus.split(",")):
         for gpu_seconds in (float(t) for t in args.gpu_seconds.split(",")):
             with tempfile.TemporaryDirectory() as scratch:
                 job = _job(Path(scratch), args.items, width, height, frames, gpus)
                 got = run_job(job, gpus, gpu_seconds)
-            print(f"{gpus:>4} {gpu_seconds:>5g} {got['videos']:>6} {got['videos_per_s']:>9.2f} "
-                  f"{gpus / gpu_seconds:>6.2f} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
-                  f"{got['store_mib']:>10.0f}")
+            print(
+                f"{gpus:>4} {gpu_seconds:>5g} {got['videos']:>6} {got['videos_per_s']:>9.2f} "
+                f"{gpus / gpu_seconds:>6.2f} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
+                f"{got['store_mib']:>10.0f}"
+            )
 
     print(f"\nmemory by job size (1 GPU, T 0.5 s, stopped after {args.window:g} s):")
     print(f"{'items':>8} {'videos':>7} {'first commit s':>15} {'driver MiB':>11} {'store MiB':>10}")
@@ -224,11 +238,41 @@ def main() -> None:
             job = _job(Path(scratch), items, width, height, frames, 1)
             got = run_job(job, 1, 0.5, window=args.window)
         peaks.append(got)
-        print(f"{items:>8} {got['videos']:>7} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
-              f"{got['store_mib']:>10.0f}")
+        print(
+            f"{items:>8} {got['videos']:>7} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
+            f"{got['store_mib']:>10.0f}"
+        )
     if len(peaks) > 1:
-        print(f"largest / smallest job: driver {peaks[-1]['driver_mib'] / peaks[0]['driver_mib']:.2f}x, "
-              f"object store {peaks[-1]['store_mib'] / max(peaks[0]['store_mib'], 1):.2f}x")
+        print(
+            f"largest / smallest job: driver {peaks[-1]['driver_mib'] / peaks[0]['driver_mib']:.2f}x, "
+            f"object store {peaks[-1]['store_mib'] / max(peaks[0]['store_mib'], 1):.2f}x"
+        )
+
+    if args.tiny_items:
+        streaming(args.tiny_items, args.window)
+
+
+def streaming(items: int, window: float) -> None:
+    """The embedded tiny model (no simulated GPU) at the demo's sizes with default compute settings: when the first
+    video is written and committed, and how the written count grows, until ``window`` seconds."""
+    from svdbatch.demo import prepare
+
+    with tempfile.TemporaryDirectory() as scratch:
+        job = prepare(Path(scratch), 6)
+        spec = yaml.safe_load(job.read_text())
+        keys = [f"item-{index:05d}" for index in range(items)]
+        uris = [str(Path(scratch) / "inputs" / f"sample-{index % 6:02d}.png") for index in range(items)]
+        pq.write_table(pa.table({"key": keys, "image": uris}), spec["manifest"]["path"])
+        spec.update(seeds={"variants": 1}, compute={})
+        job.write_text(yaml.safe_dump(spec))
+        got = run_job(job, 0, None, window=window)
+    print(f"\nembedded tiny model, {items} items at the demo's sizes, default compute, stopped after {window:g} s:")
+    print(
+        f"first video written {got['first_video_s']:.1f} s, first commit {got['first_commit_s']:.1f} s "
+        f"(after the first video: {got['first_commit_s'] - got['first_video_s']:.1f} s); "
+        f"driver {got['driver_mib']:.0f} MiB, object store {got['store_mib']:.0f} MiB"
+    )
+    print("written: " + ", ".join(f"{count} at {seconds:.0f} s" for seconds, count in got["written"]))
 
 
 if __name__ == "__main__":
