@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from svdbatch import __version__
+from svdbatch import __version__, stopping
 from svdbatch.config import JobSpec, SpecError, load_spec, reference
 from svdbatch.errors import JobError, UserError
 from svdbatch.plan import DEFAULT_GPU, DEFAULT_GPUS
@@ -92,10 +92,11 @@ def _checked_spec(job: Path, args: argparse.Namespace) -> JobSpec:
 
 def _run(job: Path, args: argparse.Namespace) -> int:
     spec = _checked_spec(job, args)
-    from svdbatch.pipeline import run
-
     take_over = getattr(args, "take_over", False)  # demo has no --take-over
-    summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True, take_over=take_over)
+    with stopping.handled():
+        from svdbatch.pipeline import run
+
+        summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True, take_over=take_over)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
     print(f"metadata: {spec.output.url.rstrip('/')}/metadata/")
@@ -185,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"svdbatch: error: {error}", file=sys.stderr)
         return EXIT_USAGE if isinstance(error, SpecError) else EXIT_FAILED
+    except stopping.Stopped as stop:
+        print(stop.line(), file=sys.stderr, flush=True)
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import capacity, commit, faults, lease, manifest, record, storage
+from svdbatch import capacity, commit, faults, lease, manifest, record, stopping, storage
 from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError, UserError, root_message
@@ -68,6 +68,7 @@ BROADCAST_BYTES = 32 * 2**20  # committed Parquet up to this size is handed to e
 EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
 MAX_PROBLEMS = 20
 WATCH_EVERY_S = 1.0
+HALT_WAIT_S = 10.0  # after a stop request, the longest wait for rows Ray Data already had
 
 
 def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
@@ -110,7 +111,8 @@ def start_ray(verbose: bool, progress: bool, cli: bool) -> None:
     command's stderr (``cli``, unless ``verbose``), Ray Data's bars on a terminal only and none of its INFO lines."""
     from ray.data import DataContext
 
-    init_ray(verbose)
+    with stopping.ray_starting():
+        init_ray(verbose)
     if cli and not verbose:
         filter_native_notices()
     configure_progress(DataContext.get_current(), progress, verbose)
@@ -259,11 +261,26 @@ def _pending() -> str:
     return ", ".join(parts)
 
 
+def halt_streaming() -> None:
+    """End Ray Data's running executions now, from this thread: their tasks and actors stop and their iterators end.
+
+    Ray Data ends an execution only from the thread that iterates it (here the results thread, blocked until the
+    next batch), and an execution still running at ``ray.shutdown`` prints tracebacks from its threads.
+    """
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    for thread in threading.enumerate():
+        if isinstance(thread, StreamingExecutor):
+            thread.shutdown(force=True)
+
+
 def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> Iterator:
     """Yield result batches as they come; in between, let the watchdog report, and end a job that waits too long.
 
     The batches are pulled on a thread so the driver keeps its voice while Ray Data has nothing to hand over. A job
-    the watchdog ends leaves that thread waiting until the process exits (the CLI exits on the error line).
+    the watchdog ends leaves that thread waiting until the process exits (the CLI exits on the error line). On a
+    stop request (stopping.py) the stream is halted; the batches Ray Data still hands over are yielded, then
+    ``Stopped`` is raised.
     """
     import ray
 
@@ -287,11 +304,19 @@ def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> I
             results.put(error)
 
     threading.Thread(target=pump, name="svdbatch-results", daemon=True).start()
+    halted = None  # when a stop request ended the stream; from then on only what Ray Data had already is yielded
     try:
         while True:
+            if halted is None and stopping.requested():
+                halt_streaming()
+                halted = time.monotonic()
             try:
                 got = results.get(timeout=WATCH_EVERY_S)
             except Empty:
+                if halted is not None:
+                    if time.monotonic() - halted >= HALT_WAIT_S:
+                        raise stopping.Stopped(stopping.requested()) from None
+                    continue
                 up = len(ray.get(workers.records.remote()))
                 verdict = watchdog.check(up, time.monotonic(), _pending)
                 if verdict.fatal:
@@ -299,6 +324,8 @@ def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> I
                 if verdict.line and (progress or not verdict.line.startswith("svdbatch: waiting")):
                     print(verdict.line, file=sys.stderr, flush=True)
                 continue
+            if halted is not None and (got is end or isinstance(got, BaseException)):
+                raise stopping.Stopped(stopping.requested())
             if got is end:
                 return
             if isinstance(got, BaseException):
@@ -438,9 +465,9 @@ def run(
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over)
     held.keep()
+    committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     try:
         start_ray(verbose, progress, cli)
-        committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
         # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
         if spec.output.prune:
@@ -454,6 +481,8 @@ def run(
         held.check()  # publish only while this run still holds the output
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
         return record.summarize(spec, run_id, committer.counts, started, workers)
+    except stopping.Stopped as stop:
+        raise stopping.Stopped(stop.signum, _stopped(spec, committer, held)) from None
     except BaseException as error:
         if held.lost is None or held.lost is error:
             raise
@@ -461,6 +490,21 @@ def run(
         raise held.lost from error
     finally:
         held.release()
+
+
+def _stopped(spec: JobSpec, committer: commit.Committer, held: lease.Lease) -> int:
+    """After a stop signal: halt Ray Data, commit and publish what finished, and end Ray before the process exits
+    (its threads print tracebacks when Ray goes away under them). Returns the videos this run committed."""
+    import ray
+
+    try:
+        halt_streaming()
+        committer.flush()
+        held.check()
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+    finally:
+        ray.shutdown()
+    return committer.counts.rendered
 
 
 def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:
@@ -500,9 +544,11 @@ def _render(
     try:
         rows = _video_rows(spec, items, gpu, pool, workers, started)
         watchdog = Watchdog(spec.compute, gpu, pool.initial, time.monotonic())
-        for batch in watched(rows.iter_batches(batch_format="pyarrow", batch_size=None), watchdog, workers, progress):
-            committer.add(batch)
-            progress_line.update(committer.counts)
+        with stopping.polled():
+            batches = rows.iter_batches(batch_format="pyarrow", batch_size=None)
+            for batch in watched(batches, watchdog, workers, progress):
+                committer.add(batch)
+                progress_line.update(committer.counts)
         return ray.get(workers.records.remote())
     except (JobError, commit.TooManyErrors):
         raise

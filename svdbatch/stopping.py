@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -53,19 +54,17 @@ def requested() -> int | None:
 
 def _handle(signum: int, frame) -> None:
     if _state.requested is not None:
-        os.write(2, f"svdbatch: {signal.Signals(signum).name} again: exiting now\n".encode())
+        # sys.stderr's own descriptor: fd 2 may be a pipe to a filter thread (console.py) that os._exit ends first
+        os.write(sys.stderr.fileno(), f"svdbatch: {signal.Signals(signum).name} again: exiting now\n".encode())
         os._exit(EXIT_CODES[signum])
     _state.requested = signum
     if not _state.polled:
         raise Stopped(signum)
 
 
-def take_back() -> None:
-    """Install the handlers (again) while ``handled``: starting Ray replaces SIGTERM's with the core worker's native
-    one, which prints a stack dump and aborts the driver."""
-    if _state.active:
-        for signum in EXIT_CODES:
-            signal.signal(signum, _handle)
+def _install() -> None:
+    for signum in EXIT_CODES:
+        signal.signal(signum, _handle)
 
 
 @contextmanager
@@ -73,13 +72,29 @@ def handled() -> Iterator[None]:
     """SIGINT and SIGTERM stop the run inside; the handlers in force before come back afterwards."""
     previous = {signum: signal.getsignal(signum) for signum in EXIT_CODES}
     _state.active, _state.polled, _state.requested = True, False, None
-    take_back()
+    _install()
     try:
         yield
     finally:
         _state.active = False
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def ray_starting() -> Iterator[None]:
+    """Around ``ray.init`` while ``handled``. It puts a SIGTERM handler of its own in force while it starts the node
+    (``sys.exit(15)``), then its core worker a native one (a stack dump, then abort): a SIGTERM meanwhile is a stop
+    like any other, and ours are installed again once Ray is up."""
+    try:
+        yield
+    except SystemExit as error:
+        if not _state.active or error.code != signal.SIGTERM:
+            raise
+        _state.requested = signal.SIGTERM
+        raise Stopped(signal.SIGTERM) from None
+    if _state.active:
+        _install()
 
 
 @contextmanager

@@ -56,3 +56,16 @@ def test_a_second_signal_exits_at_once_with_one_line():
     assert result.returncode == 130
     assert result.stdout == ""
     assert result.stderr == "svdbatch: SIGINT again: exiting now\n"
+
+
+def test_rays_own_sigterm_exit_while_it_starts_is_a_stop_and_our_handlers_come_back():
+    with stopping.handled():
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # as ray.init does before it starts the node
+        with stopping.ray_starting():
+            pass
+        assert signal.getsignal(signal.SIGTERM) is stopping._handle
+        with pytest.raises(stopping.Stopped) as caught, stopping.ray_starting():
+            raise SystemExit(signal.SIGTERM)  # what Ray's handler does with a SIGTERM meanwhile
+    assert caught.value.exit_code == 143
+    with pytest.raises(SystemExit), stopping.ray_starting():  # not the CLI: Ray's behaviour is left alone
+        raise SystemExit(signal.SIGTERM)
