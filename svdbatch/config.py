@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from svdbatch.errors import UserError
 
@@ -97,6 +97,80 @@ class StepCacheSpec(_Strict):
         return sum(self.is_full_step(step) for step in range(steps))
 
 
+# The samplers ``model.scheduler.name`` picks from, and the settings each takes as ``model.scheduler.config``
+# overrides: a value is a type, or the tuple of values allowed. Checked when the spec loads, before torch is imported
+# (tests/test_unit_sampler.py checks every option is a constructor argument of the class svdbatch.sampler builds).
+SIGMA_OPTIONS = {"sigma_min": float, "sigma_max": float, "final_sigmas_type": ("zero", "sigma_min")}
+EDM_OPTIONS = {**SIGMA_OPTIONS, "sigma_data": float, "rho": float, "sigma_schedule": ("karras", "exponential")}
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "euler": {**SIGMA_OPTIONS, "use_karras_sigmas": bool, "timestep_spacing": ("linspace", "leading", "trailing")},
+    "dpmpp-2m": {**EDM_OPTIONS, "solver_order": (1, 2, 3), "solver_type": ("midpoint", "heun")},
+    "consistency": {**EDM_OPTIONS, "prediction_type": ("v_prediction", "epsilon")},
+}
+
+
+def closest(word: str, choices: list[str]) -> str | None:
+    """The choice nearest to a misspelt ``word``, or None: the did-you-mean of every spec message."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _option_error(name: str, key: str, value: Any) -> str | None:
+    """Why ``key: value`` is not a setting of sampler ``name``, or None when it is."""
+    options = SAMPLERS[name]
+    if key not in options:
+        guess = closest(key, list(options))
+        hint = f"did you mean {guess}? " if guess else ""
+        return f"config.{key}: not a setting of sampler {name} ({hint}settings: {', '.join(options)})"
+    kind = options[key]
+    if isinstance(kind, tuple):
+        return None if value in kind else f"config.{key}: {value!r} is not one of {', '.join(map(str, kind))}"
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        return f"config.{key}: {value!r} is not a positive number"
+    if kind is bool and not isinstance(value, bool):
+        return f"config.{key}: {value!r} is not true or false"
+    return None
+
+
+class SchedulerSpec(_Strict):
+    """The sampler that turns the UNet's predictions into the next latents (svdbatch/sampler.py)."""
+
+    name: str = Field(
+        default="euler",
+        description="'euler': the model's own EulerDiscreteScheduler (SVD's default, unchanged); 'dpmpp-2m': "
+        "diffusers' EDM DPM-Solver++ (2nd order, one UNet call a step); 'consistency': svdbatch's multistep "
+        "consistency sampler for consistency-distilled UNets (AnimateLCM-SVD: 2-8 steps, max_guidance_scale ~1).",
+    )
+    config: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Settings over the sampler's defaults (the model's noise levels, SVD's v-prediction): "
+        + "; ".join(f"{name}: {', '.join(options)}" for name, options in SAMPLERS.items())
+        + ".",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in SAMPLERS:
+            guess = closest(name, list(SAMPLERS))
+            hint = f"did you mean {guess}? " if guess else ""
+            raise ValueError(f"unknown sampler ({hint}choices: {', '.join(SAMPLERS)})")
+        return name
+
+    @model_validator(mode="after")
+    def _known_options(self) -> SchedulerSpec:
+        for key, value in self.config.items():
+            problem = _option_error(self.name, key, value)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        """The pipeline's own scheduler, untouched: what every run before this option used."""
+        return self.name == "euler" and not self.config
+
+
 class ModelSpec(_Strict):
     source: str = Field(
         default=TINY_MODEL,
@@ -107,6 +181,15 @@ class ModelSpec(_Strict):
         default="auto", description="Weight and compute dtype; 'auto' is fp16 on CUDA and fp32 on CPU."
     )
     variant: str | None = Field(default=None, description="Weight file variant to load, e.g. 'fp16' for SVD-XT.")
+    unet: str | None = Field(
+        default=None,
+        description="UNet weights loaded over model.source's UNet (a fine-tune or a distilled UNet): a diffusers UNet "
+        "folder or a single .safetensors file; local path, hub id (org/name, org/name/sub/folder or "
+        "org/name/file.safetensors) or fsspec URL, copied once per node. Part of the model identity.",
+    )
+    scheduler: SchedulerSpec = Field(
+        default_factory=SchedulerSpec, description="The sampler, by name, with settings (default: the model's own)."
+    )
     device: Literal["auto", "cuda", "cpu"] = Field(
         default="auto",
         description="'auto': GPU actors when the cluster has GPUs or its autoscaler may add some, else CPU actors; "
@@ -339,7 +422,9 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
         return f"{where}: unknown field ({hint}'svdbatch spec' lists every field)"
     if first["type"] == "missing":
         return f"{where}: required field is missing"
-    return f"{where}: {first.get('input')!r} is not allowed: {message}"
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict):  # a whole section: say only why
+        return f"{where}: {message.removeprefix('Value error, ')}"
+    return f"{where}: {first.get('input')!r} is not allowed: {message.removeprefix('Value error, ')}"
 
 
 def nearest_field(parts: list[str], root: type[BaseModel] = JobSpec) -> str | None:
@@ -352,8 +437,8 @@ def nearest_field(parts: list[str], root: type[BaseModel] = JobSpec) -> str | No
         if not models:
             return None
         model = models[0]
-    close = difflib.get_close_matches(parts[-1], list(model.model_fields), n=1, cutoff=0.6)
-    return ".".join([*parts[:-1], close[0]]) if close else None
+    close = closest(parts[-1], list(model.model_fields))
+    return ".".join([*parts[:-1], close]) if close else None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:
