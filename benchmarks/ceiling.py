@@ -93,6 +93,20 @@ def stage_costs(width: int, height: int, frames: int, folder: Path) -> dict[str,
     }
 
 
+def photo_like(seed: int, width: int, height: int):
+    """Noise with a photograph's spectrum (detail at every scale, weaker the finer): an encoder spends on it
+    what it spends on a photo, where flat synthetic shapes would make encoding look several times cheaper."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    image = np.zeros((height, width, 3))
+    for octave in range(1, 9):
+        cells = rng.random((max(2, height >> (8 - octave)), max(2, width >> (8 - octave)), 3))
+        layer = Image.fromarray((cells * 255).astype(np.uint8)).resize((width, height), Image.BICUBIC)
+        image += np.asarray(layer, dtype=np.float64) / 1.5**octave
+    return Image.fromarray(np.clip(image / image.max() * 255, 0, 255).astype(np.uint8))
+
+
 def _metadata_rows(count: int) -> pa.Table:
     from svdbatch.metadata import METADATA_SCHEMA
 
@@ -103,12 +117,10 @@ def _metadata_rows(count: int) -> pa.Table:
 
 def _job(folder: Path, items: int, width: int, height: int, frames: int, gpus: int) -> Path:
     """A manifest of ``items`` rows over a few real images, and a spec that renders them at the real size."""
-    from svdbatch.demo import sample_image
-
     images = []
     for index in range(8):
         path = folder / f"image-{index}.jpg"
-        sample_image(index, width, height).save(path, quality=92)
+        photo_like(index, width, height).save(path, quality=92)
         images.append(str(path))
     keys = [f"item-{index:07d}" for index in range(items)]
     uris = [images[index % len(images)] for index in range(items)]
@@ -195,18 +207,11 @@ def run_job(job: Path, gpus: int, gpu_seconds: float | None, window: float | Non
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="1024x576x25", help="WIDTHxHEIGHTxFRAMES of every video.")
-    parser.add_argument("--gpus", default="1,2,4", help="Logical GPUs (one generation actor each).")
-    parser.add_argument("--gpu-seconds", default="2,0.5", help="Simulated GPU seconds per video.")
-    parser.add_argument("--items", type=int, default=24, help="Items per throughput run.")
-    parser.add_argument("--memory-items", default="1000,100000", help="Job sizes for the memory comparison.")
-    parser.add_argument("--window", type=float, default=90.0, help="Seconds each memory run renders before SIGINT.")
-    parser.add_argument("--tiny-items", type=int, default=3000, help="Items of the embedded-model run (0: none).")
-    args = parser.parse_args()
-    width, height, frames = (int(part) for part in args.size.split("x"))
+def _numbers(text: str, kind) -> list:
+    return [kind(part) for part in text.split(",")]
 
+
+def stages(width: int, height: int, frames: int) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         costs = stage_costs(width, height, frames, Path(scratch))
     total = sum(costs.values())
@@ -215,28 +220,30 @@ def main() -> None:
     for model, seconds in MODELS.items():
         print(f"  {model}: {seconds:g} s/video -> {total / seconds:.2f} CPUs per GPU for the CPU stages")
 
+
+def throughput(width: int, height: int, frames: int, pools: list[int], gpu_seconds: list[float], items: int) -> None:
     print(
         f"\n{'gpus':>4} {'T s':>5} {'items':>6} {'videos/s':>9} {'ideal':>6} {'first commit s':>15} "
         f"{'driver MiB':>11} {'store MiB':>10}"
     )
-    for gpus in (int(n) for n in args.gpus.split(",")):
-        for gpu_seconds in (float(t) for t in args.gpu_seconds.split(",")):
+    for gpus in pools:
+        for seconds in gpu_seconds:
             with tempfile.TemporaryDirectory() as scratch:
-                job = _job(Path(scratch), args.items, width, height, frames, gpus)
-                got = run_job(job, gpus, gpu_seconds)
+                got = run_job(_job(Path(scratch), items, width, height, frames, gpus), gpus, seconds)
             print(
-                f"{gpus:>4} {gpu_seconds:>5g} {got['videos']:>6} {got['videos_per_s']:>9.2f} "
-                f"{gpus / gpu_seconds:>6.2f} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
+                f"{gpus:>4} {seconds:>5g} {got['videos']:>6} {got['videos_per_s']:>9.2f} "
+                f"{gpus / seconds:>6.2f} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
                 f"{got['store_mib']:>10.0f}"
             )
 
-    print(f"\nmemory by job size (1 GPU, T 0.5 s, stopped after {args.window:g} s):")
+
+def memory(width: int, height: int, frames: int, sizes: list[int], window: float) -> None:
+    print(f"\nmemory by job size (1 GPU, T 0.5 s, stopped after {window:g} s):")
     print(f"{'items':>8} {'videos':>7} {'first commit s':>15} {'driver MiB':>11} {'store MiB':>10}")
     peaks = []
-    for items in (int(n) for n in args.memory_items.split(",")):
+    for items in sizes:
         with tempfile.TemporaryDirectory() as scratch:
-            job = _job(Path(scratch), items, width, height, frames, 1)
-            got = run_job(job, 1, 0.5, window=args.window)
+            got = run_job(_job(Path(scratch), items, width, height, frames, 1), 1, 0.5, window=window)
         peaks.append(got)
         print(
             f"{items:>8} {got['videos']:>7} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
@@ -248,6 +255,25 @@ def main() -> None:
             f"object store {peaks[-1]['store_mib'] / max(peaks[0]['store_mib'], 1):.2f}x"
         )
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1024x576x25", help="WIDTHxHEIGHTxFRAMES of every video.")
+    parser.add_argument("--gpus", default="1,2,4", help="Logical GPUs (one generation actor each).")
+    parser.add_argument("--gpu-seconds", default="2,0.5", help="Simulated GPU seconds per video.")
+    parser.add_argument("--items", type=int, default=24, help="Items per throughput run.")
+    parser.add_argument(
+        "--memory-items", default="1000,100000", help="Job sizes for the memory comparison (empty: none)."
+    )
+    parser.add_argument("--window", type=float, default=90.0, help="Seconds each memory run renders before SIGINT.")
+    parser.add_argument("--tiny-items", type=int, default=3000, help="Items of the embedded-model run (0: none).")
+    args = parser.parse_args()
+    width, height, frames = (int(part) for part in args.size.split("x"))
+
+    stages(width, height, frames)
+    throughput(width, height, frames, _numbers(args.gpus, int), _numbers(args.gpu_seconds, float), args.items)
+    if args.memory_items:
+        memory(width, height, frames, _numbers(args.memory_items, int), args.window)
     if args.tiny_items:
         streaming(args.tiny_items, args.window)
 

@@ -59,3 +59,11 @@ def test_catalog_sync_benchmark_prints_lookup_rate_and_copy_share():
     out = _run("catalog_sync.py", "--objects", "20", "--scale", "100000")
     assert "version lookups, 20 objects" in out and "storage.versions" in out
     assert "model copy (SVD-XT layout / 100000)" in out and "in 9 files" in out
+
+
+def test_ceiling_benchmark_prints_stage_costs_and_a_throughput_row():
+    sizes = ["--size", "64x64x4", "--gpus", "2", "--gpu-seconds", "0.1", "--items", "4"]
+    out = _run("ceiling.py", *sizes, "--memory-items", "", "--tiny-items", "0")
+    assert "CPU-seconds per video at 64x64x4" in out and "SVD-XT, 4 steps, H100 floor" in out
+    row = next(line.split() for line in out.splitlines() if line.startswith("   2 "))
+    assert row[:3] == ["2", "0.1", "4"] and float(row[3]) > 0
