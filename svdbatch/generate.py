@@ -29,6 +29,7 @@ from svdbatch.model import (
     load_pipeline,
     pick_dtype,
     resolve_source,
+    resolve_unet,
 )
 from svdbatch.provenance import provenance
 from svdbatch.step_cache import cached_steps
@@ -59,9 +60,17 @@ def call_pipeline(
     device: str,
     cache: StepCacheSpec | None = None,
 ):
-    """The one SVD call: exactly what a user would write with plain diffusers. Returns (n, F, 3, H, W) floats."""
+    """The one SVD call: exactly what a user would write with plain diffusers. Returns (n, F, 3, H, W) floats.
+
+    A stochastic sampler (``model.scheduler``) draws its noise from the same per-item generators."""
+    from svdbatch.sampler import item_noise
+
     generators = [torch.Generator(device).manual_seed(seed) for seed in seeds]
-    with torch.inference_mode(), cached_steps(pipe.unet, cache or StepCacheSpec()):
+    with (
+        torch.inference_mode(),
+        cached_steps(pipe.unet, cache or StepCacheSpec()),
+        item_noise(pipe.scheduler, generators),
+    ):
         frames = pipe(
             images,
             height=params["height"],
@@ -102,7 +111,8 @@ class VideoGenerator:
         self.dtype = dtype_name(pick_dtype(self.spec.model, self.device))
         path = resolve_source(self.spec.model, self.spec.storage_options)
         self.model_copy = copy_record(path)
-        self.pipe = load_pipeline(self.spec.model, self.device, path)
+        unet = resolve_unet(self.spec.model, self.spec.storage_options)
+        self.pipe = load_pipeline(self.spec.model, self.device, path, unet)
         # Where this pipeline runs, stamped on every row; the Ray adapter adds the node and GPU ids.
         self.placement: dict[str, Any] = {
             "device": self.device,

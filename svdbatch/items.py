@@ -145,6 +145,8 @@ def _shaping(spec: JobSpec, params: dict[str, Any], seed: int, source: Any, vers
     }
     if spec.model.step_cache.enabled:  # absent when off, so outputs rendered before the option existed stay done
         shaping["step_cache"] = spec.model.step_cache.model_dump()
+    if not spec.model.scheduler.is_default:  # likewise: the model's own sampler is what every earlier run used
+        shaping["scheduler"] = spec.model.scheduler.model_dump()
     return json.dumps(shaping, sort_keys=True)
 
 

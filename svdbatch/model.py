@@ -144,12 +144,13 @@ def node_lock(name: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _publish(target: Path, fill) -> Path:
-    """Fill a temporary folder next to ``target`` and rename it into place: a partial copy is never visible."""
-    if (target / "model_index.json").exists():
+def _publish(target: Path, fill, marker: str = "model_index.json") -> Path:
+    """Fill a temporary folder next to ``target`` and rename it into place: a partial copy is never visible.
+    ``marker`` is the file whose presence says the copy is complete."""
+    if (target / marker).exists():
         return target
     with node_lock(target.name):
-        if (target / "model_index.json").exists():
+        if (target / marker).exists():
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
@@ -175,6 +176,20 @@ def _weight_pattern(variant: str | None) -> re.Pattern:
     """diffusers weight file names: ``model.safetensors``, ``model.fp16.safetensors``, shards ``-00001-of-00002``."""
     infix = rf"\.{re.escape(variant)}" if variant else ""
     return re.compile(rf"^[^./]+{infix}(-\d+-of-\d+)?\.safetensors$")
+
+
+def pick_weights(names: list[str], variant: str | None) -> list[str]:
+    """The weight files diffusers loads from a folder's file names: the variant's, else the plain ones."""
+    chosen = [name for name in names if _weight_pattern(variant).match(name)]
+    if variant and not chosen:
+        chosen = [name for name in names if _weight_pattern(None).match(name)]
+    return chosen
+
+
+def _hash_files(digest, files: dict[str, dict[str, Any]]) -> None:
+    """Add listed files to an identity: each one's path, version (ETag / version id, or size + mtime) and size."""
+    for path in sorted(files):
+        digest.update(f"{path}\0{storage.object_version(files[path])}\0{files[path]['size']}\n".encode())
 
 
 @dataclass(frozen=True)
@@ -216,15 +231,11 @@ def model_files(fs, root: str, variant: str | None) -> ModelFiles:
         for name, path in inside.items():
             if name.endswith(CONFIG_SUFFIXES):
                 configs[path] = read(path)
-        chosen = [path for name, path in inside.items() if _weight_pattern(variant).match(name)]
-        if variant and not chosen:
-            chosen = [path for name, path in inside.items() if _weight_pattern(None).match(name)]
-        weights.update({path: listing[path] for path in chosen})
+        weights.update({inside[name]: listing[inside[name]] for name in pick_weights(list(inside), variant)})
     digest = hashlib.sha256()
     for path in sorted(configs):
         digest.update(f"{path}\0sha256={hashlib.sha256(configs[path]).hexdigest()}\n".encode())
-    for path in sorted(weights):
-        digest.update(f"{path}\0{storage.object_version(weights[path])}\0{weights[path]['size']}\n".encode())
+    _hash_files(digest, weights)
     return ModelFiles(configs=configs, weights=weights, identity=digest.hexdigest()[:32])
 
 
@@ -298,11 +309,18 @@ def resolve_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> st
 
 
 def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
-    """Which weights ``model.source`` names right now, checked on the driver before any work (a typo fails here).
+    """Which weights ``model.source`` (and ``model.unet``) name right now, checked on the driver before any work (a
+    typo fails here): new UNet weights change it, so catalog sync renders again with them.
 
     Folders and object-store prefixes: ``model_files``' identity from one listing. Hub ids: the resolved commit
-    (online, else the local cache's snapshot), or the bare id when neither is known.
+    (online, else the local cache's snapshot), or the bare id when neither is known. Without ``model.unet`` the
+    identity is what it was before that option existed.
     """
+    base = _source_identity(spec, options)
+    return f"{base}+unet:{unet_identity(spec, options)}" if spec.unet else base
+
+
+def _source_identity(spec: ModelSpec, options: dict[str, Any] | None) -> str:
     if spec.source == TINY_MODEL:
         return TINY_VERSION
     if _is_remote(spec.source):
@@ -329,6 +347,122 @@ def _hub_identity(repo: str) -> str:
     return f"hub:{repo}"
 
 
+def _hub_file(unet: str) -> tuple[str, str] | None:
+    """(repo, path inside it) of a hub UNet: ``org/name`` (the repo's root), ``org/name/sub/folder`` or
+    ``org/name/file.safetensors``; None for a local path or a URL."""
+    if _is_remote(unet) or _looks_local(unet) or Path(unet).exists():
+        return None
+    parts = unet.split("/")
+    if len(parts) < 2:
+        raise ModelError(f"model.unet {unet}: no such file or folder, and not a hub id (org/name)")
+    return "/".join(parts[:2]), "/".join(parts[2:])
+
+
+def unet_files(fs, root: str, variant: str | None) -> dict[str, dict[str, Any]]:
+    """The weight files of a UNet source, by name: the file itself, or a diffusers UNet folder's weights."""
+    fs.invalidate_cache(root)
+    try:
+        info = storage.retrying(lambda: fs.info(root))
+    except FileNotFoundError:
+        raise ModelError(f"model.unet {root}: no such file or folder") from None
+    if info.get("type") != "directory":
+        return {posixpath.basename(root): info}
+    listing = {posixpath.basename(path): item for path, item in fs.find(root, maxdepth=1, detail=True).items()}
+    names = pick_weights(list(listing), variant)
+    if not names:
+        raise ModelError(f"model.unet {root}: no .safetensors UNet weights in this folder")
+    return {name: listing[name] for name in names}
+
+
+def unet_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
+    """Which weights ``model.unet`` names right now: its files' versions, or the hub commit and path."""
+    hub = _hub_file(spec.unet)
+    if hub:
+        return f"{_hub_identity(hub[0])}/{hub[1]}"
+    fs, root = storage.filesystem(_unet_location(spec.unet), options)
+    digest = hashlib.sha256()
+    _hash_files(digest, unet_files(fs, root.rstrip("/"), spec.variant))
+    return digest.hexdigest()[:32]
+
+
+def _unet_location(unet: str) -> str:
+    """An object-store URL as given, a local path made absolute."""
+    return unet if _is_remote(unet) else str(Path(unet.removeprefix("file://")).expanduser())
+
+
+def resolve_unet(spec: ModelSpec, options: dict[str, Any] | None = None) -> str | None:
+    """A local file or folder holding ``model.unet``'s weights, copied once per node from a hub or object store."""
+    if spec.unet is None:
+        return None
+    hub = _hub_file(spec.unet)
+    if hub:
+        return _hub_download(*hub)
+    if not _is_remote(spec.unet):
+        return _unet_location(spec.unet)
+    fs, root = storage.filesystem(spec.unet, options)
+    root = root.rstrip("/")
+    files = unet_files(fs, root, spec.variant)
+    digest = hashlib.sha256()
+    _hash_files(digest, files)
+    name = hashlib.sha256(f"{spec.unet.rstrip('/')}\0{digest.hexdigest()}".encode()).hexdigest()[:16]
+    single = list(files) == [posixpath.basename(root)] and len(files) == 1
+
+    def fill(folder: Path) -> None:
+        for file in files:
+            remote = root if single else f"{root}/{file}"
+            storage.retrying(lambda remote=remote, file=file: fs.get_file(remote, str(folder / file)))
+        (folder / COPY_RECORD).write_text(json.dumps({"source": spec.unet, "files": sorted(files)}))
+
+    folder = _publish(cache_root() / "unets" / f"remote-{name}", fill, marker=COPY_RECORD)
+    return str(folder / next(iter(files))) if single else str(folder)
+
+
+def _hub_download(repo: str, inside: str) -> str:
+    """A hub UNet in the node's hub cache: one file, or a folder's config and safetensors weights."""
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    try:
+        if inside.endswith(".safetensors"):
+            return hf_hub_download(repo, inside)
+        prefix = f"{inside}/" if inside else ""
+        return str(Path(snapshot_download(repo, allow_patterns=[f"{prefix}*.safetensors"])) / inside)
+    except Exception as error:  # noqa: BLE001 - any hub failure is fatal and reported the same way
+        raise ModelError(f"model.unet {repo}/{inside}: cannot download ({type(error).__name__}: {error})") from error
+
+
+def unet_misfit(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:
+    """Why ``given`` weights cannot replace a UNet's ``expected`` state dict (a few keys, the first shape), or None."""
+    missing, unexpected = sorted(expected.keys() - given.keys()), sorted(given.keys() - expected.keys())
+    if missing or unexpected:
+        return "; ".join(
+            f"{len(keys)} {kind} keys ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+            for kind, keys in (("missing", missing), ("unexpected", unexpected))
+            if keys
+        )
+    for key, tensor in expected.items():
+        if given[key].shape != tensor.shape:
+            return f"{key} is {list(given[key].shape)} there, {list(tensor.shape)} in model.source's UNet"
+    return None
+
+
+def load_unet_weights(unet, path: str, label: str, variant: str | None) -> None:
+    """Load a UNet's weights from ``path`` (one .safetensors file or a UNet folder) over ``unet``, all or nothing."""
+    from safetensors.torch import load_file
+
+    local = Path(path)
+    files = [local] if local.is_file() else [local / name for name in pick_weights(os.listdir(local), variant)]
+    weights: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            weights.update(load_file(file))
+        except Exception as error:  # noqa: BLE001 - a damaged or foreign file is fatal, named in one line
+            raise ModelError(f"model.unet {label}: {file.name} is not a safetensors file ({error})") from error
+    problem = unet_misfit(unet.state_dict(), weights)
+    if problem:
+        raise ModelError(f"model.unet {label}: does not fit model.source's UNet: {problem}")
+    unet.load_state_dict(weights)
+
+
 def pick_dtype(spec: ModelSpec, device: str) -> torch.dtype:
     if spec.dtype == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
@@ -350,13 +484,18 @@ def applied_options(spec: ModelSpec, device: str) -> dict[str, Any]:
         "allow_tf32": on_cuda and spec.allow_tf32,
         "cpu_offload": on_cuda and spec.cpu_offload,
         "step_cache": spec.step_cache.model_dump() if spec.step_cache.enabled else None,
+        "unet": spec.unet,
+        "scheduler": None if spec.scheduler.is_default else spec.scheduler.model_dump(),
     }
 
 
-def load_pipeline(spec: ModelSpec, device: str, path: str):
-    """Load once per actor from ``resolve_source``'s path, apply the GPU options from the spec."""
+def load_pipeline(spec: ModelSpec, device: str, path: str, unet: str | None = None):
+    """Load once per actor from ``resolve_source``'s path (and ``resolve_unet``'s), set the sampler, apply the GPU
+    options from the spec."""
     quiet_libraries()
     from diffusers import StableVideoDiffusionPipeline
+
+    from svdbatch.sampler import use_sampler
 
     dtype = pick_dtype(spec, device)
     try:
@@ -365,6 +504,9 @@ def load_pipeline(spec: ModelSpec, device: str, path: str):
         )
     except Exception as error:  # noqa: BLE001 - every load failure is fatal and reported the same way
         raise ModelError(f"model.source {spec.source}: cannot load ({type(error).__name__}: {error})") from error
+    if unet:
+        load_unet_weights(pipe.unet, unet, spec.unet, spec.variant)
+    use_sampler(pipe, spec.scheduler)
     return configure(pipe, spec, device)
 
 
