@@ -237,6 +237,12 @@ class RenderParams(_Strict):
         return self
 
 
+def unet_branches(max_guidance_scale: float) -> int:
+    """UNet batch halves a step: diffusers' SVD pipeline runs the unconditional half only when guidance is on
+    (``do_classifier_free_guidance``: max_guidance_scale > 1)."""
+    return 2 if max_guidance_scale > 1 else 1
+
+
 class SeedSpec(_Strict):
     base_seed: int = Field(default=0, ge=0, le=SEED_MASK, description="Job seed every item seed derives from.")
     variants: int = Field(default=1, ge=1, le=MAX_VARIANTS, description="Videos per image, each with its own seed.")

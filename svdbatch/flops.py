@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from svdbatch.config import StepCacheSpec
+from svdbatch.config import StepCacheSpec, unet_branches
 from svdbatch.step_cache import cached_steps
 
 SVD_XT_UNET = dict(
@@ -70,6 +70,21 @@ def unet_step_flops(width: int, height: int, frames: int, config: dict = SVD_XT_
         full = _counted(lambda: unet(*args))
         cached = _counted(lambda: unet(*args))
     return full, cached
+
+
+def unet_video_flops(
+    width: int,
+    height: int,
+    frames: int,
+    steps: int,
+    max_guidance_scale: float,
+    cache: StepCacheSpec,
+    config=SVD_XT_UNET,
+) -> float:
+    """UNet FLOPs of one video: a call a step on the branches diffusers runs (one when guidance is off)."""
+    full, cached = unet_step_flops(width, height, frames, config, batch=unet_branches(max_guidance_scale))
+    in_full = cache.full_steps(steps)
+    return full * in_full + cached * (steps - in_full)
 
 
 def vae_decode_flops(width: int, height: int, frames: int, config: dict = SVD_XT_VAE) -> float:

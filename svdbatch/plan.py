@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from svdbatch.config import TINY_MODEL, JobSpec, StepCacheSpec
+from svdbatch.config import TINY_MODEL, JobSpec, StepCacheSpec, unet_branches
 
 # What the estimate assumes when plan is not told (printed with it, and in `plan --help`).
 DEFAULT_GPU = "H100"
@@ -38,10 +38,11 @@ GPU_TFLOPS = {
 }
 # SVD-XT at 1024x576, 25 frames, counted by svdbatch.flops on the meta device: one UNet call on both CFG halves,
 # in full and as a cached step (tests/test_unit_step_cache.py checks these against a fresh count), and the VAE decode.
+# With guidance off (max_guidance_scale <= 1) diffusers runs one half: ``unet_branches``.
 UNET_FLOP_PER_STEP = 159.9e12
 UNET_FLOP_CACHED_STEP = 66.6e12
 VAE_FLOP = 173.6e12
-REFERENCE = {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25}
+REFERENCE = {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25, "max_guidance_scale": 3.0}
 REFERENCE_PIXELS_FRAMES = REFERENCE["width"] * REFERENCE["height"] * REFERENCE["num_frames"]
 # Published SVD-XT seconds per video (1024x576, 25 frames, 25 steps) that calibrate the share of peak reached.
 CALIBRATION = (
@@ -64,13 +65,36 @@ def tiny_seconds(item: dict) -> float:
     return TINY_SECONDS * _pixel_frame_steps(item) / _pixel_frame_steps(TINY_MEASURED)
 
 
-def video_flop(item: dict, cache: StepCacheSpec) -> float:
-    """SVD-XT FLOPs of one video: UNet steps (full and cached) and the VAE decode, scaled by pixels x frames."""
-    scale = item["width"] * item["height"] * item["num_frames"] / REFERENCE_PIXELS_FRAMES
+def _scale(item: dict) -> float:
+    return item["width"] * item["height"] * item["num_frames"] / REFERENCE_PIXELS_FRAMES
+
+
+def unet_flop(item: dict, cache: StepCacheSpec) -> float:
+    """SVD-XT UNet FLOPs of one video: full and cached steps, on one branch a step when guidance is off."""
     steps = item["num_inference_steps"]
     full = cache.full_steps(steps)
-    unet = UNET_FLOP_PER_STEP * full + UNET_FLOP_CACHED_STEP * (steps - full)
-    return (unet + VAE_FLOP) * scale
+    both = UNET_FLOP_PER_STEP * full + UNET_FLOP_CACHED_STEP * (steps - full)
+    return both * unet_branches(item["max_guidance_scale"]) / 2 * _scale(item)
+
+
+def video_flop(item: dict, cache: StepCacheSpec) -> float:
+    """SVD-XT FLOPs of one video: the UNet's (``unet_flop``) and the VAE decode, scaled by pixels x frames."""
+    return unet_flop(item, cache) + VAE_FLOP * _scale(item)
+
+
+def flop_record(spec: JobSpec) -> dict | None:
+    """What one video at the spec's render defaults costs, for the run record; None for the tiny model, whose
+    FLOPs are not SVD-XT's."""
+    if spec.model.source == TINY_MODEL:
+        return None
+    render = spec.render.model_dump()
+    unet = unet_flop(render, spec.model.step_cache)
+    return {
+        "architecture": "SVD-XT",
+        "unet_branches": unet_branches(render["max_guidance_scale"]),
+        "unet_pflop_per_video": round(unet / 1e15, 4),
+        "pflop_per_video": round(video_flop(render, spec.model.step_cache) / 1e15, 4),
+    }
 
 
 def calibrated_shares() -> list[float]:
@@ -123,9 +147,13 @@ def estimate_basis(spec: JobSpec, gpu: str, tflops: float, measured_seconds: flo
         f"{name} {seconds:g} s = {share:.0%}"
         for (name, _, seconds), share in zip(CALIBRATION, calibrated_shares(), strict=True)
     )
+    branches = unet_branches(render["max_guidance_scale"])
+    guidance = "2 branches a step: guidance on" if branches == 2 else "1 branch a step: guidance off"
     return (
         f"basis: {video_flop(render, spec.model.step_cache) / 1e15:.2f} PFLOP per video at the spec's render "
-        f"defaults ({full} of {steps} UNet steps in full) at {fast:.0%} (optimistic) to {typical:.0%} (typical) of "
+        f"defaults ({full} of {steps} UNet steps in full, {guidance}; UNet "
+        f"{unet_flop(render, spec.model.step_cache) / 1e15:.2f} PFLOP) at {fast:.0%} (optimistic) to {typical:.0%} "
+        "(typical) of "
         f"{gpu}'s {tflops:g} dense fp16 TFLOP/s; SVD-XT published: {published}"
     )
 
@@ -133,8 +161,8 @@ def estimate_basis(spec: JobSpec, gpu: str, tflops: float, measured_seconds: flo
 @dataclass
 class PlanReport:
     """What a run would do, counted before any image is read: items per ``items.Category``, the render shapes of
-    the items to render (``shapes``: width, height, num_frames, num_inference_steps and items), the first problems,
-    what ``--prune`` would remove, and the GPU time estimate."""
+    the items to render (``shapes``: width, height, num_frames, num_inference_steps, max_guidance_scale and items),
+    the first problems, what ``--prune`` would remove, and the GPU time estimate."""
 
     files: int = 0
     rows: int = 0

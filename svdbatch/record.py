@@ -11,6 +11,7 @@ from typing import Any
 from svdbatch import storage
 from svdbatch.commit import Counts
 from svdbatch.config import JobSpec
+from svdbatch.plan import flop_record
 from svdbatch.provenance import package_version
 
 
@@ -114,7 +115,8 @@ def job_record(
     """What ran, with which versions, when, and what came of it; storage secrets are redacted.
 
     ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered;
-    ``workers`` each generation actor's node, GPU, model load time and when it was ready (seconds after the start).
+    ``workers`` each generation actor's node, GPU, model load time and when it was ready (seconds after the start);
+    ``flops`` what a video at the spec's render defaults costs (one UNet branch a step when guidance is off).
     """
     resolved = spec.model_dump(mode="json")
     resolved["storage_options"] = storage.redact(resolved["storage_options"])
@@ -128,6 +130,7 @@ def job_record(
         "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
         "workers": workers or [],
         "model_copies": model_copies(workers or []),
+        "flops": flop_record(spec),
     }
 
 

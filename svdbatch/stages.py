@@ -193,7 +193,7 @@ def count_work(items: pa.Table) -> pa.Table:
     return pa.table({"skipped": [skipped], "to_render": [items.num_rows - tallies.num_rows]})
 
 
-TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps"]
+TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps", "max_guidance_scale"]
 
 
 class TallyItems:

@@ -117,3 +117,15 @@ def test_plan_names_each_reason_and_what_prune_would_remove(ray_cluster, tmp_pat
     assert "to remove: 0 no longer in the manifest (kept: output.prune is off; run --prune to remove them)" in out
     assert main(["plan", str(tmp_path / "job.yaml"), "--prune"]) == 0
     assert "to remove: 0 no longer in the manifest\n" in capsys.readouterr().out
+
+
+def test_guidance_off_halves_the_unet_flops_per_video(ray_cluster, tmp_path, capsys):
+    """diffusers runs one UNet branch when max_guidance_scale <= 1: plan counts one."""
+    job = _job(tmp_path, {"key": ["a"], "image": ["/i/a.png"]})
+    svd = ["--set", "model.source=stabilityai/stable-video-diffusion-img2vid-xt"]
+    unet = []
+    for guidance in ([], ["--set", "render.max_guidance_scale=1"]):
+        assert main(["plan", job, *svd, *guidance]) == 0
+        out = capsys.readouterr().out
+        unet.append(float(out.split("; UNet ")[1].split(" PFLOP")[0]))
+    assert unet == [4.0, 2.0] and "1 branch a step: guidance off" in out
