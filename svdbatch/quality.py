@@ -94,22 +94,31 @@ def measure(frames: np.ndarray, image: np.ndarray, nonfinite_frames: int) -> dic
     }
 
 
+GATES = [
+    ("max_nonfinite_frames", "nonfinite_frames", "non-finite frames", "max"),
+    ("max_black_frames", "black_frames", "black frames", "max"),
+    ("max_constant_frames", "constant_frames", "constant frames", "max"),
+    ("min_motion", "motion_mean", "mean motion", "min"),
+    ("min_first_frame_psnr", "first_frame_psnr", "first-frame PSNR", "min"),
+    ("min_first_frame_ssim", "first_frame_ssim", "first-frame SSIM", "min"),
+]
+
+
+def _fails(value: Any, limit: Any, kind: str) -> bool:
+    return limit is not None and value is not None and (value > limit if kind == "max" else value < limit)
+
+
+def failed_gates(stats: dict[str, Any], gates: dict[str, Any]) -> list[str]:
+    """The gates (``quality`` spec section as a dict; None means off) these quality columns fail, by name."""
+    return [gate for gate, column, _, kind in GATES if _fails(stats[column], gates.get(gate), kind)]
+
+
 def rejection(stats: dict[str, Any], gates: dict[str, Any]) -> str | None:
-    """Why the gates (``quality`` spec section as a dict; None means off) reject a video, or None."""
-    limits = [
-        ("max_nonfinite_frames", "nonfinite_frames", "non-finite frames", "max"),
-        ("max_black_frames", "black_frames", "black frames", "max"),
-        ("max_constant_frames", "constant_frames", "constant frames", "max"),
-        ("min_motion", "motion_mean", "mean motion", "min"),
-        ("min_first_frame_psnr", "first_frame_psnr", "first-frame PSNR", "min"),
-        ("min_first_frame_ssim", "first_frame_ssim", "first-frame SSIM", "min"),
-    ]
+    """Why the gates reject a video, or None."""
     reasons = []
-    for gate, column, label, kind in limits:
+    for gate, column, label, kind in GATES:
         limit, value = gates.get(gate), stats[column]
-        if limit is None:
-            continue
-        if (kind == "max" and value > limit) or (kind == "min" and value < limit):
+        if _fails(value, limit, kind):
             shown = value if isinstance(value, int) else round(value, 3)
             reasons.append(f"{label} {shown} {'>' if kind == 'max' else '<'} quality.{gate}={limit}")
     return "rejected: " + "; ".join(reasons) if reasons else None
