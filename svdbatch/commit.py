@@ -201,6 +201,7 @@ class Counts:
     skipped: int = 0
     rerendered: int = 0
     removed: int = 0
+    generate_seconds: float = 0.0  # of the generated videos (ok, rejected): each one's share of its pipeline call
     errors: list[str] = field(default_factory=list)
     environments: list[dict[str, str]] = field(default_factory=list)  # distinct provenance of the rendered rows
 
@@ -237,6 +238,8 @@ class Committer:
                     self.counts.errors.append(row["error"])
             if row["rerender_reason"]:
                 self.counts.rerendered += 1
+        generated = batch.filter(pc.is_in(batch["status"], pa.array([OK, REJECTED])))["generate_seconds"]
+        self.counts.generate_seconds += pc.sum(generated).as_py() or 0.0
         kept = batch.filter(pa.compute.not_equal(batch["status"], SKIPPED))
         if kept.num_rows:
             self._pending.append(kept.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))

@@ -331,6 +331,12 @@ class ComputeSpec(_Strict):
     stall_timeout_s: float = Field(
         default=3600.0, gt=0, description="End the job when no item finished and no actor came up for this long."
     )
+    price_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0,
+        description="What one GPU-hour costs (any currency, shown as $): the run record, summary line and report then "
+        "give the cost per video and per run from the GPU-seconds (model loads and generation x gpus_per_actor).",
+    )
 
 
 class ImageSpec(_Strict):

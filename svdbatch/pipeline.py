@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import capacity, commit, faults, lease, manifest, record, stopping, storage
+from svdbatch import capacity, commit, faults, lease, manifest, metrics, record, stopping, storage
 from svdbatch.config import JobSpec
 from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError, UserError, root_message
@@ -200,6 +200,38 @@ def start_workers():
     return ray.remote(num_cpus=0, scheduling_strategy=here)(Workers).remote()
 
 
+class RayMetrics:
+    """The ``svdbatch_*`` metrics (metrics.METRICS) of one process, the driver or a generation actor, through
+    ``ray.util.metrics``: the node's Ray metrics agent exports them on its Prometheus endpoint, with these tags."""
+
+    def __init__(self, spec: JobSpec, run_id: str, node_id: str | None = None):
+        import ray
+        from ray.util import metrics as ray_metrics
+
+        node_id = node_id or ray.get_runtime_context().get_node_id()
+        kinds = {"counter": ray_metrics.Counter, "gauge": ray_metrics.Gauge, "histogram": ray_metrics.Histogram}
+        self.node_id = node_id
+        self.tags = {"job": spec.output.url, "run_id": run_id, "node_id": node_id}
+        self.metrics = {}
+        for metric in metrics.METRICS:
+            options = {"boundaries": list(metric.boundaries)} if metric.boundaries else {}
+            self.metrics[metric.name] = kinds[metric.kind](
+                metric.name, description=metric.description, tag_keys=metric.tags, **options
+            )
+
+    def record(self, observations: list[metrics.Observation]) -> None:
+        from ray.util import metrics as ray_metrics
+
+        for seen in observations:
+            metric, tags = self.metrics[seen.metric], {**self.tags, **seen.tags}
+            if isinstance(metric, ray_metrics.Histogram):
+                metric.observe(seen.value, tags)
+            elif isinstance(metric, ray_metrics.Gauge):
+                metric.set(seen.value, tags)
+            elif seen.value > 0:  # a Ray counter refuses to add 0
+                metric.inc(seen.value, tags)
+
+
 class RayVideoGenerator(VideoGenerator):
     """VideoGenerator on a Ray actor: stamps node and GPU ids on rows, reports its load time, and exits on a lost
     device so Ray restarts it and retries its items on a fresh process."""
@@ -217,12 +249,13 @@ class RayVideoGenerator(VideoGenerator):
             gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
         )
         ready = time.time()
+        self.load_seconds = round(ready - began, 3)
         workers.add.remote(
             {
                 "node_id": self.placement["node_id"],
                 "gpu_id": self.placement["gpu_id"],
                 "device": self.device,
-                "load_seconds": round(ready - began, 3),
+                "load_seconds": self.load_seconds,
                 "ready_after_seconds": round(ready - job_started, 3),
                 "model_copy": self.model_copy,
             }
@@ -247,10 +280,23 @@ class RayVideoGenerator(VideoGenerator):
 
 
 class RayRenderer(RenderVideos):
-    """The actor class of the generation pool: RenderVideos around a RayVideoGenerator."""
+    """The actor class of the generation pool: RenderVideos around a RayVideoGenerator, recording the metrics of
+    what it renders (stage seconds, GPU-seconds) and of its start in this process."""
 
-    def __init__(self, spec: JobSpec, workers, job_started: float):
-        super().__init__(spec, RayVideoGenerator(spec, workers, job_started))
+    def __init__(self, spec: JobSpec, workers, job_started: float, run_id: str):
+        import ray
+
+        generator = RayVideoGenerator(spec, workers, job_started)
+        super().__init__(spec, generator)
+        self.gpus = spec.compute.gpus_per_actor
+        self.meter = RayMetrics(spec, run_id, generator.placement["node_id"])
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.meter.record(metrics.actor_started(generator.load_seconds, restarted, self.gpus))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = super().__call__(batch)
+        self.meter.record(metrics.rendered(rows, self.gpus))
+        return rows
 
 
 def pool_strategy(pool: capacity.PoolSize):
@@ -489,8 +535,10 @@ def run(
         if spec.output.prune:
             _prune(spec, info, run_id, committer)
         items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
+        meter = RayMetrics(spec, run_id)
+        meter.record(metrics.skipped(committer.counts.skipped, meter.node_id))
         try:
-            workers = _render(spec, items, expected, committer, started, progress) if expected else []
+            workers = _render(spec, items, expected, committer, started, progress, meter) if expected else []
             committer.finish()
         except commit.TooManyErrors as error:
             raise JobError(str(error)) from error
@@ -547,9 +595,16 @@ def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, comm
 
 
 def _render(
-    spec: JobSpec, items, expected: int, committer: commit.Committer, started: float, progress: bool
+    spec: JobSpec,
+    items,
+    expected: int,
+    committer: commit.Committer,
+    started: float,
+    progress: bool,
+    meter: RayMetrics,
 ) -> list[dict[str, Any]]:
-    """Images -> videos -> metadata rows (and shards), committed as they stream back, watched while they come.
+    """Images -> videos -> metadata rows (and shards), committed and counted in the metrics as they stream back,
+    watched while they come.
 
     Returns what each generation actor reported when it was ready (``Workers``)."""
     import ray
@@ -557,14 +612,18 @@ def _render(
     gpu, pool = prepare_pool(spec)
     workers = start_workers()
     progress_line = Progress(expected, progress)
+    gates = spec.quality.model_dump()
+    meter.record([metrics.remaining(expected, 0)])
     try:
-        rows = _video_rows(spec, items, gpu, pool, workers, started)
+        rows = _video_rows(spec, items, gpu, pool, workers, started, committer.run_id)
         watchdog = Watchdog(spec.compute, gpu, pool.initial, time.monotonic())
         with stopping.polled():
             batches = rows.iter_batches(batch_format="pyarrow", batch_size=None)
             for batch in watched(batches, watchdog, workers, progress):
                 committer.add(batch)
                 progress_line.update(committer.counts)
+                done = committer.counts.rendered + committer.counts.rejected + committer.counts.failed
+                meter.record([*metrics.finished(batch, gates, meter.node_id), metrics.remaining(expected, done)])
         return ray.get(workers.records.remote())
     except (JobError, commit.TooManyErrors):
         raise
@@ -576,7 +635,7 @@ def _render(
         ray.kill(workers)
 
 
-def _video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers, started: float):
+def _video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers, started: float, run_id: str):
     """The dataset of finished rows: each generation actor loads, generates and writes its items (RenderVideos).
 
     One block per pipeline call goes in, so every actor task is one batch and its rows reach the driver, to be
@@ -587,7 +646,7 @@ def _video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, worker
     items = items.repartition(target_num_rows_per_block=compute.batch_size)
     rows = items.map_batches(
         RayRenderer,
-        fn_constructor_args=(spec, workers, started),
+        fn_constructor_args=(spec, workers, started, run_id),
         batch_format="pyarrow",
         batch_size=compute.batch_size,
         compute=pool_strategy(pool),

@@ -26,10 +26,35 @@ class RunSummary:
     removed: int
     wall_seconds: float
     rejected: int = 0
+    gpu_seconds: float = 0.0  # model loads and generation, x compute.gpus_per_actor
+    price_per_gpu_hour: float | None = None
 
     @property
     def videos_per_minute(self) -> float:
         return self.rendered / self.wall_seconds * 60 if self.wall_seconds else 0.0
+
+    @property
+    def gpu_seconds_per_video(self) -> float:
+        """Per generated video (ok or rejected: both took their GPU time)."""
+        generated = self.rendered + self.rejected
+        return self.gpu_seconds / generated if generated else 0.0
+
+    @property
+    def cost(self) -> float | None:
+        return None if self.price_per_gpu_hour is None else self.gpu_seconds / 3600 * self.price_per_gpu_hour
+
+    @property
+    def cost_per_video(self) -> float | None:
+        return None if self.price_per_gpu_hour is None else self.gpu_seconds_per_video / 3600 * self.price_per_gpu_hour
+
+    def costs(self) -> dict[str, float | None]:
+        """The derived figures the job record and the report carry next to the summary's fields."""
+        return {
+            "videos_per_minute": self.videos_per_minute,
+            "gpu_seconds_per_video": self.gpu_seconds_per_video,
+            "cost_per_video": self.cost_per_video,
+            "cost": self.cost,
+        }
 
     def line(self) -> str:
         return (
@@ -43,8 +68,22 @@ class RunSummary:
     def _rate(self) -> str:
         """A rate only when videos were rendered: a rerun with nothing to do is not '0.0 videos/min'."""
         if self.rendered:
-            return f"{self.videos_per_minute:.1f} videos/min"
+            return f"{self.videos_per_minute:.1f} videos/min{self._spent()}"
         return "no video rendered" if self.failed or self.rejected else "nothing to render"
+
+    def _spent(self) -> str:
+        """GPU-seconds per video when measured, and with a price the cost per video and of the run."""
+        if not self.gpu_seconds:
+            return ""
+        spent = f", {self.gpu_seconds_per_video:.1f} GPU-s/video"
+        if self.price_per_gpu_hour is None:
+            return spent
+        return f"{spent}, {money(self.cost_per_video)}/video, {money(self.cost)} in all"
+
+
+def money(amount: float) -> str:
+    """Cents for sums of a dollar or more; three significant digits below (a tiny video costs $0.000412)."""
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.3g}"
 
 
 class Progress:
@@ -89,9 +128,17 @@ def summarize(
         removed=counts.removed,
         wall_seconds=time.time() - started,
         rejected=counts.rejected,
+        gpu_seconds=gpu_seconds(spec, counts, workers),
+        price_per_gpu_hour=spec.compute.price_per_gpu_hour,
     )
     write_job_record(spec, job_record(spec, summary, started, counts.environments, workers))
     return summary
+
+
+def gpu_seconds(spec: JobSpec, counts: Counts, workers: list[dict[str, Any]]) -> float:
+    """The GPUs held while the actors loaded the model and generated (metrics.py counts the same in each actor)."""
+    loads = sum(worker["load_seconds"] for worker in workers)
+    return (loads + counts.generate_seconds) * spec.compute.gpus_per_actor
 
 
 def model_copies(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -127,7 +174,7 @@ def job_record(
         "versions": _versions(),
         "environments": environments,
         "spec": resolved,
-        "summary": {**asdict(summary), "videos_per_minute": summary.videos_per_minute},
+        "summary": {**asdict(summary), **summary.costs()},
         "workers": workers or [],
         "model_copies": model_copies(workers or []),
         "flops": flop_record(spec),
