@@ -1,13 +1,14 @@
 """``svdbatch report OUTPUT``: a static HTML gallery written next to the outputs, local or on object storage.
 
 ``{output}/report/index.html`` shows the totals across every run and the figures of the last run that rendered,
-per-stage timings, one poster per video (its first frame, which plays the MP4 on click) beside the fitted input image
-it was rendered from, the failed items with their errors, the items the quality gates rejected with their reasons,
-and links a PNG contact sheet. When the videos come from the embedded tiny model (random weights) the page says so
-at the top, so its noise is not taken for a failed job. Every path in the page is relative (videos are always
-directly under ``{output}/videos/``), so the folder works from disk, behind any static web server, or from a bucket's
-website endpoint, whatever form of the output path the command was given.
-Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
+per-stage timings and GPU-seconds (and cost, with a price per GPU-hour), charts (throughput per node and GPU, seconds
+per video, quality signals against their gates, errors by cause: inline SVG, charts.py), one poster per video (its
+first frame, which plays the MP4 on click) beside the fitted input image it was rendered from, the failed items with
+their errors, the items the quality gates rejected with their reasons, and links a PNG contact sheet. When the videos
+come from the embedded tiny model (random weights) the page says so at the top, so its noise is not taken for a failed
+job. Every path in the page is relative (videos are always directly under ``{output}/videos/``), so the folder works
+from disk, behind any static web server, or from a bucket's website endpoint, whatever form of the output path the
+command was given. Everything taken from the table is HTML-escaped: keys and errors come from untrusted manifests.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import numpy as np
 import pyarrow.compute as pc
 from PIL import Image
 
-from svdbatch import commit, storage
+from svdbatch import charts, commit, storage
 from svdbatch.config import TINY_MODEL
 from svdbatch.images import ImageError, load_image
 from svdbatch.metadata import OK, REJECTED, REMOVED
+from svdbatch.record import money
 
 POSTER_WIDTH = 320
 SHEET_COLUMNS = 8
@@ -74,12 +76,14 @@ def _input_thumbnail(row: dict[str, Any], options: dict[str, Any]) -> Image.Imag
 
 
 def run_totals(output: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Counts summed over every run's record, and the last run that rendered anything (a no-op rerun has no rate)."""
+    """Counts summed over every run's record, the last run that rendered anything (a no-op rerun has no rate), and
+    the latest run's quality gates."""
     fs, runs = storage.filesystem(storage.join(output, "_job", "runs"), options)
     names = sorted(name for name in fs.find(runs) if name.endswith(".json")) if fs.exists(runs) else []
     records = [json.loads(fs.cat_file(name)) for name in names]
-    totals = {"runs": len(records), "rendered": 0, "failed": 0, "last_rendering": None}
+    totals = {"runs": len(records), "rendered": 0, "failed": 0, "last_rendering": None, "gates": {}}
     for record in sorted(records, key=lambda record: record["started_at"]):
+        totals["gates"] = record["spec"].get("quality") or {}
         summary = record["summary"]
         totals["rendered"] += summary["rendered"]
         totals["failed"] += summary["failed"]
@@ -130,9 +134,30 @@ def write_report(output: str, options: dict[str, Any] | None = None) -> str:
         cards.append(_card(index, row, name, source_name, _relative_video(row)))
     if posters:
         storage.write_bytes(storage.join(report, "contact_sheet.png"), _encode(contact_sheet(posters), "PNG"), options)
-    page = _page(rows, ok, failed, rejected, totals, cards, bool(posters))
+    page = _page(rows, ok, failed, rejected, totals, cards, bool(posters), _charts(rows, totals))
     storage.write_bytes(storage.join(report, "index.html"), page.encode("utf-8"), options)
     return storage.join(report, "index.html")
+
+
+def _charts(rows: list[dict[str, Any]], totals: dict[str, Any]) -> str:
+    """The charts section: throughput over the last rendering run; the rest over every row of the table."""
+    last = totals["last_rendering"]
+    shown = [
+        (
+            "throughput",
+            "Videos per minute, per node and GPU (last rendering run)",
+            charts.throughput([row for row in rows if last and row["run_id"] == last["run_id"]]),
+        ),
+        ("seconds", "Seconds per video", charts.seconds_per_video(rows)),
+        ("quality", "Quality signals and gates", charts.quality(rows, totals["gates"])),
+        ("failures", "Errors by cause", charts.failures(rows, totals["gates"])),
+    ]
+    figures = "".join(
+        f'<figure class="chart" id="chart-{name}">{svg}<figcaption>{html.escape(caption)}</figcaption></figure>'
+        for name, caption, svg in shown
+        if svg is not None
+    )
+    return f'<section id="charts">{figures}</section>'
 
 
 def _card(index: int, row: dict[str, Any], poster: str, source: str | None, video: str) -> str:
@@ -165,8 +190,18 @@ def _rate_line(totals: dict[str, Any]) -> str:
         return runs
     return (
         f"{runs} · last rendering run {last['run_id']}: {last['rendered']} videos at "
-        f"{last['videos_per_minute']:.1f} videos/min over {last['wall_seconds']:.0f}s"
+        f"{last['videos_per_minute']:.1f} videos/min over {last['wall_seconds']:.0f}s{_spent(last)}"
     )
+
+
+def _spent(summary: dict[str, Any]) -> str:
+    """GPU-seconds per video and cost, from a run record's summary (absent in records from before they were kept)."""
+    if not summary.get("gpu_seconds"):
+        return ""
+    spent = f", {summary['gpu_seconds_per_video']:.2f} GPU-s/video"
+    if summary.get("cost") is None:
+        return spent
+    return f"{spent}, {money(summary['cost_per_video'])}/video, {money(summary['cost'])} for the run"
 
 
 def _quality(row: dict[str, Any]) -> list[str]:
@@ -189,7 +224,7 @@ def _model_note(ok: list[dict[str, Any]]) -> str:
     )
 
 
-def _page(rows, ok, failed, rejected, totals, cards, has_sheet: bool) -> str:
+def _page(rows, ok, failed, rejected, totals, cards, has_sheet: bool, charts_section: str) -> str:
     timings = " · ".join(
         f"{stage} {_mean(ok, column):.2f}s"
         for stage, column in (
@@ -225,6 +260,9 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa;
 figcaption {{ padding: .4rem .6rem; overflow-wrap: anywhere; }}
 .fact {{ white-space: nowrap; }}
 .note {{ background: #fff4d6; border: 1px solid #e8c66a; border-radius: 6px; padding: .5rem .8rem; }}
+#charts {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
+.chart {{ margin: 0; background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: .4rem; max-width: 100%; }}
+.chart svg {{ max-width: 100%; height: auto; display: block; }}
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid #ddd; padding: .3rem; }}
 .hidden {{ display: none; }}
 </style></head>
@@ -234,6 +272,7 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid 
 <p id="summary">{len(ok)} ok · {len(failed)} failed · {len(rejected)} rejected · {len(rows)} items</p>
 <p id="runs">{html.escape(rate)}</p>
 <p id="timings">mean per item: {html.escape(timings)} · {sheet}</p>
+{charts_section}
 <p><button data-filter="all">all</button> <button data-filter="ok">ok</button>
 <button data-filter="error">failed ({len(failed)})</button>
 <button data-filter="rejected">rejected ({len(rejected)})</button></p>
