@@ -98,3 +98,28 @@ def perturbed_weights(data: bytes) -> bytes:
     from safetensors.torch import load, save
 
     return save({name: tensor + 0.01 for name, tensor in load(data).items()})
+
+
+def scrape(url: str) -> dict[str, list]:
+    """A Prometheus endpoint's samples by name, parsed with prometheus_client's own parser."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(url, timeout=10).read().decode()
+    samples: dict[str, list] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append(sample)
+    return samples
+
+
+def run_total(samples: dict[str, list], name: str, run_id: str, by: str | None = None):
+    """The sum of one metric's samples of a run, or the sums per value of the label ``by``."""
+    found = [sample for sample in samples.get(name, []) if sample.labels.get("run_id") == run_id]
+    if by is None:
+        return sum(sample.value for sample in found)
+    sums: dict[str, float] = {}
+    for sample in found:
+        sums[sample.labels[by]] = sums.get(sample.labels[by], 0) + sample.value
+    return sums

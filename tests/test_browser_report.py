@@ -74,26 +74,60 @@ const timer = setInterval(() => {
 </script></body></html>"""
 
 
+# Opens the report and lists each chart as drawn: its id, its size on screen, how many of its data marks (steps, bars)
+# cover some area, and the axis labels it shows.
+CHART_PROBE = b"""<!doctype html><html><body>
+<iframe src="report/index.html" style="width:1280px;height:3000px;border:0"></iframe>
+<script>
+const timer = setInterval(() => {
+  const doc = document.querySelector("iframe").contentDocument;
+  if (!doc || doc.readyState !== "complete") return;
+  clearInterval(timer);
+  const charts = [...doc.querySelectorAll(".chart")].map((chart) => {
+    const box = chart.querySelector("svg").getBoundingClientRect();
+    const marks = [...chart.querySelectorAll("[id^=data-]")].filter((mark) => {
+      const drawn = mark.getBoundingClientRect();
+      return drawn.width > 0 && drawn.height > 0;
+    }).length;
+    const labels = [...chart.querySelectorAll("[id^=text_] text")].map((text) => text.textContent);
+    return `${chart.id}:${Math.round(box.width)}x${Math.round(box.height)}:${marks}:${labels.join("|")}`;
+  });
+  document.body.dataset.charts = charts.join(";");
+}, 100);
+</script></body></html>"""
+PAGES = {"/probe.html": PROBE, "/charts-probe.html": CHART_PROBE}
+
+
 class ReportServer(SimpleHTTPRequestHandler):
-    """The output folder, plus the probe page at /probe.html."""
+    """The output folder, plus the probe pages."""
 
     def do_GET(self):
-        if self.path != "/probe.html":
+        if self.path not in PAGES:
             return super().do_GET()
         self.send_response(200)
         self.send_header("Content-Type", "text/html")
         self.end_headers()
-        self.wfile.write(PROBE)
+        self.wfile.write(PAGES[self.path])
+
+
+def serve(output: Path, profile: Path):
+    """An output folder over HTTP (its base URL), and a fresh Chromium profile."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(ReportServer, directory=str(output)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", ["--user-data-dir=" + str(profile)]
+    server.shutdown()
 
 
 @pytest.fixture
 def served(operator_output, tmp_path):
-    """The operator run's output over HTTP (its base URL), and a fresh Chromium profile."""
-    handler = functools.partial(ReportServer, directory=str(operator_output / "out"))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", ["--user-data-dir=" + str(tmp_path / "profile")]
-    server.shutdown()
+    """The operator run's report."""
+    yield from serve(operator_output / "out", tmp_path / "profile")
+
+
+@pytest.fixture
+def served_observed(observed_run, tmp_path):
+    """The report of the session's run with ok, failed and rejected items (conftest.observed_run)."""
+    yield from serve(observed_run.folder / "out", tmp_path / "profile")
 
 
 def body_after_scripts(profile: list[str], url: str, *flags: str) -> str:
@@ -138,3 +172,19 @@ def test_report_cards_wrap_between_words_and_say_the_model_is_the_tiny_one(serve
         assert float(body["gap" + frame]) < 2  # the input is as tall as its poster: no empty block under it
         assert body["note" + frame] == "true"  # the tiny-model note is above the cards
     assert screenshot(profile, base + "/report/index.html", "report-narrow.png", "400,900").stat().st_size > 10_000
+
+
+def test_report_charts_are_drawn_with_labelled_axes(served_observed):
+    base, profile = served_observed
+    tag = body_after_scripts(profile, base + "/charts-probe.html", "--window-size=1300,3100")
+    charts = re.search(r'data-charts="([^"]*)"', tag).group(1).split(";")
+    drawn = {chart.split(":")[0]: chart.split(":", 3)[1:] for chart in charts}
+    assert set(drawn) == {"chart-throughput", "chart-seconds", "chart-quality", "chart-failures"}
+    for size, marks, _ in drawn.values():
+        width, height = map(int, size.split("x"))
+        assert width > 200 and height > 100 and int(marks) > 0, drawn
+    assert {"videos / min", "minutes since the first video of the run"} <= set(drawn["chart-throughput"][2].split("|"))
+    assert {"seconds per video", "videos"} <= set(drawn["chart-seconds"][2].split("|"))
+    assert {"first-frame PSNR (dB)", "min_first_frame_psnr = 8.0"} <= set(drawn["chart-quality"][2].split("|"))
+    assert {"items", "cause", "image", "rejected: min_first_frame_psnr"} <= set(drawn["chart-failures"][2].split("|"))
+    assert screenshot(profile, base + "/report/index.html", "report-charts.png", "1280,1400").stat().st_size > 10_000
