@@ -367,7 +367,8 @@ def unet_files(fs, root: str, variant: str | None) -> dict[str, dict[str, Any]]:
         raise ModelError(f"model.unet {root}: no such file or folder") from None
     if info.get("type") != "directory":
         return {posixpath.basename(root): info}
-    listing = {posixpath.basename(path): item for path, item in fs.find(root, maxdepth=1, detail=True).items()}
+    found = storage.retrying(lambda: fs.find(root, maxdepth=1, detail=True))
+    listing = {posixpath.basename(path): item for path, item in found.items()}
     names = pick_weights(list(listing), variant)
     if not names:
         raise ModelError(f"model.unet {root}: no .safetensors UNet weights in this folder")
