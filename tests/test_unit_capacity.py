@@ -61,7 +61,7 @@ def test_default_pool_starts_small_on_an_empty_autoscaling_cluster_and_grows_to_
 def test_actor_range_and_renamed_field_fail_with_one_line():
     with pytest.raises(SpecError, match="compute.num_actors: renamed, use compute.actors"):
         _spec(num_actors=2)
-    with pytest.raises(SpecError, match=r"compute.actors: .* need min <= initial <= max"):
+    with pytest.raises(SpecError, match=r"compute.actors: need min <= initial <= max"):
         _spec(actors={"min": 3, "max": 2})
     with pytest.raises(SpecError, match="compute.actors: 0 is not allowed"):
         _spec(actors=0)
