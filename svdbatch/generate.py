@@ -178,18 +178,23 @@ class VideoGenerator:
             Image.fromarray(np.frombuffer(item["image"], dtype=np.uint8).reshape(item["height"], item["width"], 3))
             for item in items
         ]
+        on_cuda = self.device.startswith("cuda")
+        if on_cuda:
+            torch.cuda.reset_peak_memory_stats()
         started = time.perf_counter()
         params = {**first, "decode_chunk_size": chunk}
         seeds = [item["seed"] for item in items]
         floats = call_pipeline(self.pipe, images, seeds, params, self.device, self.spec.model.step_cache)
         frames, nonfinite = to_uint8(floats), nonfinite_frames(floats)
         elapsed = time.perf_counter() - started
+        peak = torch.cuda.max_memory_allocated() if on_cuda else None
         for item, video, bad in zip(items, frames, nonfinite, strict=True):
             # decode_chunk_size and batch_items say what was actually used, smaller after out of memory.
             item.update(
                 frames=video.tobytes(),
                 nonfinite_frames=bad,
                 generate_seconds=elapsed / len(items),
+                peak_gpu_bytes=peak,
                 batch_items=len(items),
                 decode_chunk_size=chunk,
             )

@@ -62,6 +62,7 @@ METADATA_SCHEMA = pa.schema(
         pa.field("shard", pa.string()),
         pa.field("load_seconds", pa.float64()),
         pa.field("generate_seconds", pa.float64()),
+        pa.field("peak_gpu_bytes", pa.int64()),
         pa.field("encode_seconds", pa.float64()),
         pa.field("write_seconds", pa.float64()),
         pa.field("finished_at", pa.timestamp("ms", tz="UTC")),
