@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from svdbatch import storage
 from svdbatch.errors import UserError
 from svdbatch.items import RESUME_COLUMNS
+from svdbatch.learned import TIMING_COLUMNS, add_timing
 from svdbatch.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
 from svdbatch.provenance import PROVENANCE_COLUMNS
 from svdbatch.shards import SHARDS, reconcile
@@ -204,6 +205,7 @@ class Counts:
     generate_seconds: float = 0.0  # of the generated videos (ok, rejected): each one's share of its pipeline call
     errors: list[str] = field(default_factory=list)
     environments: list[dict[str, str]] = field(default_factory=list)  # distinct provenance of the rendered rows
+    timings: dict[tuple, list] = field(default_factory=dict)  # learned.add_timing of the rendered rows
 
 
 class Committer:
@@ -221,7 +223,8 @@ class Committer:
         self._last_flush = time.monotonic()
 
     def add(self, batch: pa.Table) -> None:
-        for row in batch.select(["status", "error", "rerender_reason", *PROVENANCE_COLUMNS]).to_pylist():
+        columns = sorted({"status", "error", "rerender_reason", *PROVENANCE_COLUMNS, *TIMING_COLUMNS})
+        for row in batch.select(columns).to_pylist():
             if row["status"] == SKIPPED:
                 self.counts.skipped += 1
                 continue
@@ -230,6 +233,7 @@ class Committer:
                 self.counts.environments.append(environment)
             if row["status"] == OK:
                 self.counts.rendered += 1
+                add_timing(self.counts.timings, row)
             elif row["status"] == REJECTED:
                 self.counts.rejected += 1
             else:

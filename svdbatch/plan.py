@@ -12,6 +12,7 @@ module's defaults and stays instant.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -240,22 +241,79 @@ def make_plan(
         gpus = DEFAULT_GPUS
         assumed.append(f"--gpus {DEFAULT_GPUS}")
     tflops = tflops or GPU_TFLOPS[gpu]
+    learned = {} if measured_seconds else learned_seconds(spec, identity, gpu, report.shapes)
     report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
-    fast = typical = 0.0
-    for shape in report.shapes:
-        one_fast, one_typical = _video_seconds(shape, spec, tflops, measured_seconds)
-        fast, typical = fast + one_fast * shape["items"], typical + one_typical * shape["items"]
-    report.seconds = (fast, typical)
+    if learned:
+        report.basis = learned_basis(learned, report.shapes, report.basis)
+    per_video = [
+        (learned[index].seconds,) * 2 if index in learned else _video_seconds(shape, spec, tflops, measured_seconds)
+        for index, shape in enumerate(report.shapes)
+    ]
+    report.seconds = tuple(
+        sum(one[end] * shape["items"] for one, shape in zip(per_video, report.shapes, strict=True)) for end in (0, 1)
+    )
     if spec.model.source == TINY_MODEL and not measured_seconds:
-        report.estimate = f"estimate: {span(fast, typical)} of generation on CPU (--gpu and --gpus do not apply)"
+        report.estimate = f"estimate: {span(*report.seconds)} of generation on CPU (--gpu and --gpus do not apply)"
         return report
+    wall = [wall_seconds(report.shapes, [one[end] for one in per_video], gpus) for end in (0, 1)]
     report.estimate = (
-        f"estimate: {span(fast, typical)} of GPU time on {gpu}; "
-        f"about {span(fast / gpus, typical / gpus)} wall on {gpus} GPU(s)"
+        f"estimate: {span(*report.seconds)} of GPU time on {gpu}; about {span(*wall)} wall on {gpus} GPU(s)"
     )
     if assumed:
         report.assumed = f"assumed: {' '.join(assumed)} (not given: pass your cluster's)"
     return report
+
+
+def wall_seconds(shapes: list[dict], per_video: list[float], gpus: int) -> float:
+    """Wall time on ``gpus`` GPUs, one video per GPU at a time: a job of fewer videos than GPUs still takes one
+    video's time, and 9 videos on 8 GPUs take two."""
+    return sum(math.ceil(shape["items"] / gpus) * seconds for shape, seconds in zip(shapes, per_video, strict=True))
+
+
+def learned_seconds(spec: JobSpec, identity: str, gpu: str, shapes: list[dict]) -> dict:
+    """For each render shape (by index), the seconds per video that earlier runs of this output or ``svdbatch tune``
+    measured at the same settings on this GPU kind (the CPU for the tiny model): ``learned.Measured``."""
+    import json
+
+    from svdbatch.learned import measured, read_timings
+    from svdbatch.model import applied_options, dtype_name, pick_dtype
+    from svdbatch.stages import TALLY_COLUMNS
+
+    timings = read_timings(spec.output.url, spec.storage_options)
+    if not timings:
+        return {}
+    device = "cpu" if spec.model.source == TINY_MODEL else "cuda"
+    model = {
+        "model_identity": identity,
+        "model_dtype": dtype_name(pick_dtype(spec.model, device)),
+        "model_options": json.dumps(applied_options(spec.model, device), sort_keys=True),
+    }
+    found = {}
+    for index, shape in enumerate(shapes):
+        item = {**spec.render.model_dump(), **shape}
+        setting = {**model, **{name: item[name] for name in TALLY_COLUMNS}, "guidance": item["max_guidance_scale"] > 1}
+        one = measured(timings, setting, None if device == "cpu" else gpu, GPU_TFLOPS)
+        if one is not None:
+            found[index] = one
+    return found
+
+
+def learned_basis(learned: dict, shapes: list[dict], estimated: str) -> str:
+    """The basis line when measured figures replace the estimate (for some render shapes, or all)."""
+    parts = []
+    for index, found in learned.items():
+        shape = shapes[index]
+        parts.append(
+            f"{found.seconds:.3g} s per video at {shape['width']}x{shape['height']}, {shape['num_frames']} frames, "
+            f"{shape['num_inference_steps']} steps ({found.videos} videos of {found.sources})"
+        )
+    line = (
+        f"basis: measured at the same settings on {next(iter(learned.values())).gpu_name}: {'; '.join(parts)}; "
+        "warm: each run's slowest video left out"
+    )
+    if len(learned) < len(shapes):
+        line += "; other settings: " + estimated.removeprefix("basis: ")
+    return line
 
 
 def _video_seconds(item: dict, spec: JobSpec, tflops: float, measured: float | None) -> tuple[float, float]:

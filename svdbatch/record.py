@@ -11,6 +11,7 @@ from typing import Any
 from svdbatch import storage
 from svdbatch.commit import Counts
 from svdbatch.config import JobSpec
+from svdbatch.learned import timing_records
 from svdbatch.plan import flop_record
 from svdbatch.provenance import package_version
 
@@ -131,7 +132,9 @@ def summarize(
         gpu_seconds=gpu_seconds(spec, counts, workers),
         price_per_gpu_hour=spec.compute.price_per_gpu_hour,
     )
-    write_job_record(spec, job_record(spec, summary, started, counts.environments, workers))
+    record = job_record(spec, summary, started, counts.environments, workers)
+    record["timings"] = timing_records(counts.timings)  # seconds per video by setting: what plan learns from
+    write_job_record(spec, record)
     return summary
 
 
