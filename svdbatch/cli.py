@@ -1,4 +1,4 @@
-"""``svdbatch run|plan|manifest|report|demo|spec``: every user error is one line naming what to fix.
+"""``svdbatch run|plan|tune|manifest|report|demo|spec``: every user error is one line naming what to fix.
 
 Only the spec module is imported at start: torch, diffusers and Ray load inside the commands that need them, so
 ``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_unit_cli.py guards it).
@@ -26,6 +26,10 @@ TAKE_OVER_HELP = (
 )
 PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
 SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
+TRY_HELP = (
+    "An alternative to compare with the job's settings, one setting per value, e.g. render.num_inference_steps=25,4 "
+    "or model.step_cache.enabled=true; repeatable; space-separated pairs in one --try are combined."
+)
 EXIT_CODES = """exit status:
   0    every item rendered or was already done
   1    some items failed (error rows in the table), or a fatal problem stopped the job
@@ -67,6 +71,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
+    tune = add("tune", "Render a fixed sample of the job under its settings and alternatives; compare cost and frames.")
+    tune.add_argument("job", help="Job spec YAML.")
+    tune.add_argument("--sample", type=int, default=8, help="Manifest rows to render (the same ones every time).")
+    tune.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=V1,V2", help=TRY_HELP)
+    tune.add_argument("--dir", help="Folder or URL for tune's runs and page (default: OUTPUT/_tune/TIMESTAMP).")
     scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
     scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
     scan.add_argument("-o", "--output", required=True, help="Manifest to write (.parquet, local or URL).")
@@ -127,6 +136,22 @@ def _plan(args: argparse.Namespace) -> int:
     return 0 if not report.problems else EXIT_FAILED
 
 
+def _tune(args: argparse.Namespace) -> int:
+    if args.sample < 1:
+        raise SpecError(f"--sample {args.sample}: must be at least 1")
+    if not args.tries:
+        raise SpecError("tune: give at least one --try KEY=V1,V2 to compare with the job's settings")
+    _checked_spec(Path(args.job), args)
+    with stopping.handled():
+        from svdbatch.tune import tune
+
+        show = {"verbose": args.verbose, "progress": not args.quiet, "cli": True}
+        lines, page = tune(Path(args.job), args.set, args.tries, args.sample, args.dir, **show)
+    print("\n".join(lines))
+    print(f"page: {page}")
+    return 0
+
+
 def _overrides(args: argparse.Namespace) -> list[str]:
     """--set pairs, plus output.prune=true for --prune (demo has no --prune)."""
     return [*args.set, "output.prune=true"] if getattr(args, "prune", False) else args.set
@@ -170,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "plan":
             return _plan(args)
+        if args.command == "tune":
+            return _tune(args)
         if args.command == "manifest":
             return _manifest(args)
         if args.command == "report":
