@@ -80,23 +80,28 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def bare_call(pipe, image, shape: dict, device: str, seed: int) -> None:
+    """The documented diffusers call: one image, default options (benchmarks/device_check.py times it too)."""
+    pipe(
+        image,
+        width=shape["width"],
+        height=shape["height"],
+        num_frames=shape["num_frames"],
+        num_inference_steps=shape["num_inference_steps"],
+        decode_chunk_size=shape["decode_chunk_size"],
+        generator=torch.Generator(device).manual_seed(seed),
+        output_type="np",
+    )
+    _sync(device)
+
+
 def bare(pipe, images, shape, device: str) -> tuple[float, float]:
     """The documented diffusers loop: one video per call."""
     wall_started = time.perf_counter()
     busy = 0.0
     for index, image in enumerate(images):
         started = time.perf_counter()
-        pipe(
-            image,
-            width=shape["width"],
-            height=shape["height"],
-            num_frames=shape["num_frames"],
-            num_inference_steps=shape["num_inference_steps"],
-            decode_chunk_size=shape["decode_chunk_size"],
-            generator=torch.Generator(device).manual_seed(index),
-            output_type="np",
-        )
-        _sync(device)
+        bare_call(pipe, image, shape, device, index)
         busy += time.perf_counter() - started
     return time.perf_counter() - wall_started, busy
 

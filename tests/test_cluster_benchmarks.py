@@ -67,3 +67,19 @@ def test_ceiling_benchmark_prints_stage_costs_and_a_throughput_row():
     assert "CPU-seconds per video at 64x64x4" in out and "SVD-XT, 4 steps, H100 floor" in out
     row = next(line.split() for line in out.splitlines() if line.startswith("   2 "))
     assert row[:3] == ["2", "0.1", "4"] and float(row[3]) > 0
+
+
+def test_device_check_runs_its_steps_reduced_on_cpu():
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    result = subprocess.run(
+        ["bash", str(BENCHMARKS / "device_check.sh"), "--reduced"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**env, "PYTHON": sys.executable},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout[result.stdout.index("configuration") :].splitlines()
+    names = ["bare diffusers", "default", "step cache", "compile_unet", "4 steps, no CFG"]
+    assert [line.startswith(name) for line, name in zip(table[1:], names, strict=True)] == [True] * 5
+    assert all(line.split()[-2] == "3" and "n/a (CPU)" in line for line in table[1:])
