@@ -113,7 +113,8 @@ def _run(job: Path, args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from svdbatch.plan import GPU_TFLOPS, make_plan
+    from svdbatch.estimate import GPU_TFLOPS
+    from svdbatch.plan import make_plan
 
     if args.tflops is None and args.gpu is not None and args.gpu not in GPU_TFLOPS:
         raise SpecError(f"--gpu {args.gpu}: unknown GPU kind; known: {', '.join(GPU_TFLOPS)}; or give --tflops")

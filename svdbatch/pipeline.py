@@ -42,7 +42,7 @@ from svdbatch.generate import DeviceLost, VideoGenerator
 from svdbatch.items import TO_RENDER, Category
 from svdbatch.metadata import REMOVED, SKIPPED, fail
 from svdbatch.model import model_identity
-from svdbatch.plan import PlanReport
+from svdbatch.plan_report import PlanReport
 from svdbatch.record import Progress, RunSummary
 from svdbatch.shards import WriteShards
 from svdbatch.stages import (

@@ -11,8 +11,8 @@ from typing import Any
 from svdbatch import storage
 from svdbatch.commit import Counts
 from svdbatch.config import JobSpec
+from svdbatch.estimate import flop_record
 from svdbatch.learned import timing_records
-from svdbatch.plan import flop_record
 from svdbatch.provenance import package_version
 
 

@@ -186,8 +186,8 @@ def _mean(values: list) -> float | None:
 def summarize(setting: Setting, spec: JobSpec, rows: dict[str, dict], distance: dict[tuple, dict]) -> dict[str, Any]:
     """One line of the table: warm seconds per video, peak GPU memory, SVD-XT FLOPs per video, distance to the
     reference and the quality signals, averaged over the sample."""
+    from svdbatch.estimate import video_flop
     from svdbatch.learned import warm_seconds
-    from svdbatch.plan import video_flop
 
     found = list(rows.values())
     peaks = [row["peak_gpu_bytes"] for row in found if row["peak_gpu_bytes"] is not None]

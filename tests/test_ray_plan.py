@@ -8,7 +8,7 @@ import yaml
 
 from svdbatch.cli import main
 from svdbatch.config import StepCacheSpec
-from svdbatch.plan import (
+from svdbatch.estimate import (
     GPU_TFLOPS,
     REFERENCE,
     UNET_FLOP_CACHED_STEP,

@@ -7,9 +7,10 @@ import json
 import pytest
 
 from svdbatch.config import build_spec
+from svdbatch.estimate import GPU_TFLOPS, wall_seconds
 from svdbatch.learned import add_timing, gpu_kind, same_gpu, timing_records, warm_seconds
 from svdbatch.model import applied_options
-from svdbatch.plan import GPU_TFLOPS, learned_basis, learned_seconds, wall_seconds
+from svdbatch.plan import learned_basis, learned_seconds
 
 SVD = "stabilityai/stable-video-diffusion-img2vid-xt"
 SHAPE = {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25, "max_guidance_scale": 3.0}

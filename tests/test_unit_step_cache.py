@@ -11,10 +11,10 @@ from helpers import TEST_RENDER
 
 from svdbatch.config import StepCacheSpec, build_spec
 from svdbatch.demo import sample_image
+from svdbatch.estimate import UNET_FLOP_CACHED_STEP, UNET_FLOP_PER_STEP, VAE_FLOP
 from svdbatch.generate import call_pipeline, to_uint8
 from svdbatch.items import expand_row
 from svdbatch.model import applied_options, build_tiny_pipeline, quiet_libraries
-from svdbatch.plan import UNET_FLOP_CACHED_STEP, UNET_FLOP_PER_STEP, VAE_FLOP
 from svdbatch.step_cache import cached_steps
 
 PARAMS = dict(
