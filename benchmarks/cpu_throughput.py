@@ -27,11 +27,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch import pipeline  # noqa: E402
 from svdbatch.config import build_spec  # noqa: E402
 from svdbatch.demo import sample_image  # noqa: E402
 from svdbatch.items import derive_seed  # noqa: E402
 from svdbatch.model import ensure_tiny_model, quiet_libraries  # noqa: E402
+from svdbatch.ray import driver  # noqa: E402
 
 
 def hand_loop(images: list[str], out: Path, width: int, height: int, frames: int, steps: int) -> tuple[float, float]:
@@ -82,7 +82,7 @@ def svdbatch_run(manifest: Path, out: Path, width: int, height: int, frames: int
         }
     )
     started = time.perf_counter()
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     wall = time.perf_counter() - started
     rows = pq.read_table(out / "metadata").to_pylist()
     assert summary.rendered == len(rows), summary.line()

@@ -5,7 +5,7 @@
 
 The random SVD-XT pipeline (benchmarks/gpu.py's build, which costs the FLOPs of the real weights) is saved once as a
 diffusers folder and loaded by every run as ``model.source``, as a user's job would. Bare diffusers renders the same
-3 images, one call each, with the default options. Then ``svdbatch.pipeline.run`` renders them four times, each a job
+3 images, one call each, with the default options. Then ``svdbatch.ray.driver.run`` renders them four times, each a job
 of its own with one actor: the default settings, ``model.step_cache``, ``model.compile_unet``, and 4 steps without
 guidance (max_guidance_scale 1) with the consistency sampler (``model.scheduler.name``; SAMPLER in the script).
 Seconds per video are warm: the mean leaving out the slowest video of each run, an actor's first call (warm-up, or
@@ -144,14 +144,14 @@ def main() -> None:
     rows = [("bare diffusers", shape["num_inference_steps"], *bare(pipe, shape, args.videos, device), args.videos)]
     del pipe
     manifest = write_inputs(folder, shape, args.videos)
-    from svdbatch import pipeline
+    from svdbatch.ray import cluster, driver
 
-    pipeline.start_ray(verbose=False, progress=False, cli=True)  # as the CLI: Ray's native notices filtered out
+    cluster.start_ray(verbose=False, progress=False, cli=True)  # as the CLI: Ray's native notices filtered out
     for index, (name, overrides) in enumerate(configurations(args.sampler)):
         base = job(manifest, folder / f"out{index}", source, shape, args.reduced)
         name, overrides = sampler_overrides(name, overrides, base)
         spec = build_spec(base, overrides)
-        pipeline.run(spec, progress=False)
+        driver.run(spec, progress=False)
         rows.append((name, spec.render.num_inference_steps, *measured(spec)))
     print_table(rows)
 

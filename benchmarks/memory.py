@@ -29,9 +29,9 @@ def child(rows: int) -> dict:
     import pyarrow.parquet as pq
     import ray
 
-    from svdbatch import pipeline
     from svdbatch.config import build_spec
     from svdbatch.demo import sample_image
+    from svdbatch.ray import driver
 
     me = psutil.Process()
     peaks = {"driver": 0, "worker": 0, "cluster": 0}
@@ -75,7 +75,7 @@ def child(rows: int) -> dict:
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
         started = time.perf_counter()
-        summary = pipeline.run(spec, progress=False)
+        summary = driver.run(spec, progress=False)
         wall = time.perf_counter() - started
         stop.set()
         sampler.join()

@@ -8,7 +8,7 @@ written in the layout of the code under test (bucket files; ``metadata/metadata.
 ``git worktree add /tmp/old-svdbatch 9a19628``; ``--old-layout new`` for an old tree that already wrote buckets),
 and the job is timed twice. First as a user runs it: the ``svdbatch plan`` and ``svdbatch run`` commands, each a
 fresh process that starts its own Ray (CLI plan s, CLI run s: the whole command). Then, with the output put back as
-built, inside one process whose Ray is already up: ``make_plan`` and then ``pipeline.run`` (plan s, run s), with the
+built, inside one process whose Ray is already up: ``make_plan`` and then ``ray.driver.run`` (plan s, run s), with the
 time of the run's last publish, the driver's peak RSS and the peak RSS of the driver plus every Ray process below it
 (raylet, object store, workers), sampled every 0.2 s. Each run renders the 2 new items at 32x32, 2 frames, 1 step.
 """
@@ -149,9 +149,10 @@ def child(folder: Path, layout: str) -> dict:
     """Runs with the tree under test first on sys.path (PYTHONPATH)."""
     import ray
 
-    from svdbatch import commit, pipeline
+    from svdbatch import commit
     from svdbatch.config import build_spec
     from svdbatch.plan import make_plan
+    from svdbatch.ray import driver
 
     publishes: list[float] = []
     publish = commit.publish
@@ -170,7 +171,7 @@ def child(folder: Path, layout: str) -> dict:
     report = make_plan(spec)
     planned = time.perf_counter() - started
     started = time.perf_counter()
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     ran = time.perf_counter() - started
     peaks.stop()
     ray.shutdown()

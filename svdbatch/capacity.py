@@ -1,6 +1,6 @@
 """What the cluster can run: GPU or CPU, how many actors, and whether the actor pool and the CPU stages fit together.
 
-Plain rules over a ``ClusterShape`` that pipeline.py reads from Ray, so each one is unit-tested without a cluster.
+Plain rules over a ``ClusterShape`` that ray/cluster.py reads from Ray, so each one is unit-tested without a cluster.
 A job never falls back to the CPU because no GPU is there *yet*: ``auto`` means GPU whenever the cluster has GPUs or
 its autoscaler may add some, and a job that needs a GPU on a cluster that can never have one fails before any work.
 """

@@ -103,7 +103,7 @@ def _run(job: Path, args: argparse.Namespace) -> int:
     spec = _checked_spec(job, args)
     take_over = getattr(args, "take_over", False)  # demo has no --take-over
     with stopping.handled():
-        from svdbatch.pipeline import run
+        from svdbatch.ray.driver import run
 
         summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True, take_over=take_over)
     print(summary.line())

@@ -1,6 +1,6 @@
 """The job's live metrics, free of Ray: which ``svdbatch_*`` metrics exist and what a batch of rows adds to them.
 
-pipeline.py turns ``METRICS`` into ``ray.util.metrics`` objects (each node's Ray metrics agent exports them on its
+ray/actors.py turns ``METRICS`` into ``ray.util.metrics`` objects (each node's Ray metrics agent exports them on its
 Prometheus endpoint, as ``ray_svdbatch_*``) and records the observations computed here where the rows already are:
 the generation actor (stage seconds, GPU-seconds, model load, actor starts) and the driver, which counts every
 finished row anyway (videos by status, errors by cause, quality rejections by gate, items remaining). No row makes a

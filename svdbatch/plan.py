@@ -44,15 +44,17 @@ def make_plan(
 
     ``gpu`` names the GPU in the estimate; its peak comes from ``tflops`` or, when that is None, GPU_TFLOPS.
     ``gpu`` and ``gpus`` not given are DEFAULT_GPU and DEFAULT_GPUS, and the report says it assumed them.
-    ``verbose``, ``progress`` and ``cli`` show Ray as ``run`` does (``pipeline.start_ray``).
+    ``verbose``, ``progress`` and ``cli`` show Ray as ``run`` does (``ray.cluster.start_ray``).
     """
-    from svdbatch import manifest, pipeline
+    from svdbatch import manifest
     from svdbatch.model import model_identity
+    from svdbatch.ray import driver
+    from svdbatch.ray.cluster import start_ray
 
     info = manifest.inspect(spec)
     identity = model_identity(spec.model, spec.storage_options)
-    pipeline.start_ray(verbose, progress, cli)
-    report = pipeline.plan(spec, info, identity)
+    start_ray(verbose, progress, cli)
+    report = driver.plan(spec, info, identity)
     assumed = []
     if gpu is None:
         gpu = DEFAULT_GPU

@@ -2,7 +2,7 @@
 
 The sample is the N manifest rows with the smallest SHA-256 of their key: the same rows whatever the manifest's
 order or partitioning, and (seeds being a function of the key) the same seeds, every time. It is rendered under the
-job's settings (the reference) and under each alternative, each as a job of its own through ``pipeline.run`` on the
+job's settings (the reference) and under each alternative, each as a job of its own through ``ray.driver.run`` on the
 cluster the job would use, into a scratch folder (``{output}/_tune/{id}/`` unless ``--dir``): the sample manifest,
 one output per setting (``s0`` is the reference), lossless MP4s so frames compare exactly, ``tune.json`` and the
 page ``index.html``. Nothing is written to the job's videos, table or lease: each setting's run holds the lease of
@@ -296,17 +296,17 @@ document.querySelectorAll("video").forEach((video) => {{
 def tune(job: Path, sets: list[str], tries: list[str], sample: int, folder: str | None, **show) -> tuple[list, str]:
     """Render the sample under every setting and compare; returns the table's lines and the page's URL.
 
-    ``show``: verbose, progress and cli, passed to each ``pipeline.run``. Every spec is checked before any work.
+    ``show``: verbose, progress and cli, passed to each ``ray.driver.run``. Every spec is checked before any work.
     """
     settings = parse_tries(tries)
     spec = load_spec(job, sets)
     folder = tune_folder(spec, folder)
     specs = setting_specs(job, sets, settings, folder)
-    from svdbatch import pipeline  # Ray: only once every setting is known to be valid
+    from svdbatch.ray import driver  # Ray: only once every setting is known to be valid
 
     write_sample(spec, sample, storage.join(folder, "sample.parquet"))
     for setting, one in zip(settings, specs, strict=True):
-        summary = pipeline.run(one, **show)
+        summary = driver.run(one, **show)
         print(f"tune {setting.name}: {summary.line()}", flush=True)
     rendered = [ok_rows(one) for one in specs]
     options = spec.storage_options

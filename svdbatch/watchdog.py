@@ -1,6 +1,6 @@
 """Never hang without a word: say what the job waits for, and end it when nothing moves for too long.
 
-Plain state over a clock, fed by pipeline.py with items finished and generation actors up, so every rule is
+Plain state over a clock, fed by ray/watch.py with items finished and generation actors up, so every rule is
 unit-tested without Ray. While a GPU job has no actor yet it is waiting for GPU workers (the autoscaler adding nodes,
 then the model loading), bounded by ``compute.gpu_wait_s``; afterwards any stretch without a finished item is a
 stall, reported every ``compute.stall_report_s`` and fatal after ``compute.stall_timeout_s``.

@@ -113,7 +113,7 @@ def observed_run(_shared_ray, tmp_path_factory) -> SimpleNamespace:
     from helpers import make_spec, write_images, write_manifest
     from PIL import Image
 
-    from svdbatch import pipeline
+    from svdbatch.ray import driver
     from svdbatch.report import write_report
 
     ray = ensure_ray()
@@ -130,7 +130,7 @@ def observed_run(_shared_ray, tmp_path_factory) -> SimpleNamespace:
         failures={"max_error_fraction": 1.0},
         compute={"price_per_gpu_hour": 2.5},
     )
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     write_report(str(folder / "out"))
     node = ray.nodes()[0]
     url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"

@@ -22,7 +22,8 @@ import yaml
 from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 from s3_server import free_port
 
-from svdbatch import pipeline
+from svdbatch.errors import JobError
+from svdbatch.ray import driver, internals
 
 SMALL = {"batch_size": 1, "cpus_per_actor": 0.25, "cpus_per_task": 0.25, "torch_threads": 1}
 
@@ -116,7 +117,7 @@ def _autoscaling_cluster(max_gpu_nodes: int):
             try:
                 if not ray.is_initialized():
                     ray.init(address=f"127.0.0.1:{cluster.port}", logging_level="ERROR")
-                if pipeline._autoscaler_status().get("autoscaler_report"):
+                if internals.autoscaler_status().get("autoscaler_report"):
                     break
             except ConnectionError:
                 pass
@@ -142,7 +143,7 @@ def test_pool_on_an_autoscaling_cluster_with_no_gpu_node_gets_gpu_nodes(autoscal
     # Default device (auto); a pool of two actors, both needing GPUs the cluster does not have yet. Enough items that
     # the first actor up cannot finish them all before the second has loaded its model.
     spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "actors": {"min": 2, "max": 2}})
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     assert (summary.rendered, summary.failed) == (16, 0)
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
     placements = {(row["node_id"], row["gpu_id"]) for row in rows}
@@ -194,7 +195,7 @@ def test_node_removed_mid_job_loses_and_repeats_nothing_and_a_new_node_takes_ove
     manifest = write_manifest(tmp_path / "m.parquet", {"key": keys, "image": images * 2})
     spec = make_spec(manifest, tmp_path / "out", compute={**SMALL, "actors": 1})
     outcome: dict = {}
-    job = threading.Thread(target=lambda: outcome.update(summary=pipeline.run(spec, progress=False)), daemon=True)
+    job = threading.Thread(target=lambda: outcome.update(summary=driver.run(spec, progress=False)), daemon=True)
     job.start()
     videos = tmp_path / "out" / "videos"
     while job.is_alive() and len(list(videos.rglob("*.mp4")) if videos.exists() else []) < 2:
@@ -225,8 +226,8 @@ def test_job_that_cannot_run_on_the_cluster_fails_before_any_work(ray_cluster, t
     images = write_images(tmp_path / "images", 1)
     manifest = write_manifest(tmp_path / "m.parquet", {"key": ["k0"], "image": images})
     spec = make_spec(manifest, tmp_path / "out", **sections)
-    with pytest.raises(pipeline.JobError, match=line):
-        pipeline.run(spec, progress=False)
+    with pytest.raises(JobError, match=line):
+        driver.run(spec, progress=False)
     assert not (tmp_path / "out" / "videos").exists()
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 
-from svdbatch import pipeline
+from svdbatch.ray import driver
 
 PLUGIN = Path(__file__).resolve().parent / "faults"
 
@@ -42,7 +42,7 @@ def _run(tmp_path, keys, **compute):
     images = write_images(tmp_path / "images", len(keys))
     manifest = write_manifest(tmp_path / "m.parquet", {"key": keys, "image": images})
     spec = make_spec(manifest, tmp_path / "out", compute=compute, failures={"max_error_fraction": 1.0})
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     return summary, {row["key"]: row for row in pq.read_table(tmp_path / "out" / "metadata").to_pylist()}
 
 

@@ -17,7 +17,7 @@ import pytest
 from helpers import make_spec, stop_shared_ray, write_images, write_manifest
 from s3_server import free_port
 
-from svdbatch import pipeline
+from svdbatch.ray import driver
 from svdbatch.video import probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     # one logical GPU.
     compute = {"actors": {"min": 1}, "batch_size": 1, "cpus_per_actor": 0.2, "cpus_per_task": 0.1, "torch_threads": 1}
     spec = make_spec(manifest, tmp_path / "out", compute=compute)
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     assert (summary.rendered, summary.failed) == (8, 0)
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
     placements = {(row["node_id"], row["gpu_id"]) for row in rows}

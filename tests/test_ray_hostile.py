@@ -19,7 +19,7 @@ import pytest
 from helpers import make_spec
 from PIL import Image
 
-from svdbatch import pipeline
+from svdbatch.ray import driver
 
 
 def _save(image: Image.Image, fmt: str, **params) -> bytes:
@@ -137,7 +137,7 @@ def corpus(ray_cluster, tmp_path_factory):
         images={"max_pixels": 100_000_000},
         compute={"batch_size": 4},
     )
-    summary = pipeline.run(spec, progress=False)
+    summary = driver.run(spec, progress=False)
     return {"rows": rows, "summary": summary, "output": output, "folder": folder}
 
 

@@ -11,11 +11,11 @@ import pytest
 import torch
 from helpers import make_spec, write_images, write_manifest
 
-from svdbatch import pipeline
 from svdbatch.cli import main
 from svdbatch.images import load_image
 from svdbatch.items import derive_seed
 from svdbatch.model import ensure_tiny_model
+from svdbatch.ray import driver
 from svdbatch.video import decode, probe
 
 
@@ -40,7 +40,7 @@ def job(ray_cluster, inputs, tmp_path_factory):
     paths = [*images[:2], str(folder / "nope.png"), *images[2:]]
     manifest = write_manifest(folder / "with-missing.parquet", {"key": keys, "image": paths})
     output = tmp_path_factory.mktemp("job") / "out"
-    return pipeline.run(make_spec(manifest, output, seeds={"variants": 2}), progress=False), output
+    return driver.run(make_spec(manifest, output, seeds={"variants": 2}), progress=False), output
 
 
 def test_job_end_to_end_writes_decodable_videos_and_matching_metadata(job):
@@ -81,7 +81,7 @@ def lossless_runs(ray_cluster, inputs, tmp_path_factory) -> dict[str, Path]:
     outputs = {}
     for name, compute in {"b1a1": {"batch_size": 1}, "b4a1": {"batch_size": 4}, "b1a2": {"actors": 2}}.items():
         spec = make_spec(manifest, root / name, seeds={"variants": 2}, video={"lossless": True}, compute=compute)
-        assert pipeline.run(spec, progress=False).rendered == 6
+        assert driver.run(spec, progress=False).rendered == 6
         outputs[name] = root / name
     return outputs
 

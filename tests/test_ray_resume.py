@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_spec, numbered_manifest, write_images, write_manifest
 
-from svdbatch import pipeline
+from svdbatch.errors import JobError
+from svdbatch.ray import dataset, driver
 from svdbatch.video import probe
 
 
@@ -54,7 +55,7 @@ def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_pa
     manifest = numbered_manifest(tmp_path, images, 24)
     spec = make_spec(manifest, tmp_path / "out", compute={"actors": 2, "batch_size": 1})
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.update(summary=pipeline.run(spec, progress=False)))
+    worker = threading.Thread(target=lambda: result.update(summary=driver.run(spec, progress=False)))
     worker.start()
     kills = 0
     while worker.is_alive() and kills < 3:
@@ -74,18 +75,18 @@ def test_job_survives_generation_actors_being_killed(ray_cluster, images, tmp_pa
 def test_rerun_of_finished_job_renders_nothing_and_changed_specs_rerender(ray_cluster, images, tmp_path):
     manifest = numbered_manifest(tmp_path, images, 4)
     output = tmp_path / "out"
-    first = pipeline.run(make_spec(manifest, output), progress=False)
+    first = driver.run(make_spec(manifest, output), progress=False)
     assert (first.rendered, first.skipped) == (4, 0)
     before = {row["key"]: row for row in _table(output)}
 
-    again = pipeline.run(make_spec(manifest, output), progress=False)
+    again = driver.run(make_spec(manifest, output), progress=False)
     assert (again.rendered, again.failed, again.skipped) == (0, 0, 4)
     assert {row["key"]: row["sha256"] for row in _table(output)} == {k: r["sha256"] for k, r in before.items()}
 
-    more = pipeline.run(make_spec(manifest, output, seeds={"variants": 2}), progress=False)
+    more = driver.run(make_spec(manifest, output, seeds={"variants": 2}), progress=False)
     assert (more.rendered, more.skipped, more.rerendered) == (4, 4, 0)  # only the new variants
 
-    changed = pipeline.run(make_spec(manifest, output, seeds={"variants": 2}, render={"motion_bucket_id": 40}))
+    changed = driver.run(make_spec(manifest, output, seeds={"variants": 2}, render={"motion_bucket_id": 40}))
     assert (changed.rendered, changed.skipped, changed.rerendered) == (8, 0, 8)
     rows = _table(output)
     assert len(rows) == 8 and {row["motion_bucket_id"] for row in rows} == {40}
@@ -96,20 +97,20 @@ def test_rerun_of_finished_job_renders_nothing_and_changed_specs_rerender(ray_cl
 def test_max_error_fraction_aborts_only_when_exceeded_and_errors_are_retried(ray_cluster, images, tmp_path):
     missing = [str(tmp_path / f"missing-{i}.png") for i in range(3)]
     manifest = write_manifest(tmp_path / "m.parquet", {"key": ["a", "b", "c", "d"], "image": missing + images[:1]})
-    with pytest.raises(pipeline.JobError, match=r"3 of 4 items failed, more than failures.max_error_fraction=0.5"):
-        pipeline.run(make_spec(manifest, tmp_path / "strict"), progress=False)
+    with pytest.raises(JobError, match=r"3 of 4 items failed, more than failures.max_error_fraction=0.5"):
+        driver.run(make_spec(manifest, tmp_path / "strict"), progress=False)
 
     output = tmp_path / "lenient"
-    summary = pipeline.run(make_spec(manifest, output, failures={"max_error_fraction": 0.8}), progress=False)
+    summary = driver.run(make_spec(manifest, output, failures={"max_error_fraction": 0.8}), progress=False)
     assert (summary.rendered, summary.failed) == (1, 3)
 
     shutil.copy(images[1], missing[0])  # the user fixes one input and resubmits
-    retry = pipeline.run(make_spec(manifest, output, failures={"max_error_fraction": 0.8}), progress=False)
+    retry = driver.run(make_spec(manifest, output, failures={"max_error_fraction": 0.8}), progress=False)
     assert (retry.rendered, retry.failed, retry.skipped, retry.rerendered) == (1, 2, 1, 3)
     rows = {row["key"]: row for row in _table(output)}
     assert len(rows) == 4 and rows["a"]["status"] == "ok" and rows["a"]["rerender_reason"] == "failed before"
 
-    kept = pipeline.run(
+    kept = driver.run(
         make_spec(manifest, output, failures={"max_error_fraction": 0.8, "retry_errors": False}), progress=False
     )
     assert (kept.rendered, kept.failed, kept.skipped) == (0, 0, 4)
@@ -119,14 +120,14 @@ def test_rejected_items_stay_in_the_table_and_count_as_done_on_reruns(ray_cluste
     manifest = numbered_manifest(tmp_path, images, 3)
     output = tmp_path / "out"
     strict = {"min_first_frame_psnr": 99.0}  # the random tiny model never reproduces its input this closely
-    first = pipeline.run(make_spec(manifest, output, quality=strict), progress=False)
+    first = driver.run(make_spec(manifest, output, quality=strict), progress=False)
     assert (first.rendered, first.rejected, first.failed) == (0, 3, 0)
     assert "0 ok, 3 rejected, 0 failed" in first.line()
     rows = _table(output)
     assert {row["status"] for row in rows} == {"rejected"}
     assert all("first-frame PSNR" in row["error"] and row["first_frame_psnr"] < 99 for row in rows)
 
-    again = pipeline.run(make_spec(manifest, output, quality=strict), progress=False)
+    again = driver.run(make_spec(manifest, output, quality=strict), progress=False)
     assert (again.rendered, again.rejected, again.skipped) == (0, 0, 3)
 
 
@@ -137,14 +138,14 @@ def test_output_of_the_single_file_version_is_resumed_without_rendering_again(ra
     manifest = numbered_manifest(tmp_path, images, 4)
     output = tmp_path / "out"
     spec = make_spec(manifest, output)
-    pipeline.run(spec, progress=False)
+    driver.run(spec, progress=False)
     table = pq.read_table(output / "metadata")
     for path in (output / "metadata").iterdir():
         path.unlink()
     pq.write_table(table, output / commit.LEGACY_TABLE)  # what the version before buckets published
 
     assert make_plan(spec).counts["done"] == 4
-    again = pipeline.run(spec, progress=False)
+    again = driver.run(spec, progress=False)
     assert (again.rendered, again.failed, again.skipped) == (0, 0, 4)
     assert not (output / commit.LEGACY_TABLE).exists()
     assert pq.read_table(output / "metadata").sort_by("key").equals(table.sort_by("key"))
@@ -175,11 +176,11 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     def refuse(*args, **kwargs):
         raise AssertionError("a per-row path ran on the driver")
 
-    monkeypatch.setattr(pipeline, "BROADCAST_BYTES", 0)  # as past the size a small table is handed to every task
+    monkeypatch.setattr(dataset, "BROADCAST_BYTES", 0)  # as past the size a small table is handed to every task
     monkeypatch.setattr(pq, "read_table", counting_read_table)
     monkeypatch.setattr(items, "expand_row", refuse)
     monkeypatch.setattr(items, "resume", refuse)
-    summary = pipeline.run(build_spec(module._spec_data(tmp_path)), progress=False)
+    summary = driver.run(build_spec(module._spec_data(tmp_path)), progress=False)
     assert (summary.rendered, summary.skipped) == (2, 29_998)
     largest_bucket = max(pq.read_metadata(name).num_rows for name in (tmp_path / "out" / "metadata").iterdir())
     assert sum(read_rows) <= 2 * largest_bucket + 2  # the two touched buckets (and the run's commit file)
@@ -226,9 +227,9 @@ def test_small_and_large_tables_plan_alike_every_reason_and_removal(ray_cluster,
     pq.write_table(pa.Table.from_pylist([newer], METADATA_SCHEMA), out / "killed.parquet")  # not yet published
 
     info = manifest.inspect(spec)
-    small = pipeline.plan(spec, info, identity)
-    monkeypatch.setattr(pipeline, "BROADCAST_BYTES", 0)
-    large = pipeline.plan(spec, info, identity)
+    small = driver.plan(spec, info, identity)
+    monkeypatch.setattr(dataset, "BROADCAST_BYTES", 0)
+    large = driver.plan(spec, info, identity)
     assert small == large
     assert small.counts == {"new": 2, "done": 2, "changed": 1, "source_changed": 1, "model_changed": 1, "retry": 2,
                             "invalid": 1}

@@ -13,9 +13,10 @@ import pytest
 from helpers import make_spec, perturbed_weights, save_variant_model, write_images, write_manifest
 from s3_server import moto_s3
 
-from svdbatch import commit, pipeline, storage
+from svdbatch import commit, storage
 from svdbatch.model import COPY_RECORD, cache_root
 from svdbatch.plan import make_plan
+from svdbatch.ray import driver
 
 BUCKET = "svdbatch-catalog"
 UNET_FP16 = "unet/diffusion_pytorch_model.fp16.safetensors"
@@ -74,13 +75,13 @@ def test_replaced_image_and_weights_rerender_what_they_shape_and_prune_removes(r
         return job.model_copy(update={"output": job.output.model_copy(update={"prune": prune})})
 
     assert _counts(spec()) == {"new": 3, "to_remove": 0}
-    first = pipeline.run(spec(), progress=False)
+    first = driver.run(spec(), progress=False)
     assert (first.rendered, first.failed) == (3, 0)
     before = _table(output, options)
 
     _put(images["b"], Path(local_images[3]).read_bytes(), options)  # a new product photo at the same URL
     assert _counts(spec()) == {"source_changed": 1, "done": 2, "to_remove": 0}
-    source = pipeline.run(spec(), progress=False)
+    source = driver.run(spec(), progress=False)
     assert (source.rendered, source.skipped, source.rerendered) == (1, 2, 1)
     after = _table(output, options)
     assert after["b"]["rerender_reason"] == "source changed"
@@ -91,7 +92,7 @@ def test_replaced_image_and_weights_rerender_what_they_shape_and_prune_removes(r
     unet = storage.join(model, UNET_FP16)
     _put(unet, perturbed_weights(storage.read_bytes(unet, options)), options)  # a new checkpoint, same name
     assert _counts(spec()) == {"model_changed": 3, "to_remove": 0}
-    weights = pipeline.run(spec(), progress=False)
+    weights = driver.run(spec(), progress=False)
     assert (weights.rendered, weights.skipped, weights.rerendered) == (3, 0, 3)
     after = _table(output, options)
     assert {row["rerender_reason"] for row in after.values()} == {"model changed"}
@@ -99,9 +100,9 @@ def test_replaced_image_and_weights_rerender_what_they_shape_and_prune_removes(r
 
     write_manifest(manifest, {"key": ["a", "b"], "image": [images["a"], images["b"]]})
     assert _counts(spec()) == {"done": 2, "to_remove": 1}
-    assert pipeline.run(spec(), progress=False).removed == 0  # pruning is opt-in
+    assert driver.run(spec(), progress=False).removed == 0  # pruning is opt-in
     assert storage.exists(after["c"]["video_uri"], options)
-    pruned = pipeline.run(spec(prune=True), progress=False)
+    pruned = driver.run(spec(prune=True), progress=False)
     assert (pruned.rendered, pruned.skipped, pruned.removed) == (0, 2, 1)
     assert "1 removed" in pruned.line()
     final = _table(output, options)

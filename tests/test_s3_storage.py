@@ -13,8 +13,9 @@ import pytest
 from helpers import make_spec, write_images, write_manifest
 from s3_server import FaultyProxy, moto_s3
 
-from svdbatch import pipeline
+from svdbatch.errors import JobError
 from svdbatch.model import ensure_tiny_model
+from svdbatch.ray import driver
 
 BUCKET = "svdbatch-test"
 SECRET = "s3cr3t-d0-n0t-l3ak-7f9a"
@@ -52,7 +53,7 @@ def runs(ray_cluster, moto_server, tmp_path_factory):
     images = write_images(folder / "images", 4)
     keys = [f"sku/{index}" for index in range(4)]
     local_spec = make_spec(write_manifest(folder / "m.parquet", {"key": keys, "image": images}), folder / "local")
-    local = pipeline.run(local_spec, progress=False)
+    local = driver.run(local_spec, progress=False)
 
     for path in images:
         _upload(client, Path(path), f"inputs/{Path(path).name}")
@@ -72,7 +73,7 @@ def runs(ray_cluster, moto_server, tmp_path_factory):
             compute={"actors": 2, "cpus_per_actor": 0.5},
             storage_options=_options(proxy.url),
         )
-        remote = pipeline.run(remote_spec, progress=False)
+        remote = driver.run(remote_spec, progress=False)
     return {"local": local_spec, "remote": remote, "proxy": proxy, "client": client, "local_summary": local}
 
 
@@ -143,10 +144,10 @@ def test_unwritable_output_and_missing_client_fail_before_any_work(moto_server, 
     port, _ = moto_server
     manifest = write_manifest(tmp_path / "m.parquet", {"key": ["a"], "image": ["/nope.png"]})
     spec = make_spec(manifest, "s3://no-such-bucket/out", storage_options=_options(f"http://127.0.0.1:{port}"))
-    with pytest.raises(pipeline.JobError, match="output s3://no-such-bucket/out is not writable"):
-        pipeline.run(spec, progress=False)
-    with pytest.raises(pipeline.JobError) as caught:
-        pipeline.run(make_spec(manifest, "gs://bucket/out"), progress=False)
+    with pytest.raises(JobError, match="output s3://no-such-bucket/out is not writable"):
+        driver.run(spec, progress=False)
+    with pytest.raises(JobError) as caught:
+        driver.run(make_spec(manifest, "gs://bucket/out"), progress=False)
     assert "pip install 'svdbatch[gcs]'" in str(caught.value) or "not writable" in str(caught.value)
     assert SECRET not in str(caught.value)
 

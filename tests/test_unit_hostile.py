@@ -12,8 +12,9 @@ from helpers import make_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from svdbatch import pipeline
+from svdbatch.errors import JobError
 from svdbatch.items import derive_seed, safe_key, video_key
+from svdbatch.ray import driver
 
 
 @pytest.mark.parametrize(
@@ -28,15 +29,15 @@ from svdbatch.items import derive_seed, safe_key, video_key
 )
 def test_bad_manifests_fail_before_any_work(tmp_path, table, message):
     pq.write_table(table, tmp_path / "m.parquet")
-    with pytest.raises(pipeline.JobError, match=message):
-        pipeline.preflight(make_spec(tmp_path / "m.parquet", tmp_path / "out"))
+    with pytest.raises(JobError, match=message):
+        driver.preflight(make_spec(tmp_path / "m.parquet", tmp_path / "out"))
     assert not (tmp_path / "out" / "videos").exists()
 
 
 def test_a_file_that_is_not_parquet_fails_before_any_work(tmp_path):
     (tmp_path / "m.parquet").write_bytes(b"key,image\na,b\n")
-    with pytest.raises(pipeline.JobError, match="not a readable Parquet file"):
-        pipeline.preflight(make_spec(tmp_path / "m.parquet", tmp_path / "out"))
+    with pytest.raises(JobError, match="not a readable Parquet file"):
+        driver.preflight(make_spec(tmp_path / "m.parquet", tmp_path / "out"))
 
 
 @pytest.mark.parametrize("key_type", [pa.string(), pa.int64()])

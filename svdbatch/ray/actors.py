@@ -1,0 +1,121 @@
+"""The generation pool's actor classes and the metrics through Ray.
+
+``RayRenderer`` is the class Ray Data starts as the pool's actors (tests find its processes by that name):
+RenderVideos around a ``RayVideoGenerator``, the VideoGenerator that stamps node and GPU ids on rows, reports to the
+job's Workers actor and leaves its process when its device is lost, so Ray restarts it and retries its items.
+``RayMetrics`` records the ``svdbatch_*`` metrics (metrics.py) of one process, the driver or an actor.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from svdbatch import faults, metrics
+from svdbatch.config import JobSpec
+from svdbatch.generate import DeviceLost, VideoGenerator
+from svdbatch.metadata import fail
+from svdbatch.stages import RenderVideos
+
+
+class RayMetrics:
+    """The ``svdbatch_*`` metrics (metrics.METRICS) of one process, the driver or a generation actor, through
+    ``ray.util.metrics``: the node's Ray metrics agent exports them on its Prometheus endpoint, with these tags."""
+
+    def __init__(self, spec: JobSpec, run_id: str, node_id: str | None = None):
+        import ray
+        from ray.util import metrics as ray_metrics
+
+        node_id = node_id or ray.get_runtime_context().get_node_id()
+        kinds = {"counter": ray_metrics.Counter, "gauge": ray_metrics.Gauge, "histogram": ray_metrics.Histogram}
+        self.node_id = node_id
+        self.tags = {"job": spec.output.url, "run_id": run_id, "node_id": node_id}
+        self.metrics = {}
+        for metric in metrics.METRICS:
+            options = {"boundaries": list(metric.boundaries)} if metric.boundaries else {}
+            self.metrics[metric.name] = kinds[metric.kind](
+                metric.name, description=metric.description, tag_keys=metric.tags, **options
+            )
+
+    def record(self, observations: list[metrics.Observation]) -> None:
+        from ray.util import metrics as ray_metrics
+
+        for seen in observations:
+            metric, tags = self.metrics[seen.metric], {**self.tags, **seen.tags}
+            if isinstance(metric, ray_metrics.Histogram):
+                metric.observe(seen.value, tags)
+            elif isinstance(metric, ray_metrics.Gauge):
+                metric.set(seen.value, tags)
+            elif seen.value > 0:  # a Ray counter refuses to add 0
+                metric.inc(seen.value, tags)
+
+
+class RayVideoGenerator(VideoGenerator):
+    """VideoGenerator on a Ray actor: stamps node and GPU ids on rows, reports its load time, and exits on a lost
+    device so Ray restarts it and retries its items on a fresh process."""
+
+    def __init__(self, spec: JobSpec, workers, job_started: float):
+        import ray
+
+        began = time.time()
+        super().__init__(spec)
+        self.workers = workers
+        self.exit_before_next = False
+        gpu_ids = ray.get_gpu_ids()
+        self.placement.update(
+            node_id=ray.get_runtime_context().get_node_id(),
+            gpu_id=",".join(str(gpu) for gpu in gpu_ids) if gpu_ids else None,
+        )
+        ready = time.time()
+        self.load_seconds = round(ready - began, 3)
+        workers.add.remote(
+            {
+                "node_id": self.placement["node_id"],
+                "gpu_id": self.placement["gpu_id"],
+                "device": self.device,
+                "load_seconds": self.load_seconds,
+                "ready_after_seconds": round(ready - job_started, 3),
+                "model_copy": self.model_copy,
+            }
+        )
+
+    def __call__(self, batch):
+        if self.exit_before_next:
+            os._exit(1)
+        return super().__call__(batch)
+
+    def device_lost(self, lost: DeviceLost, unrendered: list[dict[str, Any]]) -> None:
+        import ray
+
+        lost_actors = ray.get(self.workers.lose.remote([f"{row['key']}#{row['variant']}" for row in unrendered]))
+        where = f"node {self.placement['node_id']}, GPU {self.placement['gpu_id']}"
+        print(f"svdbatch: {lost} ({where}); this actor exits and its items are retried", file=sys.stderr, flush=True)
+        if lost_actors < faults.MAX_ACTORS_LOST:
+            os._exit(1)
+        for row in unrendered:
+            fail(row, f"generate {row['key']!r} v{row['variant']}: {lost} (on {lost_actors} fresh actors)")
+        self.exit_before_next = True
+
+
+class RayRenderer(RenderVideos):
+    """The actor class of the generation pool: RenderVideos around a RayVideoGenerator, recording the metrics of
+    what it renders (stage seconds, GPU-seconds) and of its start in this process."""
+
+    def __init__(self, spec: JobSpec, workers, job_started: float, run_id: str):
+        import ray
+
+        generator = RayVideoGenerator(spec, workers, job_started)
+        super().__init__(spec, generator)
+        self.gpus = spec.compute.gpus_per_actor
+        self.meter = RayMetrics(spec, run_id, generator.placement["node_id"])
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.meter.record(metrics.actor_started(generator.load_seconds, restarted, self.gpus))
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = super().__call__(batch)
+        self.meter.record(metrics.rendered(rows, self.gpus))
+        return rows

@@ -1,0 +1,162 @@
+"""The Ray Data plan of a job, built from the plain stages:
+
+read_parquet(manifest) -> ExpandRows -> left join with the committed rows by (key, variant) -> ResumeRows
+  -> repartition -> RayRenderer (actor pool: LoadImages, VideoGenerator on one GPU each, WriteVideos)
+  [-> repartition into shard-sized blocks -> WriteShards (CPU tasks), with output.shards]
+
+What is done is decided by the join, where the data is: a large committed table is shuffle-joined by Ray, a small
+one is handed to every task. The items that left the manifest are an anti-join on the key, the same way. Nothing
+here runs the plan: the driver (driver.py) iterates it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+from svdbatch import capacity, commit, manifest, storage
+from svdbatch.config import JobSpec
+from svdbatch.metadata import REMOVED
+from svdbatch.ray.actors import RayRenderer
+from svdbatch.ray.cluster import pool_strategy
+from svdbatch.shards import WriteShards
+from svdbatch.stages import ExpandRows, RunContext, join_committed, manifest_keys, present_keys
+
+CPU_STAGE_CPUS = 0.25
+JOIN_ROWS_PER_PARTITION = 500_000
+# Committed Parquet up to this size is handed to every task instead of shuffled: 1M items' state is about 77 MB on
+# disk and 114 MB in memory, read on the driver in 5 s, where each hash shuffle of the two sides took about 40 s.
+BROADCAST_BYTES = 96 * 2**20
+EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
+
+
+def _pyarrow_fs(url: str, options: dict[str, Any]):
+    fs, _ = storage.filesystem(url, options)
+    return PyFileSystem(FSSpecHandler(fs))
+
+
+def read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
+    """The manifest's Parquet files as a dataset, read by CPU tasks."""
+    import ray
+
+    fs = _pyarrow_fs(spec.manifest.path, spec.storage_options)
+    return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What earlier runs committed, as the resume join's right side: a Ray dataset the items are shuffle-joined with,
+    or, while the table is small, one Arrow table every task joins with (no shuffle, no join actors to start)."""
+
+    dataset: Any = None
+    table: pa.Table | None = None
+
+
+def read_committed(spec: JobSpec) -> Committed | None:
+    """The committed rows (key, variant, committed_*) of the latest row per item; None if there are none.
+
+    After a completed publish every item has one row in its bucket file. Commit files not yet merged (a killed or a
+    running job) and a half-split table from an earlier version can hold several rows per item: then the latest is
+    picked by a group-by on (key, variant), in Ray, or in Arrow for a small table.
+    """
+    import ray
+
+    options = spec.storage_options
+    files = commit.state_files(spec.output.url, options)
+    tables, pending = files.tables, files.pending
+    if not tables and not pending:
+        return None
+    if files.bytes <= BROADCAST_BYTES:
+        return Committed(table=commit.read_state(spec.output.url, files, options))
+    fs = _pyarrow_fs(spec.output.url, options)
+    state = ray.data.read_parquet(
+        tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
+    )
+    legacy = storage.filesystem(storage.join(spec.output.url, commit.LEGACY_TABLE), options)[1]
+    if pending or (legacy in tables and len(tables) > 1):
+        state = state.groupby(["key", "variant"]).map_groups(
+            commit.latest, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
+        )
+    return Committed(dataset=state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS))
+
+
+def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
+    return max(1, min(64, info.rows * spec.seeds.variants // JOIN_ROWS_PER_PARTITION))
+
+
+def tasks(dataset, stage: Callable, **options):
+    """``map_batches`` of a stage on Ray tasks, over pyarrow batches. A stage object goes in as its bound
+    ``__call__``: Ray Data runs a bound method as a plain function (a class would start an actor pool) and ships it,
+    with the config the stage received once, to every task."""
+    options.setdefault("num_cpus", CPU_STAGE_CPUS)
+    return dataset.map_batches(stage, batch_format="pyarrow", **options)
+
+
+def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committed: Committed | None):
+    """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
+    items = tasks(read_manifest(spec, info), ExpandRows(spec, run).__call__, batch_size=EXPAND_BATCH_ROWS)
+    if committed is None:
+        return items, False
+    if committed.table is not None:
+        return tasks(items, join_committed, fn_args=(committed.table,)), True
+    joined = items.join(
+        committed.dataset,
+        join_type="left_outer",
+        num_partitions=_partitions(spec, info),
+        on=("key", "variant"),
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+    )
+    return joined, True
+
+
+def removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | None):
+    """Committed items (not removed already) whose key is not in the manifest: an anti-join on the key, in Ray, or
+    for a small table, the committed keys handed to every task, which reports the ones its manifest rows hold."""
+    import ray
+
+    if committed is None:
+        return None
+    key_column = spec.manifest.key_column
+    if committed.table is not None:
+        live = committed.table.filter(pc.not_equal(committed.table[f"{commit.COMMITTED}status"], REMOVED))
+        present = tasks(read_manifest(spec, info), present_keys, fn_args=(key_column, pc.unique(live["key"])))
+        found = [batch["key"] for batch in present.iter_batches(batch_format="pyarrow", batch_size=None)]
+        found = pa.chunked_array(found, pa.string()).combine_chunks()
+        return ray.data.from_arrow(live.filter(pc.invert(pc.is_in(live["key"], value_set=found))))
+    keys = tasks(read_manifest(spec, info), manifest_keys, fn_args=(key_column,))
+    return committed.dataset.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
+        keys,
+        join_type="left_anti",
+        num_partitions=_partitions(spec, info),
+        on=("key",),
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+    )
+
+
+def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers, started: float, run_id: str):
+    """The dataset of finished rows: each generation actor loads, generates and writes its items (RenderVideos).
+
+    One block per pipeline call goes in, so every actor task is one batch and its rows reach the driver, to be
+    committed, as soon as its videos are written; the blocks are cut as they stream (a streaming repartition), never
+    all at once, and only the rows of items in flight exist at any time.
+    """
+    compute = spec.compute
+    items = items.repartition(target_num_rows_per_block=compute.batch_size)
+    rows = items.map_batches(
+        RayRenderer,
+        fn_constructor_args=(spec, workers, started, run_id),
+        batch_format="pyarrow",
+        batch_size=compute.batch_size,
+        compute=pool_strategy(pool),
+        num_gpus=compute.gpus_per_actor if gpu else 0,
+        num_cpus=compute.cpus_per_actor,
+    )
+    if spec.output.shards.enabled:
+        rows = rows.repartition(target_num_rows_per_block=spec.output.shards.samples_per_shard)
+        rows = tasks(rows, WriteShards(spec).__call__, batch_size=None, num_cpus=compute.cpus_per_task)
+    return rows

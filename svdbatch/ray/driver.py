@@ -1,0 +1,195 @@
+"""``svdbatch run`` and the Ray side of ``svdbatch plan``: everything that can fail for the whole job checked first
+(``preflight``), then the run under the output's lease (lease.py): Ray started or joined, a prune, the resume
+decision, the render (dataset.py's plan, iterated by watch.py's loop), every batch committed (commit.py) and counted
+in the metrics as it streams back, and the touched buckets of {output}/metadata/ published at the end.
+
+The driver holds no per-row state: what is done is decided by the join, the driver only counts. A stop signal
+(stopping.py) halts Ray Data, commits and publishes what finished, and ends Ray. What a run reports lives in
+record.py, the errors it raises in errors.py, what plan reports in plan_report.py.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+from svdbatch import commit, lease, manifest, metrics, record, stopping, storage
+from svdbatch.config import JobSpec
+from svdbatch.errors import JobError, UserError, root_message
+from svdbatch.items import TO_RENDER, Category
+from svdbatch.metadata import SKIPPED
+from svdbatch.model import model_identity
+from svdbatch.plan_report import PlanReport
+from svdbatch.ray import dataset, internals
+from svdbatch.ray.actors import RayMetrics
+from svdbatch.ray.cluster import prepare_pool, start_ray, start_workers
+from svdbatch.ray.watch import watched
+from svdbatch.record import Progress, RunSummary
+from svdbatch.stages import TALLY_COLUMNS, PruneRows, ResumeRows, RunContext, TallyItems, count_work
+from svdbatch.watchdog import Watchdog
+
+MAX_PROBLEMS = 20
+
+
+def preflight(spec: JobSpec) -> tuple[manifest.ManifestInfo, str]:
+    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used.
+
+    Returns the manifest's facts and the model's identity (``model.model_identity``, one listing of its files).
+    """
+    try:
+        info = manifest.inspect(spec)
+        identity = model_identity(spec.model, spec.storage_options)
+        storage.check_writable(spec.output.url, spec.storage_options)
+    except UserError as error:
+        raise JobError(str(error)) from error
+    return info, identity
+
+
+def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanReport:
+    """Expand and decide the whole manifest as a run would (no images, no model): items per category and render
+    shape, the first problems, and how many committed items left the manifest (what ``output.prune`` removes)."""
+    committed = dataset.read_committed(spec)  # read once: the resume join and the prune anti-join see the same state
+    items, _ = dataset.joined_items(spec, info, RunContext("plan", info.duplicate_keys, identity), committed)
+    tallies = dataset.tasks(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
+    report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
+    shapes: Counter = Counter()
+    for tally in tallies:
+        if tally["category"] is None:
+            report.problems.append(tally["error"])
+            continue
+        category = Category(tally["category"])
+        report.counts[category] += tally["items"]
+        if category in TO_RENDER:
+            shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
+    report.shapes = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
+    del report.problems[MAX_PROBLEMS:]
+    removals = dataset.removals(spec, info, committed)
+    report.to_remove = removals.count() if removals is not None else 0
+    return report
+
+
+def run(
+    spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False, take_over: bool = False
+) -> RunSummary:
+    """Run one job to completion and return its summary; raises JobError with one line on fatal problems.
+
+    ``cli``: this process is the svdbatch command, so its stderr is the user's terminal or log and Ray's native
+    notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
+
+    The run holds the output's lease (lease.py) from before Ray starts until it ends, however it ends; another live
+    holder makes it refuse in one line, unless ``take_over``.
+    """
+    started = time.time()
+    info, identity = preflight(spec)
+    run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
+    held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over)
+    held.keep()
+    committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
+    try:
+        start_ray(verbose, progress, cli)
+        # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+        if spec.output.prune:
+            _prune(spec, info, run_id, committer)
+        items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
+        meter = RayMetrics(spec, run_id)
+        meter.record(metrics.skipped(committer.counts.skipped, meter.node_id))
+        try:
+            workers = _render(spec, items, expected, committer, started, progress, meter) if expected else []
+            committer.finish()
+        except commit.TooManyErrors as error:
+            raise JobError(str(error)) from error
+        held.check()  # publish only while this run still holds the output
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+        return record.summarize(spec, run_id, committer.counts, started, workers)
+    except stopping.Stopped as stop:
+        raise stopping.Stopped(stop.signum, _stopped(spec, committer, held)) from None
+    except BaseException as error:
+        if held.lost is None or held.lost is error:
+            raise
+        # A lost lease stops the run by interrupting this thread (Lease.keep): the reason is the lost lease.
+        raise held.lost from error
+    finally:
+        held.release()
+
+
+def _stopped(spec: JobSpec, committer: commit.Committer, held: lease.Lease) -> int:
+    """After a stop signal: halt Ray Data, commit and publish what finished, and end Ray before the process exits
+    (its threads print tracebacks when Ray goes away under them). Returns the videos this run committed."""
+    import ray
+
+    try:
+        internals.halt_executions()
+        committer.flush()
+        held.check()
+        commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+    finally:
+        ray.shutdown()
+    return committer.counts.rendered
+
+
+def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:
+    """Delete the videos of items that left the manifest and commit their rows as ``removed``, then publish, so the
+    resume join reads one row per item."""
+    removals = dataset.removals(spec, info, dataset.read_committed(spec))
+    if removals is None:
+        return
+    pruned = removals.map_batches(PruneRows(spec, run_id).__call__, batch_format="pyarrow")
+    for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
+        committer.add_removed(batch)
+    commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
+
+
+def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committer: commit.Committer):
+    """The items to render (and error rows) and how many; the done ones are only counted."""
+    committed = dataset.read_committed(spec)  # after a prune's publish: one row per item
+    items, resumed = dataset.joined_items(spec, info, run, committed)
+    if not resumed:
+        return items, info.rows * spec.seeds.variants
+    items = dataset.tasks(items, ResumeRows(spec).__call__).materialize()
+    tallies = dataset.tasks(items, count_work, batch_size=None).take_all()
+    committer.counts.skipped = sum(tally["skipped"] for tally in tallies)
+    return items.filter(expr=f"status != '{SKIPPED}'"), sum(tally["to_render"] for tally in tallies)
+
+
+def _render(
+    spec: JobSpec,
+    items,
+    expected: int,
+    committer: commit.Committer,
+    started: float,
+    progress: bool,
+    meter: RayMetrics,
+) -> list[dict[str, Any]]:
+    """Images -> videos -> metadata rows (and shards), committed and counted in the metrics as they stream back,
+    watched while they come.
+
+    Returns what each generation actor reported when it was ready (``Workers``)."""
+    import ray
+
+    gpu, pool = prepare_pool(spec)
+    workers = start_workers()
+    progress_line = Progress(expected, progress)
+    gates = spec.quality.model_dump()
+    meter.record([metrics.remaining(expected, 0)])
+    try:
+        rows = dataset.video_rows(spec, items, gpu, pool, workers, started, committer.run_id)
+        watchdog = Watchdog(spec.compute, gpu, pool.initial, time.monotonic())
+        with stopping.polled():
+            batches = rows.iter_batches(batch_format="pyarrow", batch_size=None)
+            for batch in watched(batches, watchdog, workers, progress):
+                committer.add(batch)
+                progress_line.update(committer.counts)
+                done = committer.counts.rendered + committer.counts.rejected + committer.counts.failed
+                meter.record([*metrics.finished(batch, gates, meter.node_id), metrics.remaining(expected, done)])
+        return ray.get(workers.records.remote())
+    except (JobError, commit.TooManyErrors):
+        raise
+    except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
+        committer.flush()
+        raise JobError(root_message(error)) from error
+    finally:
+        # The finished plan holds this handle until Python's cycle collector frees it: the actor would outlive the run.
+        ray.kill(workers)

@@ -1,0 +1,76 @@
+"""Every use of a Ray internal in svdbatch, one function each: private modules, the v1 autoscaler's debug key, Ray
+Data's executor threads, and the loggers of private modules.
+
+Ray promises none of these across releases. Each was checked on Ray 2.60.0 (``RAY_CHECKED``, written again on each
+function), and tests/test_unit_ray_internals.py imports and inspects every symbol, field and logger they rely on, so
+an upgrade that moves one fails that test by name instead of quietly breaking a run (a missing status reads as "no
+autoscaler", a missing logger as noise, a missing executor class as a stop that no longer halts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+RAY_CHECKED = "2.60.0"
+# Loggers of private Ray modules, each a ``logging.getLogger(__name__)`` of the module (checked on Ray 2.60.0).
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
+PROGRESS_LOGGER = "ray.data._internal.progress"
+
+
+def quiet_token_notice() -> None:
+    """A local cluster only listens on loopback: the notice its token-auth setup logs is noise for a batch job,
+    verbose or not. Checked on Ray 2.60.0."""
+    logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
+
+
+def progress_log_level(level: int) -> None:
+    """The level of Ray Data's progress-bar modules, which log the bars' state ("progress bars disabled", "logged
+    because not a terminal") as warnings. Checked on Ray 2.60.0."""
+    logging.getLogger(PROGRESS_LOGGER).setLevel(level)
+
+
+def autoscaler_status() -> dict[str, Any]:
+    """What Ray's v1 autoscaler publishes each update (its report and the pending resource demand); {} without one.
+
+    Checked on Ray 2.60.0: the monitor (ray/autoscaler/_private/monitor.py) writes JSON to the internal KV under
+    ``ray_constants.DEBUG_AUTOSCALING_STATUS``: "autoscaler_report" (an AutoscalerSummary: active_nodes,
+    pending_launches) and "load_metrics_report" (a LoadMetricsSummary: resource_demand). Autoscaler v2 does not.
+    """
+    from ray._private.ray_constants import DEBUG_AUTOSCALING_STATUS
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(DEBUG_AUTOSCALING_STATUS)
+    return json.loads(raw) if raw else {}
+
+
+def node_groups() -> list[tuple[str, dict[str, float], int]] | None:
+    """The node groups autoscaler v2 (KubeRay) publishes: (name, resources, max count) each; None when it publishes
+    none (a fixed cluster, or autoscaler v1).
+
+    Checked on Ray 2.60.0: ``ray._private.state.state.get_cluster_config()`` returns an autoscaler_pb2.ClusterConfig
+    or None; its ``node_group_configs`` are NodeGroupConfig messages with name, resources and max_count.
+    """
+    import ray._private.state
+
+    config = ray._private.state.state.get_cluster_config()
+    if config is None or not config.node_group_configs:
+        return None
+    return [(group.name, dict(group.resources), group.max_count) for group in config.node_group_configs]
+
+
+def halt_executions() -> None:
+    """End Ray Data's running executions now, from this thread: their tasks and actors stop and their iterators end.
+
+    Ray Data ends an execution only from the thread that iterates it (the driver's results thread, blocked until the
+    next batch), and an execution still running at ``ray.shutdown`` prints tracebacks from its threads.
+    Checked on Ray 2.60.0: every execution is a ``StreamingExecutor``, a ``threading.Thread``, and its
+    ``shutdown(force=True)`` may be called from any thread.
+    """
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    for thread in threading.enumerate():
+        if isinstance(thread, StreamingExecutor):
+            thread.shutdown(force=True)
