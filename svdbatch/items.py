@@ -275,24 +275,17 @@ def expand_row(
         model_identity=identities.get("model"),
     )
     label = f"row {key!r}" if key else f"row with image {source!r}"
-    if not key:
-        return [fail(base, f"{label}: column {spec.manifest.key_column} is empty")]
-    if duplicates and key in duplicates:
-        return [fail(base, f"{label}: key appears {duplicates[key]} times in the manifest; keys must be unique")]
-    if not isinstance(source, str) or not source.strip():
-        return [fail(base, f"{label}: column {spec.manifest.image_column} is empty")]
-    refused = check_uri(source, spec)
-    if refused:
-        return [fail(base, f"{label}: image {source!r}: {refused}")]
+    problem = _row_problem(key, source, spec, duplicates)
+    if problem:
+        return [fail(base, f"{label}: {problem}")]
     try:
         render, row_seed, variants = _overrides(row, spec)
     except ValueError as error:
         return [fail(base, f"{label}: {error}")]
-    items = []
     sweep = spec.seeds.motion_sweep if row.get("motion_bucket_id") is None else []
+    items = []
     for variant in range(variants):
-        item = dict(base)
-        item.update(render.model_dump())
+        item = dict(base, **render.model_dump())
         if sweep:
             item["motion_bucket_id"] = sweep[variant % len(sweep)]
         item.update(
@@ -307,6 +300,19 @@ def expand_row(
         item["fingerprint"] = fingerprint(item, spec)
         items.append(item)
     return items
+
+
+def _row_problem(key: str | None, source: Any, spec: JobSpec, duplicates: dict[str, int] | None) -> str | None:
+    """What makes a manifest row fail whatever its parameters (no key, a duplicate key, no image, an image URI the
+    job refuses), or None."""
+    if not key:
+        return f"column {spec.manifest.key_column} is empty"
+    if duplicates and key in duplicates:
+        return f"key appears {duplicates[key]} times in the manifest; keys must be unique"
+    if not isinstance(source, str) or not source.strip():
+        return f"column {spec.manifest.image_column} is empty"
+    refused = check_uri(source, spec)
+    return f"image {source!r}: {refused}" if refused else None
 
 
 OVERRIDE_COLUMNS = [*RENDER_COLUMNS, "seed", "variants"]
@@ -347,8 +353,8 @@ def expand_batch(
     parameters) only hashes each item's seed, fingerprint and output key.
     """
     if _has_overrides(batch):
-        return to_table([item for row in batch.to_pylist() for item in
-                         expand_row(row, spec, run_id, output_url, duplicates, identities)])
+        expand = [expand_row(row, spec, run_id, output_url, duplicates, identities) for row in batch.to_pylist()]
+        return to_table([item for items in expand for item in items])
     identities = identities or {}
     keys = batch[spec.manifest.key_column]
     if not pa.types.is_string(keys.type):
@@ -356,14 +362,7 @@ def expand_batch(
     sources = batch[spec.manifest.image_column].to_pylist()
     version_column = spec.manifest.version_column
     listed = batch[version_column].to_pylist() if version_column in batch.column_names else [None] * batch.num_rows
-    render = spec.render.model_dump()
-    render["decode_chunk_size"] = effective_decode_chunk(spec.render.num_frames, spec.render.decode_chunk_size)
-    sweep = spec.seeds.motion_sweep
-    variants = spec.seeds.variants
-    per_variant = []
-    for variant in range(variants):
-        params = dict(render, motion_bucket_id=sweep[variant % len(sweep)]) if sweep else render
-        per_variant.append((params, _fingerprint_template(spec, params, identities.get("model"))))
+    per_variant = _variant_params(spec, identities.get("model"))
     base = spec.seeds.base_seed
     prefix = output_url.rstrip("/") + "/videos/"
     names = ("key", "variant", "source_uri", "source_version", "video_uri", "seed", "fingerprint")
@@ -371,13 +370,7 @@ def expand_batch(
     columns.update({name: [] for name in RENDER_COLUMNS})
     failed: list[dict[str, Any]] = []
     for key, source, version in zip(keys.to_pylist(), sources, listed, strict=True):
-        if (
-            not key
-            or (duplicates and key in duplicates)
-            or not isinstance(source, str)
-            or not source.strip()
-            or check_uri(source, spec)
-        ):
+        if _row_problem(key, source, spec, duplicates):
             row = {spec.manifest.key_column: key, spec.manifest.image_column: source, version_column: version}
             failed.extend(expand_row(row, spec, run_id, output_url, duplicates, identities))
             continue
@@ -397,18 +390,34 @@ def expand_batch(
             columns["fingerprint"].append(hashlib.sha256(text.encode()).hexdigest()[:32])
             for name in RENDER_COLUMNS:
                 columns[name].append(params[name])
+    model = {"model_source": spec.model.source, "model_identity": identities.get("model")}
+    table = _work_table(columns, {"run_id": run_id, **model, "status": OK})
+    return pa.concat_tables([table, to_table(failed)]) if failed else table
+
+
+def _variant_params(spec: JobSpec, weights: Any) -> list[tuple[dict[str, Any], tuple[str, str]]]:
+    """Per variant of a row without overrides: its render parameters (the job's, with its motion from the sweep)
+    and its fingerprint template (``_fingerprint_template``)."""
+    render = spec.render.model_dump()
+    render["decode_chunk_size"] = effective_decode_chunk(spec.render.num_frames, spec.render.decode_chunk_size)
+    sweep = spec.seeds.motion_sweep
+    per_variant = []
+    for variant in range(spec.seeds.variants):
+        params = dict(render, motion_bucket_id=sweep[variant % len(sweep)]) if sweep else render
+        per_variant.append((params, _fingerprint_template(spec, params, weights)))
+    return per_variant
+
+
+def _work_table(columns: dict[str, list], constants: dict[str, Any]) -> pa.Table:
+    """The work rows as a WORK_SCHEMA table: the columns built per item, the string ``constants`` repeated, and
+    nulls in every other column."""
     count = len(columns["key"])
     arrays = {name: pa.array(values, WORK_SCHEMA.field(name).type) for name, values in columns.items()}
-    constants = {
-        "run_id": run_id,
-        "model_source": spec.model.source,
-        "model_identity": identities.get("model"),
-        "status": OK,
-    }
     arrays.update({name: pa.array([value] * count, pa.string()) for name, value in constants.items()})
-    table = pa.table(
-        [arrays[name] if name in arrays else pa.nulls(count, field.type) for name, field in
-         zip(WORK_SCHEMA.names, WORK_SCHEMA, strict=True)],
+    return pa.table(
+        [
+            arrays[name] if name in arrays else pa.nulls(count, field.type)
+            for name, field in zip(WORK_SCHEMA.names, WORK_SCHEMA, strict=True)
+        ],
         schema=WORK_SCHEMA,
     )
-    return pa.concat_tables([table, to_table(failed)]) if failed else table

@@ -62,8 +62,58 @@ def quiet_libraries() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+# The embedded tiny model's components: SVD's real classes at toy size. A 4-level VAE (scale factor 8, like SVD's)
+# and 2 UNet heads keep it fast on a CPU.
+TINY_UNET = dict(
+    sample_size=16,
+    in_channels=8,
+    out_channels=4,
+    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    cross_attention_dim=32,
+    num_attention_heads=2,
+    num_frames=8,
+    addition_time_embed_dim=32,
+    projection_class_embeddings_input_dim=3 * 32,
+)
+TINY_VAE = dict(
+    in_channels=3,
+    out_channels=3,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    block_out_channels=[32, 32, 64, 64],
+    layers_per_block=1,
+    latent_channels=4,
+)
+# SVD's pipeline resizes the CLIP input to 224x224 itself, so the tiny encoder keeps image_size=224.
+TINY_IMAGE_ENCODER = dict(
+    hidden_size=32,
+    projection_dim=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=37,
+    image_size=224,
+    patch_size=32,
+)
+TINY_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    interpolation_type="linear",
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    sigma_max=700.0,
+    sigma_min=0.002,
+    steps_offset=1,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    use_karras_sigmas=True,
+)
+
+
 def build_tiny_pipeline():
-    """The embedded default: real SVD classes at toy size, deterministic random weights."""
+    """The embedded default: real SVD classes at toy size (TINY_*), deterministic random weights."""
     quiet_libraries()
     from diffusers import (
         AutoencoderKLTemporalDecoder,
@@ -73,60 +123,15 @@ def build_tiny_pipeline():
     )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    torch.manual_seed(0)
-    unet = UNetSpatioTemporalConditionModel(
-        sample_size=16,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        cross_attention_dim=32,
-        num_attention_heads=2,
-        num_frames=8,
-        addition_time_embed_dim=32,
-        projection_class_embeddings_input_dim=3 * 32,
-    )
-    vae = AutoencoderKLTemporalDecoder(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        block_out_channels=[32, 32, 64, 64],
-        layers_per_block=1,
-        latent_channels=4,
-    )
-    # SVD's pipeline resizes the CLIP input to 224x224 itself, so the tiny encoder keeps image_size=224.
-    encoder = CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=32,
-            projection_dim=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=37,
-            image_size=224,
-            patch_size=32,
-        )
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        interpolation_type="linear",
-        num_train_timesteps=1000,
-        prediction_type="v_prediction",
-        sigma_max=700.0,
-        sigma_min=0.002,
-        steps_offset=1,
-        timestep_spacing="leading",
-        timestep_type="continuous",
-        use_karras_sigmas=True,
-    )
+    torch.manual_seed(0)  # the weights are drawn in this order: UNet, VAE, image encoder
+    unet = UNetSpatioTemporalConditionModel(**TINY_UNET)
+    vae = AutoencoderKLTemporalDecoder(**TINY_VAE)
+    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_IMAGE_ENCODER))
     return StableVideoDiffusionPipeline(
         vae=vae,
         image_encoder=encoder,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=EulerDiscreteScheduler(**TINY_SCHEDULER),
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
 

@@ -224,32 +224,8 @@ def _model_note(ok: list[dict[str, Any]]) -> str:
     )
 
 
-def _page(rows, ok, failed, rejected, totals, cards, has_sheet: bool, charts_section: str) -> str:
-    timings = " · ".join(
-        f"{stage} {_mean(ok, column):.2f}s"
-        for stage, column in (
-            ("load", "load_seconds"),
-            ("generate", "generate_seconds"),
-            ("encode", "encode_seconds"),
-            ("write", "write_seconds"),
-        )
-    )
-    rate = _rate_line(totals)
-    errors = "".join(
-        f"<tr data-status='error'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
-        f"<td>{html.escape(str(row['source_uri']))}</td><td>{html.escape(str(row['error']))}</td></tr>"
-        for row in failed
-    )
-    rejections = "".join(
-        f"<tr data-status='rejected'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
-        f'<td><a href="{html.escape(_relative_video(row))}">video</a></td>'
-        f"<td>{html.escape(str(row['error']))}</td></tr>"
-        for row in rejected
-    )
-    sheet = '<a href="contact_sheet.png">contact sheet (PNG)</a>' if has_sheet else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>svdbatch report</title>
-<style>
+# The report page's style and script (the grid, the cards that play on a click, the filters, #play=N links).
+_STYLE = f"""<style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa; color: #222; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, {POSTER_WIDTH}px), 1fr));
   gap: 1rem; }}
@@ -265,7 +241,68 @@ figcaption {{ padding: .4rem .6rem; overflow-wrap: anywhere; }}
 .chart svg {{ max-width: 100%; height: auto; display: block; }}
 table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid #ddd; padding: .3rem; }}
 .hidden {{ display: none; }}
-</style></head>
+</style>"""
+_SCRIPT = """<script>
+let loaded = 0;
+document.querySelectorAll("img.poster").forEach((img) => {
+  const count = () => { if (img.naturalWidth > 0) document.body.dataset.postersLoaded = ++loaded; };
+  if (img.complete) count(); else img.addEventListener("load", count);
+});
+function play(card) {
+  if (card.querySelector("video")) return;
+  const video = document.createElement("video");
+  video.src = card.dataset.video; video.controls = true; video.muted = true; video.loop = true; video.autoplay = true;
+  video.addEventListener("playing", () => { card.dataset.played = "true"; document.body.dataset.played = card.id; });
+  card.querySelector("img.poster").replaceWith(video);
+  video.play().catch(() => {});
+}
+document.querySelectorAll(".card").forEach((card) => card.addEventListener("click", () => play(card)));
+document.querySelectorAll("button[data-filter]").forEach((button) => button.addEventListener("click", () => {
+  const wanted = button.dataset.filter;
+  const shown = { videos: "ok", failures: "error", rejections: "rejected" };
+  for (const [id, status] of Object.entries(shown)) {
+    document.getElementById(id).classList.toggle("hidden", wanted !== "all" && wanted !== status);
+  }
+}));
+const deepLink = location.hash.match(/^#play=(\\d+)$/);
+if (deepLink) { const card = document.getElementById("card-" + deepLink[1]); if (card) play(card); }
+</script>"""
+
+
+def _error_rows(failed: list[dict[str, Any]]) -> str:
+    """The failed items' table rows: key, variant, source, error."""
+    return "".join(
+        f"<tr data-status='error'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
+        f"<td>{html.escape(str(row['source_uri']))}</td><td>{html.escape(str(row['error']))}</td></tr>"
+        for row in failed
+    )
+
+
+def _rejection_rows(rejected: list[dict[str, Any]]) -> str:
+    """The rejected items' table rows: key, variant, a link to the video, the gate's reason."""
+    return "".join(
+        f"<tr data-status='rejected'><td>{html.escape(str(row['key']))}</td><td>{row['variant']}</td>"
+        f'<td><a href="{html.escape(_relative_video(row))}">video</a></td>'
+        f"<td>{html.escape(str(row['error']))}</td></tr>"
+        for row in rejected
+    )
+
+
+def _page(rows, ok, failed, rejected, totals, cards, has_sheet: bool, charts_section: str) -> str:
+    timings = " · ".join(
+        f"{stage} {_mean(ok, column):.2f}s"
+        for stage, column in (
+            ("load", "load_seconds"),
+            ("generate", "generate_seconds"),
+            ("encode", "encode_seconds"),
+            ("write", "write_seconds"),
+        )
+    )
+    rate = _rate_line(totals)
+    sheet = '<a href="contact_sheet.png">contact sheet (PNG)</a>' if has_sheet else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>svdbatch report</title>
+{_STYLE}</head>
 <body data-posters-loaded="0" data-videos="{len(ok)}">
 <h1>svdbatch report</h1>
 {_model_note(ok)}
@@ -278,32 +315,8 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ border: 1px solid 
 <button data-filter="rejected">rejected ({len(rejected)})</button></p>
 <section class="grid" id="videos">{"".join(cards)}</section>
 <section id="failures"><h2>Failed items</h2>
-<table><tr><th>key</th><th>variant</th><th>source</th><th>error</th></tr>{errors}</table></section>
+<table><tr><th>key</th><th>variant</th><th>source</th><th>error</th></tr>{_error_rows(failed)}</table></section>
 <section id="rejections"><h2>Rejected by the quality gates</h2>
-<table><tr><th>key</th><th>variant</th><th>video</th><th>reason</th></tr>{rejections}</table></section>
-<script>
-let loaded = 0;
-document.querySelectorAll("img.poster").forEach((img) => {{
-  const count = () => {{ if (img.naturalWidth > 0) document.body.dataset.postersLoaded = ++loaded; }};
-  if (img.complete) count(); else img.addEventListener("load", count);
-}});
-function play(card) {{
-  if (card.querySelector("video")) return;
-  const video = document.createElement("video");
-  video.src = card.dataset.video; video.controls = true; video.muted = true; video.loop = true; video.autoplay = true;
-  video.addEventListener("playing", () => {{ card.dataset.played = "true"; document.body.dataset.played = card.id; }});
-  card.querySelector("img.poster").replaceWith(video);
-  video.play().catch(() => {{}});
-}}
-document.querySelectorAll(".card").forEach((card) => card.addEventListener("click", () => play(card)));
-document.querySelectorAll("button[data-filter]").forEach((button) => button.addEventListener("click", () => {{
-  const wanted = button.dataset.filter;
-  const shown = {{ videos: "ok", failures: "error", rejections: "rejected" }};
-  for (const [id, status] of Object.entries(shown)) {{
-    document.getElementById(id).classList.toggle("hidden", wanted !== "all" && wanted !== status);
-  }}
-}}));
-const deepLink = location.hash.match(/^#play=(\\d+)$/);
-if (deepLink) {{ const card = document.getElementById("card-" + deepLink[1]); if (card) play(card); }}
-</script></body></html>
+<table><tr><th>key</th><th>variant</th><th>video</th><th>reason</th></tr>{_rejection_rows(rejected)}</table></section>
+{_SCRIPT}</body></html>
 """
