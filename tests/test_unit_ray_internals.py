@@ -1,0 +1,67 @@
+"""Every Ray internal svdbatch relies on (svdbatch/ray/internals.py) is where and what it was on the Ray release it
+was checked on: each symbol, field, signature and logger is imported and inspected here, without a cluster, so a Ray
+upgrade that moves one fails this test by name instead of quietly breaking a run."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import importlib
+import inspect
+import logging
+import threading
+from pathlib import Path
+
+from svdbatch.ray import internals
+
+INTERNALS = Path(internals.__file__)
+
+
+def test_every_function_names_the_ray_version_it_was_checked_on():
+    tree = ast.parse(INTERNALS.read_text())
+    functions = [node for node in tree.body if isinstance(node, ast.FunctionDef)]
+    assert functions
+    for function in functions:
+        assert f"Checked on Ray {internals.RAY_CHECKED}" in ast.get_docstring(function), function.name
+
+
+def test_the_v1_autoscaler_status_key_and_reader():
+    from ray._private import ray_constants
+    from ray.experimental import internal_kv
+
+    assert isinstance(ray_constants.DEBUG_AUTOSCALING_STATUS, str)
+    assert "key" in inspect.signature(internal_kv._internal_kv_get).parameters
+
+
+def test_the_v1_autoscaler_status_fields():
+    from ray.autoscaler._private import monitor
+    from ray.autoscaler._private.autoscaler import AutoscalerSummary
+    from ray.autoscaler._private.util import LoadMetricsSummary
+
+    source = inspect.getsource(monitor)
+    assert "DEBUG_AUTOSCALING_STATUS" in source
+    assert 'status["autoscaler_report"]' in source and 'status["load_metrics_report"]' in source
+    assert {"active_nodes", "pending_launches"} <= {field.name for field in dataclasses.fields(AutoscalerSummary)}
+    assert "resource_demand" in {field.name for field in dataclasses.fields(LoadMetricsSummary)}
+
+
+def test_the_published_node_groups():
+    import ray._private.state
+    from ray.core.generated import autoscaler_pb2
+
+    assert callable(ray._private.state.state.get_cluster_config)
+    assert "node_group_configs" in autoscaler_pb2.ClusterConfig.DESCRIPTOR.fields_by_name
+    assert {"name", "resources", "max_count"} <= set(autoscaler_pb2.NodeGroupConfig.DESCRIPTOR.fields_by_name)
+
+
+def test_ray_data_executions_are_threads_that_shut_down_by_force():
+    from ray.data._internal.execution.streaming_executor import StreamingExecutor
+
+    assert issubclass(StreamingExecutor, threading.Thread)
+    assert "force" in inspect.signature(StreamingExecutor.shutdown).parameters
+
+
+def test_the_quieted_loggers_are_the_modules_loggers():
+    for name in (internals.TOKEN_SETUP_LOGGER, internals.PROGRESS_LOGGER):
+        module = importlib.import_module(name)
+        assert module.logger is logging.getLogger(name), name
