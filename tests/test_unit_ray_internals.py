@@ -11,6 +11,7 @@ import inspect
 import logging
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 from svdbatch.ray import internals
 
@@ -65,3 +66,14 @@ def test_the_quieted_loggers_are_the_modules_loggers():
     for name in (internals.TOKEN_SETUP_LOGGER, internals.PROGRESS_LOGGER):
         module = importlib.import_module(name)
         assert module.logger is logging.getLogger(name), name
+
+
+def test_the_data_context_settings_configure_progress_writes_exist():
+    """Public, but a field Ray drops would be set silently on the context object: check them by name too."""
+    from ray.data import DataContext
+
+    from svdbatch.ray.cluster import configure_progress
+
+    written = SimpleNamespace()
+    configure_progress(written, progress=False, verbose=False)
+    assert set(vars(written)) <= {field.name for field in dataclasses.fields(DataContext)}
