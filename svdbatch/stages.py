@@ -341,7 +341,7 @@ def manifest_keys(batch: pa.Table, key_column: str) -> pa.Table:
     return pa.table({"key": pc.cast(batch[key_column], pa.string())})
 
 
-def present_keys(batch: pa.Table, key_column: str, keys: pa.Array) -> pa.Table:
+def present_keys(batch: pa.Table, keys: pa.Array, key_column: str) -> pa.Table:
     """Manifest rows -> which of ``keys`` (the committed ones) they hold, as a ``key`` column."""
     present = pc.cast(batch[key_column], pa.string())
     return pa.table({"key": pc.unique(keys.filter(pc.is_in(keys, value_set=present.combine_chunks())))})

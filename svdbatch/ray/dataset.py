@@ -5,8 +5,9 @@ read_parquet(manifest) -> ExpandRows -> left join with the committed rows by (ke
   [-> repartition into shard-sized blocks -> WriteShards (CPU tasks), with output.shards]
 
 What is done is decided by the join, where the data is: a large committed table is shuffle-joined by Ray, a small
-one is handed to every task. The items that left the manifest are an anti-join on the key, the same way. Nothing
-here runs the plan: the driver (driver.py) iterates it.
+one is read by one task into the object store and fetched from there by every task (zero-copy; it never passes
+through the driver, nor inside each task's function). The items that left the manifest are an anti-join on the key,
+the same way. Nothing here runs the plan: the driver (driver.py) iterates it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from svdbatch.stages import ExpandRows, RunContext, join_committed, manifest_key
 CPU_STAGE_CPUS = 0.25
 JOIN_ROWS_PER_PARTITION = 500_000
 # Committed Parquet up to this size is handed to every task instead of shuffled: 1M items' state is about 77 MB on
-# disk and 114 MB in memory, read on the driver in 5 s, where each hash shuffle of the two sides took about 40 s.
+# disk and 114 MB in memory, read by one task in 5 s, where each hash shuffle of the two sides took about 40 s.
 BROADCAST_BYTES = 96 * 2**20
 EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
 
@@ -51,10 +52,43 @@ def read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
 @dataclass(frozen=True)
 class Committed:
     """What earlier runs committed, as the resume join's right side: a Ray dataset the items are shuffle-joined with,
-    or, while the table is small, one Arrow table every task joins with (no shuffle, no join actors to start)."""
+    or, while the table is small, a reference to one Arrow table in the object store that every task joins with (no
+    shuffle, no join actors to start)."""
 
     dataset: Any = None
-    table: pa.Table | None = None
+    table: Any = None  # ray.ObjectRef of a pa.Table
+
+
+class WithTable:
+    """A stage called with a table from the object store after the batch: ``stage(batch, table, *args)``.
+
+    Ray Data ships a stage's arguments inside its function, which every task unpickles (a 114 MB table: Ray Data
+    warns, and every task copies it); a reference is fetched from the object store without a copy."""
+
+    def __init__(self, stage: Callable, table_ref, *args):
+        self.stage = stage
+        self.table_ref = table_ref
+        self.args = args
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import ray
+
+        return self.stage(batch, ray.get(self.table_ref), *self.args)
+
+
+def _live(state: pa.Table) -> pa.Table:
+    """Committed items not removed already: what the prune anti-join looks for in the manifest."""
+    return state.filter(pc.not_equal(state[f"{commit.COMMITTED}status"], REMOVED))
+
+
+def _keys(table: pa.Table) -> pa.Array:
+    return pc.unique(table["key"])
+
+
+def _absent(live: pa.Table, *present: pa.Table) -> pa.Table:
+    """The live committed rows whose key no manifest row holds."""
+    found = pa.chunked_array([table["key"] for table in present], pa.string()).combine_chunks()
+    return live.filter(pc.invert(pc.is_in(live["key"], value_set=found)))
 
 
 def read_committed(spec: JobSpec) -> Committed | None:
@@ -72,7 +106,8 @@ def read_committed(spec: JobSpec) -> Committed | None:
     if not tables and not pending:
         return None
     if files.bytes <= BROADCAST_BYTES:
-        return Committed(table=commit.read_state(spec.output.url, files, options))
+        read = ray.remote(num_cpus=CPU_STAGE_CPUS)(commit.read_state)
+        return Committed(table=read.remote(spec.output.url, files, options))
     fs = _pyarrow_fs(spec.output.url, options)
     state = ray.data.read_parquet(
         tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
@@ -103,7 +138,7 @@ def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, co
     if committed is None:
         return items, False
     if committed.table is not None:
-        return tasks(items, join_committed, fn_args=(committed.table,)), True
+        return tasks(items, WithTable(join_committed, committed.table).__call__), True
     joined = items.join(
         committed.dataset,
         join_type="left_outer",
@@ -123,11 +158,11 @@ def removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | 
         return None
     key_column = spec.manifest.key_column
     if committed.table is not None:
-        live = committed.table.filter(pc.not_equal(committed.table[f"{commit.COMMITTED}status"], REMOVED))
-        present = tasks(read_manifest(spec, info), present_keys, fn_args=(key_column, pc.unique(live["key"])))
-        found = [batch["key"] for batch in present.iter_batches(batch_format="pyarrow", batch_size=None)]
-        found = pa.chunked_array(found, pa.string()).combine_chunks()
-        return ray.data.from_arrow(live.filter(pc.invert(pc.is_in(live["key"], value_set=found))))
+        live = ray.remote(num_cpus=CPU_STAGE_CPUS)(_live).remote(committed.table)
+        keys = ray.remote(num_cpus=CPU_STAGE_CPUS)(_keys).remote(live)
+        present = tasks(read_manifest(spec, info), WithTable(present_keys, keys, key_column).__call__)
+        absent = ray.remote(num_cpus=CPU_STAGE_CPUS)(_absent).remote(live, *present.to_arrow_refs())
+        return ray.data.from_arrow_refs([absent])
     keys = tasks(read_manifest(spec, info), manifest_keys, fn_args=(key_column,))
     return committed.dataset.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
         keys,
