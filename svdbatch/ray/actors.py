@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -20,6 +21,10 @@ from svdbatch.config import JobSpec
 from svdbatch.generate import DeviceLost, VideoGenerator
 from svdbatch.metadata import fail
 from svdbatch.stages import RenderVideos
+
+# How long an actor that gave up on a poisoned device's items lives on, so that the call that failed them gets its
+# rows to the driver: Ray ships a call's result after the call returns, and other calls run beside it on threads.
+EXIT_AFTER_S = 5.0
 
 
 class RayMetrics:
@@ -64,7 +69,7 @@ class RayVideoGenerator(VideoGenerator):
         began = time.time()
         super().__init__(spec)
         self.workers = workers
-        self.exit_before_next = False
+        self.exiting = False
         gpu_ids = ray.get_gpu_ids()
         self.placement.update(
             node_id=ray.get_runtime_context().get_node_id(),
@@ -84,8 +89,8 @@ class RayVideoGenerator(VideoGenerator):
         )
 
     def __call__(self, batch):
-        if self.exit_before_next:
-            os._exit(1)
+        if self.exiting:
+            threading.Event().wait()  # the exit timer ends this process; this call's items are retried elsewhere
         return super().__call__(batch)
 
     def device_lost(self, lost: DeviceLost, unrendered: list[dict[str, Any]]) -> None:
@@ -94,11 +99,14 @@ class RayVideoGenerator(VideoGenerator):
         lost_actors = ray.get(self.workers.lose.remote([f"{row['key']}#{row['variant']}" for row in unrendered]))
         where = f"node {self.placement['node_id']}, GPU {self.placement['gpu_id']}"
         print(f"svdbatch: {lost} ({where}); this actor exits and its items are retried", file=sys.stderr, flush=True)
+        if self.exiting:
+            threading.Event().wait()
         if lost_actors < faults.MAX_ACTORS_LOST:
             os._exit(1)
         for row in unrendered:
             fail(row, f"generate {row['key']!r} v{row['variant']}: {lost} (on {lost_actors} fresh actors)")
-        self.exit_before_next = True
+        self.exiting = True
+        threading.Timer(EXIT_AFTER_S, os._exit, args=(1,)).start()
 
 
 class RayRenderer(RenderVideos):
