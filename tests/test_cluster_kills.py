@@ -41,7 +41,8 @@ def test_killed_driver_then_rerun_renders_only_what_is_missing(tmp_path):
     committed = pq.read_table(commits).num_rows
     assert 0 < committed < 30
 
-    rerun = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=600)
+    # The killed driver's lease is live until it expires (lease.ttl_s): the rerun takes it over, as its refusal says.
+    rerun = subprocess.run([*command, "--take-over"], env=_driver_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"{30 - committed} ok, 0 failed, {committed} already done" in rerun.stdout
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
