@@ -40,13 +40,15 @@ def multi_node():
 
 def test_actors_spread_over_nodes_and_gpus(multi_node, tmp_path):
     images = write_images(tmp_path / "images", 4)
-    manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(8)], "image": images * 2})
+    # Enough items that the job outlasts the actors' start-up: the first actor up runs three calls at once and would
+    # render a handful of items alone before the others have loaded their model.
+    manifest = write_manifest(tmp_path / "m.parquet", {"key": [f"k{i}" for i in range(24)], "image": images * 6})
     # compute.actors left at its default: the pool starts with one actor per GPU in the cluster (4), each pinned to
     # one logical GPU.
     compute = {"actors": {"min": 1}, "batch_size": 1, "cpus_per_actor": 0.2, "cpus_per_task": 0.1, "torch_threads": 1}
     spec = make_spec(manifest, tmp_path / "out", compute=compute)
     summary = driver.run(spec, progress=False)
-    assert (summary.rendered, summary.failed) == (8, 0)
+    assert (summary.rendered, summary.failed) == (24, 0)
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
     placements = {(row["node_id"], row["gpu_id"]) for row in rows}
     assert {node for node, _ in placements} <= multi_node
