@@ -58,18 +58,26 @@ function measure(doc) {
   const above = note !== null && note.getBoundingClientRect().top < doc.getElementById("videos").offsetTop;
   return {broken: broken.join(" "), gap: Math.max(...gaps), note: above};
 }
+function loaded(doc) {
+  if (!doc || doc.readyState !== "complete" || doc.location.href === "about:blank") return false;
+  const images = [...doc.querySelectorAll(".pair img")];
+  return images.length > 0 && images.every((img) => img.complete && img.naturalWidth > 0);
+}
 const timer = setInterval(() => {
   const docs = [...document.querySelectorAll("iframe")].map((frame) => frame.contentDocument);
-  const images = docs.flatMap((doc) => [...doc.querySelectorAll(".pair img")]);
-  if (images.length === 0 || images.some((img) => !img.complete || img.naturalWidth === 0)) return;
+  if (!docs.every(loaded)) return;  // each frame parsed to its end, every image decoded
   clearInterval(timer);
-  docs.forEach((doc, index) => {
-    const found = measure(doc);
-    document.body.dataset["broken" + index] = found.broken;
-    document.body.dataset["gap" + index] = found.gap;
-    document.body.dataset["note" + index] = found.note;
-  });
-  document.body.dataset.measured = "yes";
+  try {
+    docs.forEach((doc, index) => {
+      const found = measure(doc);
+      document.body.dataset["broken" + index] = found.broken;
+      document.body.dataset["gap" + index] = found.gap;
+      document.body.dataset["note" + index] = found.note;
+    });
+    document.body.dataset.measured = "yes";
+  } catch (error) {
+    document.body.dataset.measured = "error: " + error;
+  }
 }, 100);
 </script></body></html>"""
 
@@ -81,7 +89,7 @@ CHART_PROBE = b"""<!doctype html><html><body>
 <script>
 const timer = setInterval(() => {
   const doc = document.querySelector("iframe").contentDocument;
-  if (!doc || doc.readyState !== "complete") return;
+  if (!doc || doc.readyState !== "complete" || doc.location.href === "about:blank") return;
   clearInterval(timer);
   const charts = [...doc.querySelectorAll(".chart")].map((chart) => {
     const box = chart.querySelector("svg").getBoundingClientRect();

@@ -29,7 +29,10 @@ function sideBySide(doc) {
 }
 const timer = setInterval(() => {
   const docs = [...document.querySelectorAll("iframe")].map((frame) => frame.contentDocument);
-  if (docs.some((doc) => !doc.body || doc.body.dataset.loaded !== doc.body.dataset.videos)) return;
+  // a frame not yet navigated holds an empty about:blank document, where both counts are undefined
+  const ready = (doc) => doc && doc.body && doc.body.dataset.videos !== undefined
+    && doc.body.dataset.loaded === doc.body.dataset.videos;
+  if (!docs.every(ready)) return;
   clearInterval(timer);
   docs.forEach((doc, index) => {
     document.body.dataset["loaded" + index] = doc.body.dataset.loaded;
