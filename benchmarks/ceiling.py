@@ -12,8 +12,8 @@ user runs it: ``svdbatch run`` in a fresh process that starts its own local Ray 
    video of the job's size, and from them the CPUs a node needs per GPU for a 25-step and a 4-step SVD-XT model;
 2. per (N, T): videos/s (from the written videos' times), time to the first committed row, driver peak RSS, and
    the object store's peak (pages allocated in its shared-memory file: a high-water mark);
-3. the same peaks for a job of each --memory-items size, stopped after --window seconds: the render path's memory
-   must not grow with the job;
+3. the same peaks for a job of each --memory-items size, stopped after --window seconds, and the peak RSS of the
+   worker that ran the feed task: the render path's memory must not grow with the job;
 4. the embedded tiny model on --tiny-items items with default compute settings: when the first video is written and
    committed, and the written count every 15 s (videos are committed while generation goes on).
 """
@@ -159,6 +159,19 @@ def _object_store_mib(driver: psutil.Process) -> float:
     return 0.0
 
 
+def _feed_rss_mib(driver: psutil.Process) -> float:
+    """The largest peak RSS of the workers that ran the feed task (read, expand, cut: Ray titles a worker process
+    by its task), where a job's manifest rows and the items expanded ahead of the cut live."""
+    peaks = [0.0]
+    for process in driver.children(recursive=True):
+        try:
+            if "ReadFiles" in " ".join(process.cmdline()):
+                peaks.append(_peak_rss_mib(process.pid) or 0.0)
+        except psutil.Error:
+            continue
+    return max(peaks)
+
+
 def run_job(job: Path, gpus: int, gpu_seconds: float | None, window: float | None = None) -> dict:
     """``svdbatch run`` in a fresh process, sampled every 0.2 s; stopped by SIGINT after ``window`` seconds.
 
@@ -177,12 +190,13 @@ def run_job(job: Path, gpus: int, gpu_seconds: float | None, window: float | Non
     )
     driver = psutil.Process(process.pid)
     first_commit = None
-    peak_rss = peak_store = 0.0
+    peak_rss = peak_store = peak_feed = 0.0
     written: list[tuple[float, int]] = []  # (seconds, videos written) every TIMELINE_S
     while process.poll() is None:
         now = time.monotonic() - started
         peak_rss = max(peak_rss, _peak_rss_mib(process.pid) or 0.0)
         peak_store = max(peak_store, _object_store_mib(driver))
+        peak_feed = max(peak_feed, _feed_rss_mib(driver))
         if first_commit is None and (output / "_commits").is_dir() and any((output / "_commits").iterdir()):
             first_commit = now
         if now >= len(written) * TIMELINE_S:
@@ -203,6 +217,7 @@ def run_job(job: Path, gpus: int, gpu_seconds: float | None, window: float | Non
         "first_commit_s": first_commit or float("nan"),
         "driver_mib": peak_rss,
         "store_mib": peak_store,
+        "feed_mib": peak_feed,
         "written": written,
     }
 
@@ -239,7 +254,7 @@ def throughput(width: int, height: int, frames: int, pools: list[int], gpu_secon
 
 def memory(width: int, height: int, frames: int, sizes: list[int], window: float) -> None:
     print(f"\nmemory by job size (1 GPU, T 0.5 s, stopped after {window:g} s):")
-    print(f"{'items':>8} {'videos':>7} {'first commit s':>15} {'driver MiB':>11} {'store MiB':>10}")
+    print(f"{'items':>8} {'videos':>7} {'first commit s':>15} {'driver MiB':>11} {'store MiB':>10} {'feed MiB':>9}")
     peaks = []
     for items in sizes:
         with tempfile.TemporaryDirectory() as scratch:
@@ -247,12 +262,14 @@ def memory(width: int, height: int, frames: int, sizes: list[int], window: float
         peaks.append(got)
         print(
             f"{items:>8} {got['videos']:>7} {got['first_commit_s']:>15.1f} {got['driver_mib']:>11.0f} "
-            f"{got['store_mib']:>10.0f}"
+            f"{got['store_mib']:>10.1f} {got['feed_mib']:>9.0f}"
         )
     if len(peaks) > 1:
+        # The object store's pages are counted from 1 MiB up: below that they are Ray's own, not the job's.
         print(
             f"largest / smallest job: driver {peaks[-1]['driver_mib'] / peaks[0]['driver_mib']:.2f}x, "
-            f"object store {peaks[-1]['store_mib'] / max(peaks[0]['store_mib'], 1):.2f}x"
+            f"object store {max(peaks[-1]['store_mib'], 1) / max(peaks[0]['store_mib'], 1):.2f}x (from 1 MiB), "
+            f"feed {peaks[-1]['feed_mib'] / max(peaks[0]['feed_mib'], 1):.2f}x"
         )
 
 

@@ -77,3 +77,36 @@ def test_the_data_context_settings_configure_progress_writes_exist():
     written = SimpleNamespace()
     configure_progress(written, progress=False, verbose=False)
     assert set(vars(written)) <= {field.name for field in dataclasses.fields(DataContext)}
+
+
+def test_the_backpressure_policy_hook_and_the_row_counts_it_reads():
+    from ray.data._internal.execution import backpressure_policy
+    from ray.data._internal.execution.interfaces.op_runtime_metrics import OpRuntimeMetrics
+    from ray.data._internal.execution.interfaces.physical_operator import PhysicalOperator
+    from ray.data._internal.execution.streaming_executor_state import (
+        get_eligible_operators,
+        process_completed_tasks,
+    )
+
+    assert backpressure_policy.ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY == "backpressure_policies.enabled"
+    assert "ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY" in inspect.getsource(backpressure_policy.get_backpressure_policies)
+    base = backpressure_policy.BackpressurePolicy
+    assert list(inspect.signature(base.__init__).parameters) == ["self", "data_context", "topology", "resource_manager"]
+    assert {"can_add_input", "max_task_output_bytes_to_read"} <= set(vars(base))
+    assert "p.can_add_input(op)" in inspect.getsource(get_eligible_operators)
+    assert "max_task_output_bytes_to_read" in inspect.getsource(process_completed_tasks)
+    fields = {field.name for field in dataclasses.fields(OpRuntimeMetrics)}
+    assert {"rows_task_outputs_generated", "rows_inputs_of_submitted_tasks"} <= fields
+    assert isinstance(PhysicalOperator.name, property) and isinstance(PhysicalOperator.input_dependencies, property)
+
+
+def test_limit_rows_ahead_adds_its_policy_once_to_ray_datas_own():
+    from ray.data import DataContext
+    from ray.data._internal.execution import backpressure_policy
+
+    context = DataContext()
+    internals.limit_rows_ahead(context, "Consumer", 10)
+    internals.limit_rows_ahead(context, "Consumer", 20)
+    policies = context.get_config(backpressure_policy.ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)
+    assert policies[:-1] == backpressure_policy.ENABLED_BACKPRESSURE_POLICIES
+    assert policies[-1].__name__ == "RowsAhead" and issubclass(policies[-1], backpressure_policy.BackpressurePolicy)

@@ -18,7 +18,8 @@ from svdbatch.ray import internals
 from svdbatch.workers import Workers
 
 # Ray Data (2.60) runs the streaming repartition that cuts one block per pipeline call as tasks of 1 CPU, and offers
-# no setting for it: next to the actors, a node needs that CPU free or the job waits forever.
+# no setting for it (the feed task it is fused into asks for the same): next to the actors, a node needs that CPU free
+# or the job waits forever.
 CUT_CPUS = 1.0
 CALLS_PER_ACTOR = 3  # one generating, one loading, one writing
 

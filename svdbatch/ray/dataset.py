@@ -4,6 +4,10 @@ read_parquet(manifest) -> ExpandRows -> left join with the committed rows by (ke
   -> repartition -> RayRenderer (actor pool: LoadImages, VideoGenerator on one GPU each, WriteVideos)
   [-> repartition into shard-sized blocks -> WriteShards (CPU tasks), with output.shards]
 
+The feed (read, expand, the in-task join, the cut into one block per pipeline call) runs as one fused task per
+manifest file, and waits while ``ROWS_AHEAD_PER_CALL`` rows per concurrent pipeline call are queued for the pool
+(internals.limit_rows_ahead): a job's rows never pile up in the object store ahead of its GPUs, whatever its size.
+
 What is done is decided by the join, where the data is: a large committed table is shuffle-joined by Ray, a small
 one is read by one task into the object store and fetched from there by every task (zero-copy; it never passes
 through the driver, nor inside each task's function). The items that left the manifest are an anti-join on the key,
@@ -23,8 +27,9 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from svdbatch import capacity, commit, manifest, storage
 from svdbatch.config import JobSpec
 from svdbatch.metadata import REMOVED
+from svdbatch.ray import internals
 from svdbatch.ray.actors import RayRenderer
-from svdbatch.ray.cluster import pool_strategy
+from svdbatch.ray.cluster import CALLS_PER_ACTOR, CUT_CPUS, pool_strategy
 from svdbatch.shards import WriteShards
 from svdbatch.stages import ExpandRows, RunContext, join_committed, manifest_keys, present_keys
 
@@ -34,6 +39,15 @@ JOIN_ROWS_PER_PARTITION = 500_000
 # disk and 114 MB in memory, read by one task in 5 s, where each hash shuffle of the two sides took about 40 s.
 BROADCAST_BYTES = 96 * 2**20
 EXPAND_BATCH_ROWS = 20_000  # a whole 200k-row manifest block expanded at once held ~2 GB per task
+# Ray Data fuses read -> expand -> join -> cut into one task only when every stage asks for the same CPUs, and the
+# cut (a streaming repartition) asks for 1 CPU, which it offers no setting to change.
+FEED_CPUS = CUT_CPUS
+ROWS_AHEAD_PER_CALL = 2
+MIN_ROWS_AHEAD = 16
+UNBOUNDED_POOL_ACTORS = 64  # items queued for a pool the spec leaves unbounded, as for this many actors
+# A stage's output is gathered into blocks of up to this many bytes before the cut: the items the feed task holds
+# (Ray Data's default, 128 MiB, is about 230,000 items).
+FEED_BLOCK_BYTES = 4 * 2**20
 
 
 def _pyarrow_fs(url: str, options: dict[str, Any]):
@@ -41,12 +55,26 @@ def _pyarrow_fs(url: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def read_manifest(spec: JobSpec, info: manifest.ManifestInfo):
+def read_manifest(spec: JobSpec, info: manifest.ManifestInfo, cpus: float = CPU_STAGE_CPUS):
     """The manifest's Parquet files as a dataset, read by CPU tasks."""
     import ray
 
     fs = _pyarrow_fs(spec.manifest.path, spec.storage_options)
-    return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=CPU_STAGE_CPUS)
+    return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=cpus)
+
+
+class InSlices:
+    """A stage run on slices of ``rows`` rows of its batch, yielding each result: a whole manifest file's block goes
+    in (so the read fuses with the stage; Ray Data fuses no read into a stage that sets a batch size) without
+    expanding all of it at once."""
+
+    def __init__(self, stage: Callable, rows: int):
+        self.stage = stage
+        self.rows = rows
+
+    def __call__(self, batch: pa.Table):
+        for start in range(0, batch.num_rows, self.rows):
+            yield self.stage(batch.slice(start, self.rows))
 
 
 @dataclass(frozen=True)
@@ -134,11 +162,12 @@ def tasks(dataset, stage: Callable, **options):
 
 def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committed: Committed | None):
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
-    items = tasks(read_manifest(spec, info), ExpandRows(spec, run).__call__, batch_size=EXPAND_BATCH_ROWS)
+    expand = InSlices(ExpandRows(spec, run), EXPAND_BATCH_ROWS)
+    items = tasks(read_manifest(spec, info, FEED_CPUS), expand.__call__, batch_size=None, num_cpus=FEED_CPUS)
     if committed is None:
         return items, False
     if committed.table is not None:
-        return tasks(items, WithTable(join_committed, committed.table).__call__), True
+        return tasks(items, WithTable(join_committed, committed.table).__call__, num_cpus=FEED_CPUS), True
     joined = items.join(
         committed.dataset,
         join_type="left_outer",
@@ -178,10 +207,15 @@ def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers
 
     One block per pipeline call goes in, so every actor task is one batch and its rows reach the driver, to be
     committed, as soon as its videos are written; the blocks are cut as they stream (a streaming repartition), never
-    all at once, and only the rows of items in flight exist at any time.
+    all at once, and the feed waits while a few rows per call the pool can run are queued for it (a bound in rows:
+    Ray Data's own bound is in bytes, and half-kilobyte rows would queue by the million).
     """
     compute = spec.compute
     items = items.repartition(target_num_rows_per_block=compute.batch_size)
+    actors = pool.max if pool.max is not None else UNBOUNDED_POOL_ACTORS
+    ahead = ROWS_AHEAD_PER_CALL * CALLS_PER_ACTOR * actors * compute.batch_size
+    internals.limit_rows_ahead(items.context, RayRenderer.__name__, max(MIN_ROWS_AHEAD, ahead))
+    items.context.target_max_block_size = FEED_BLOCK_BYTES  # this job's plan only: each read makes its own context
     rows = items.map_batches(
         RayRenderer,
         fn_constructor_args=(spec, workers, started, run_id),

@@ -18,6 +18,7 @@ RAY_CHECKED = "2.60.0"
 # Loggers of private Ray modules, each a ``logging.getLogger(__name__)`` of the module (checked on Ray 2.60.0).
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 PROGRESS_LOGGER = "ray.data._internal.progress"
+GUARD_RELEASE_S = 5.0
 
 
 def quiet_token_notice() -> None:
@@ -74,3 +75,46 @@ def halt_executions() -> None:
     for thread in threading.enumerate():
         if isinstance(thread, StreamingExecutor):
             thread.shutdown(force=True)
+
+
+def limit_rows_ahead(context: Any, consumer: str, rows: int) -> None:
+    """Hold each operator that feeds ``consumer`` (an operator whose name holds it) once ``rows`` rows it made wait
+    for a ``consumer`` task: no new tasks, and its running tasks' outputs are not read, so they pause.
+
+    Ray Data bounds what waits between operators in bytes only (its object-store budget, gigabytes): rows of half a
+    kilobyte queue by the million ahead of a pool that renders one a second, and the object store grows with the job.
+    Checked on Ray 2.60.0: the executor builds its policies from the DataContext config
+    ``backpressure_policies.enabled`` (classes taking data_context, topology, resource_manager) and asks each
+    ``can_add_input(op)`` and ``max_task_output_bytes_to_read(op)`` (0: read none); operators have ``name``,
+    ``input_dependencies`` and the cumulative ``metrics.rows_task_outputs_generated`` and
+    ``metrics.rows_inputs_of_submitted_tasks``.
+    """
+    from ray.data._internal.execution.backpressure_policy import (
+        ENABLED_BACKPRESSURE_POLICIES,
+        ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY,
+        BackpressurePolicy,
+    )
+
+    class RowsAhead(BackpressurePolicy):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.consumer_of = {feed: op for op in self._topology if consumer in op.name for feed in op.input_dependencies}
+
+        def _full(self, op) -> bool:
+            taker = self.consumer_of.get(op)
+            if taker is None:
+                return False
+            return op.metrics.rows_task_outputs_generated - taker.metrics.rows_inputs_of_submitted_tasks >= rows
+
+        def can_add_input(self, op) -> bool:
+            return not self._full(op)
+
+        def max_task_output_bytes_to_read(self, op) -> int | None:
+            return 0 if self._full(op) else None
+
+    # Ray Data's liveness guard reads one more output whenever the next stage has nothing running, which is every
+    # loop while the pool's actors load their models: at most one such release per interval.
+    context.output_backpressure_guard_release_interval_s = GUARD_RELEASE_S
+    policies = context.get_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, ENABLED_BACKPRESSURE_POLICIES)
+    kept = [policy for policy in policies if policy.__name__ != RowsAhead.__name__]
+    context.set_config(ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY, [*kept, RowsAhead])
