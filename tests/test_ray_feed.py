@@ -8,7 +8,6 @@ import sys
 import time
 
 import pyarrow as pa
-import pytest
 from ray import cloudpickle
 
 from svdbatch.ray import internals

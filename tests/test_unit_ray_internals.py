@@ -89,7 +89,8 @@ def test_the_backpressure_policy_hook_and_the_row_counts_it_reads():
     )
 
     assert backpressure_policy.ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY == "backpressure_policies.enabled"
-    assert "ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY" in inspect.getsource(backpressure_policy.get_backpressure_policies)
+    built_from = inspect.getsource(backpressure_policy.get_backpressure_policies)
+    assert "ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY" in built_from
     base = backpressure_policy.BackpressurePolicy
     assert list(inspect.signature(base.__init__).parameters) == ["self", "data_context", "topology", "resource_manager"]
     assert {"can_add_input", "max_task_output_bytes_to_read"} <= set(vars(base))
@@ -110,3 +111,6 @@ def test_limit_rows_ahead_adds_its_policy_once_to_ray_datas_own():
     policies = context.get_config(backpressure_policy.ENABLED_BACKPRESSURE_POLICIES_CONFIG_KEY)
     assert policies[:-1] == backpressure_policy.ENABLED_BACKPRESSURE_POLICIES
     assert policies[-1].__name__ == "RowsAhead" and issubclass(policies[-1], backpressure_policy.BackpressurePolicy)
+    assert context.output_backpressure_guard_release_interval_s == internals.GUARD_RELEASE_S
+    fields = {field.name for field in dataclasses.fields(DataContext)}  # public, but set silently if Ray drops them
+    assert {"output_backpressure_guard_release_interval_s", "target_max_block_size"} <= fields

@@ -73,7 +73,7 @@ class InSlices:
         self.rows = rows
 
     def __call__(self, batch: pa.Table):
-        for start in range(0, batch.num_rows, self.rows):
+        for start in range(0, max(batch.num_rows, 1), self.rows):  # an empty batch still gets the stage's schema
             yield self.stage(batch.slice(start, self.rows))
 
 

@@ -98,7 +98,8 @@ def limit_rows_ahead(context: Any, consumer: str, rows: int) -> None:
     class RowsAhead(BackpressurePolicy):
         def __init__(self, *args):
             super().__init__(*args)
-            self.consumer_of = {feed: op for op in self._topology if consumer in op.name for feed in op.input_dependencies}
+            takers = [op for op in self._topology if consumer in op.name]
+            self.consumer_of = {feed: taker for taker in takers for feed in taker.input_dependencies}
 
         def _full(self, op) -> bool:
             taker = self.consumer_of.get(op)
