@@ -82,3 +82,31 @@ def _most_ahead(ray, limited: bool) -> int:
 def test_rows_made_ahead_of_a_slow_pool_stay_within_the_window(ray_cluster):
     assert _most_ahead(ray_cluster, limited=True) <= WINDOW + SLACK
     assert _most_ahead(ray_cluster, limited=False) > 4 * (WINDOW + SLACK)  # the same pipeline, Ray Data's policies only
+
+
+def _optimized_physical_plan(dataset, capsys) -> str:
+    capsys.readouterr()
+    dataset.explain()
+    return capsys.readouterr().out.split("Physical Plan (Optimized)")[1]
+
+
+def test_the_render_plan_feeds_the_pool_from_one_fused_task(ray_cluster, tmp_path, capsys):
+    """Read, expand, the in-task resume join and the cut run as one task per manifest file (so the items between
+    them never enter the object store); a Ray Data upgrade that stops fusing them fails here by name."""
+    from helpers import make_spec, write_images, write_manifest
+
+    from svdbatch import capacity, manifest
+    from svdbatch.ray import dataset
+    from svdbatch.stages import RunContext
+
+    images = write_images(tmp_path / "images", 2)
+    spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)
+    info, run, pool = manifest.inspect(spec), RunContext("plan-test"), capacity.PoolSize(1, 1, 1)
+    committed = dataset.Committed(table=ray_cluster.put(pa.table({"key": ["a"], "variant": [0]})))
+    for done in (None, committed):
+        items, _ = dataset.joined_items(spec, info, run, done)
+        plan = _optimized_physical_plan(dataset.video_rows(spec, items, False, pool, None, 0.0, "run"), capsys)
+        join = "->MapBatches(WithTable.__call__)" if done else ""
+        feed = f"ReadFilesParquetV2->MapBatches(InSlices.__call__){join}->StreamingRepartition"
+        assert f"TaskPoolMapOperator[{feed}" in plan, plan
+        assert plan.count("TaskPoolMapOperator[") == 2, plan  # the feed, and the manifest's file listing
