@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import diffusers
 import torch
 import transformers
@@ -13,7 +15,9 @@ def test_cpu_provenance_says_cpu_and_names_the_library_versions():
     found = provenance("cpu")
     assert list(found) == PROVENANCE_COLUMNS
     assert found["gpu_name"] == found["cuda_version"] == found["driver_version"] == "cpu"
-    assert found["torch_version"] == torch.__version__
+    # The installed distribution's version: PyPI's CUDA wheels say 2.13.0 there and 2.13.0+cu130 in torch.__version__.
+    assert found["torch_version"] == version("torch")
+    assert found["torch_version"].split("+")[0] == torch.__version__.split("+")[0]  # the torch this process runs
     assert (found["diffusers_version"], found["transformers_version"]) == (
         diffusers.__version__,
         transformers.__version__,
