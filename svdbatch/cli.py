@@ -24,6 +24,11 @@ TAKE_OVER_HELP = (
     "Take the output's lease from the run that holds it, even if its lease has not expired: only when that run is "
     "dead (a live one stops when it notices). Without it a second run on the same output refuses."
 )
+LEASE_WAIT_HELP = (
+    "Seconds to wait for the output's lease while a run on another machine (or one that cannot be checked) holds "
+    "it, so that an automatic retry outlives a dead predecessor's lease (default: lease.ttl_s + 30, i.e. 90). A "
+    "holder that died on this machine is replaced at once; one alive here, or still renewing after the wait, refuses."
+)
 PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
 SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
 TRY_HELP = (
@@ -54,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", help="Job spec YAML.")
     run.add_argument("--prune", action="store_true", help=PRUNE_HELP)
     run.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
+    run.add_argument("--lease-wait", type=float, metavar="SECONDS", help=LEASE_WAIT_HELP)
     run.epilog, run.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
     demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
@@ -100,12 +106,16 @@ def _checked_spec(job: Path, args: argparse.Namespace) -> JobSpec:
 
 
 def _run(job: Path, args: argparse.Namespace) -> int:
+    take_over = getattr(args, "take_over", False)  # demo has no --take-over nor --lease-wait
+    lease_wait = getattr(args, "lease_wait", None)
+    if lease_wait is not None and lease_wait < 0:
+        raise SpecError(f"--lease-wait {lease_wait:g}: must be 0 or more seconds")
     spec = _checked_spec(job, args)
-    take_over = getattr(args, "take_over", False)  # demo has no --take-over
     with stopping.handled():
         from svdbatch.ray.driver import run
 
-        summary = run(spec, verbose=args.verbose, progress=not args.quiet, cli=True, take_over=take_over)
+        show = {"verbose": args.verbose, "progress": not args.quiet, "cli": True}
+        summary = run(spec, **show, take_over=take_over, lease_wait_s=lease_wait)
     print(summary.line())
     print(f"videos:   {spec.output.url.rstrip('/')}/videos/")
     print(f"metadata: {spec.output.url.rstrip('/')}/metadata/")

@@ -392,7 +392,7 @@ class LeaseSpec(_Strict):
         ge=1.0,
         le=3600.0,
         description="Seconds a run's lease lasts unless renewed (it is renewed every quarter of this): how long a "
-        "run that died blocks the next one, which otherwise refuses (or `svdbatch run --take-over`).",
+        "run that died on another machine blocks the next one, which waits for it (`svdbatch run --lease-wait`).",
     )
 
 

@@ -2,8 +2,10 @@
 
 Two runs on one output at once would render everything twice (the table stays consistent; the bill doubles). So a
 run takes the output's lease before it touches the output, renews it on a thread while it runs, and releases it when
-it ends. Another run refuses, naming the holder, until the lease expires (its holder died without releasing it) or
-the user takes it over.
+it ends. A run that finds the lease held: takes it at once when the holder died on this machine (its process is
+gone), refuses naming the holder when the holder runs on this machine, and waits, up to a bound, for a holder
+elsewhere (or one that cannot be checked), whose lease expires by itself within one TTL of its last renewal if it
+is dead. The user can also take it over.
 
 Each holder writes one record, a generation: ``_job/lease/{generation:012d}.json``; the current lease is the
 highest generation. Acquiring and taking over are both *creating the next generation* with an exclusive create (a
@@ -18,27 +20,32 @@ Free of Ray and torch: plain fsspec through storage.py.
 from __future__ import annotations
 
 import _thread
+import enum
 import json
 import os
 import re
-import socket
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from svdbatch import storage
+from svdbatch import processes, storage
 from svdbatch.errors import JobError
 
 FOLDER = "_job/lease"
 RENEWALS_PER_TTL = 4  # a holder renews every ttl/4: it loses the lease only after three renewals in a row failed
 ATTEMPTS = 8  # generations tried while other runs keep winning them
+POLL_S = 1.0  # how often a waiting run reads the lease again
+# A dead holder's lease expires at most one TTL after its last renewal, so a run (an automatic retry) that waits one
+# TTL (its own spec's, normally the holder's too) sees any dead holder's lease expire; the margin covers the store's
+# latency and clock skew between machines.
+WAIT_MARGIN_S = 30.0
 GENERATION = re.compile(r"^(\d{12})\.json$")
 
 
@@ -53,16 +60,38 @@ class LeaseLost(JobError):
 @dataclass(frozen=True)
 class Holder:
     """The record a lease generation holds. ``expires`` is seconds since the epoch on the holder's clock; 0 once
-    released."""
+    released. ``boot_id``, ``pid_namespace`` and ``pid_started`` (processes.py) tell whether the holder's process
+    still runs, from its own machine; records written before they existed lack them (empty: cannot be told)."""
 
     host: str
     pid: int
     run_id: str
     started: float
     expires: float
+    boot_id: str = ""
+    pid_namespace: str = ""
+    pid_started: int = 0
 
     def describe(self) -> str:
         return f"run {self.run_id} on {self.host} (pid {self.pid}, started {utc(self.started)})"
+
+
+class Standing(enum.Enum):
+    """What a lease's current holder means for a run that wants it."""
+
+    EXPIRED = "expired"  # released, or not renewed in time: take it
+    GONE = "gone"  # its process, on this machine, has ended: take it at once
+    RUNNING = "running"  # its process runs on this machine (and renews the lease): refuse
+    ELSEWHERE = "elsewhere"  # another machine's, or cannot be checked: wait for it to expire, up to a bound
+
+
+def standing(holder: Holder, now: float) -> Standing:
+    """Judge the current holder from this process's machine (processes.py) and clock."""
+    if now >= holder.expires:
+        return Standing.EXPIRED
+    if not processes.same_machine((holder.host, holder.boot_id, holder.pid_namespace)):
+        return Standing.ELSEWHERE
+    return Standing.GONE if processes.gone(holder.pid, holder.pid_started) else Standing.RUNNING
 
 
 def utc(moment: float) -> str:
@@ -161,29 +190,62 @@ class Lease:
             )
 
 
-def acquire(output: str, options: dict[str, Any], run_id: str, ttl_s: float, take_over: bool = False) -> Lease:
-    """Take the output's lease for ``run_id``; raises LeaseHeld, naming the holder, while another run holds it and
-    its lease has not expired, unless ``take_over``."""
+def acquire(
+    output: str, options: dict[str, Any], run_id: str, ttl_s: float, take_over: bool = False, wait_s: float = 0.0
+) -> Lease:
+    """Take the output's lease for ``run_id``, unless another run holds it (``standing``): one whose process ended on
+    this machine is replaced at once; one running on this machine, or one elsewhere still renewing after ``wait_s``
+    seconds, makes it raise LeaseHeld naming the holder. ``take_over`` takes it from any holder. Waiting and
+    replacing each say so in one line on stderr."""
     fs, folder = lease_folder(output, options)
     started = time.time()
+    deadline = time.monotonic() + wait_s
     for _ in range(ATTEMPTS):
-        latest = current(fs, folder)
-        generation = 1
-        if latest is not None:
-            generation = latest[0] + 1
+        latest, judged, waited = _judged(fs, folder, output, take_over, deadline, wait_s)
+        if judged in (Standing.RUNNING, Standing.ELSEWHERE):
             holder = latest[1]
-            if not take_over and time.time() < holder.expires:
-                raise LeaseHeld(
-                    f"output {output} is in use by {holder.describe()}; its lease runs until {utc(holder.expires)} "
-                    "and is renewed while it lives: wait for it to end, or pass --take-over if it is dead"
-                )
-        mine = Holder(socket.gethostname(), os.getpid(), run_id, started, time.time() + ttl_s)
+            after = f" (still renewed after waiting {wait_s:g} s, --lease-wait)" if waited else ""
+            raise LeaseHeld(
+                f"output {output} is in use by {holder.describe()}; its lease runs until {utc(holder.expires)} "
+                f"and is renewed while it lives{after}: wait for it to end, or pass --take-over if it is dead"
+            )
+        generation = 1 if latest is None else latest[0] + 1
+        host, boot_id, namespace = processes.machine()
+        pid = os.getpid()
+        mine = Holder(host, pid, run_id, started, time.time() + ttl_s, boot_id, namespace, processes.start_ticks(pid))
         if create(fs, f"{folder}/{name(generation)}", mine):
             for older in generations(fs, folder):
                 if older < generation:
                     remove(fs, f"{folder}/{name(older)}")
+            if judged is Standing.GONE:
+                _say(f"output {output}: took the lease of {latest[1].describe()}, whose process has ended")
             return Lease(output, options, generation, mine, ttl_s)
     raise JobError(f"output {output}: could not take its lease in {ATTEMPTS} tries; other runs keep taking it")
+
+
+def _judged(
+    fs: fsspec.AbstractFileSystem, folder: str, output: str, take_over: bool, deadline: float, wait_s: float
+) -> tuple[tuple[int, Holder] | None, Standing, bool]:
+    """The current generation and its standing, once it is no longer a holder elsewhere or the deadline passed;
+    and whether this waited (saying so once)."""
+    waited = False
+    while True:
+        latest = current(fs, folder)
+        judged = Standing.EXPIRED if latest is None or take_over else standing(latest[1], time.time())
+        if judged is not Standing.ELSEWHERE or time.monotonic() >= deadline:
+            return latest, judged, waited
+        if not waited:
+            waited = True
+            _say(
+                f"output {output} is held by {latest[1].describe()} until {utc(latest[1].expires)}, on another "
+                f"machine or a process that cannot be checked from here: waiting up to {wait_s:g} s for its lease "
+                "to expire (--lease-wait)"
+            )
+        time.sleep(max(0.0, min(POLL_S, deadline - time.monotonic())))
+
+
+def _say(line: str) -> None:
+    print(f"svdbatch: {line}", file=sys.stderr, flush=True)
 
 
 def lease_folder(output: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -224,7 +286,9 @@ def current(fs: fsspec.AbstractFileSystem, folder: str) -> tuple[int, Holder] | 
 
 
 def read(fs: fsspec.AbstractFileSystem, path: str) -> Holder:
-    return Holder(**json.loads(storage.retrying(lambda: fs.cat_file(path))))
+    """A record, of this version or any other: fields this version does not know are left out."""
+    record = json.loads(storage.retrying(lambda: fs.cat_file(path)))
+    return Holder(**{field.name: record[field.name] for field in fields(Holder) if field.name in record})
 
 
 def create(fs: fsspec.AbstractFileSystem, path: str, holder: Holder) -> bool:

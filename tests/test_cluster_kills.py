@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 from helpers import make_spec, numbered_manifest, shard_samples, write_images
 
+from svdbatch import lease
 from svdbatch.commit import COMMITS
 
 
@@ -41,9 +42,14 @@ def test_killed_driver_then_rerun_renders_only_what_is_missing(tmp_path):
     committed = pq.read_table(commits).num_rows
     assert 0 < committed < 30
 
-    # The killed driver's lease is live until it expires (lease.ttl_s): the rerun takes it over, as its refusal says.
-    rerun = subprocess.run([*command, "--take-over"], env=_driver_env(), capture_output=True, text=True, timeout=600)
+    # The killed driver's lease is live until it expires (lease.ttl_s), but its process on this machine is gone: the
+    # rerun, at once and without --take-over, takes the lease and resumes.
+    _, killed = lease.current(*lease.lease_folder(str(tmp_path / "out"), {}))
+    rerun = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"took the lease of run {killed.run_id} on {killed.host} (pid {driver.pid}," in rerun.stderr
+    _, rerun_holder = lease.current(*lease.lease_folder(str(tmp_path / "out"), {}))
+    assert rerun_holder.started < killed.expires  # taken before the killed driver's lease would have expired
     assert f"{30 - committed} ok, 0 failed, {committed} already done" in rerun.stdout
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()
     assert len({(row["key"], row["variant"]) for row in rows}) == len(rows) == 30

@@ -1,5 +1,6 @@
 """One live run per output, with real `svdbatch run` processes on one output: a second run refuses naming the holder,
---take-over stops the holder, and a SIGKILLed holder's lease is taken by the next run once it expired."""
+--take-over stops the holder, a SIGKILLed holder's lease is taken by the next run on this machine at once, and a
+holder on another machine that keeps renewing is waited for (--lease-wait), then refused."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -46,7 +48,7 @@ def _holder(output: Path) -> tuple[int, lease.Holder] | None:
     return lease.current(*lease.lease_folder(str(output), {}))
 
 
-def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holder_expires(tmp_path):
+def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holders_rerun_takes_it_at_once(tmp_path):
     images = write_images(tmp_path / "images", 4)
     output = tmp_path / "out"
     spec = make_spec(numbered_manifest(tmp_path, images, ITEMS), output, lease={"ttl_s": TTL_S})
@@ -82,14 +84,15 @@ def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holder_exp
         assert taker.poll() is None
         os.killpg(taker.pid, signal.SIGKILL)  # the driver and the local Ray cluster it may have started
         taker.communicate()
-        assert _holder(output)[1].expires > time.time()  # a dead holder's lease is still live ...
-        time.sleep(max(0.0, _holder(output)[1].expires - time.time()) + 0.5)  # ... until it expires
-
-        # The next run takes it; a few rows keep it cheap (rows that left the manifest are kept, not pruned).
+        # The dead holder's lease is still live, but its process on this machine is gone: the next run takes it at
+        # once. A few rows keep it cheap (rows that left the manifest are kept, not pruned).
+        assert _holder(output)[1].expires > time.time() + 1
         small = write_manifest(tmp_path / "small.parquet", {"key": KEEP, "image": images[: len(KEEP)]})
         job.write_text(yaml.safe_dump({**spec.model_dump(mode="json"), "manifest": {"path": str(small)}}))
         rerun = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=600)
         assert rerun.returncode == 0, rerun.stderr[-2000:]
+        took = f"svdbatch: output {output}: took the lease of run {taker_holder.run_id} on {taker_holder.host}"
+        assert rerun.stderr.startswith(took) and "whose process has ended" in rerun.stderr, rerun.stderr[-2000:]
         generation, released = _holder(output)
         assert generation == 3 and released.expires == 0.0 and released.run_id != taker_holder.run_id
         assert json.loads((output / "_job" / "summary.json").read_text())["run_id"] == released.run_id
@@ -102,3 +105,31 @@ def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holder_exp
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_live_holder_on_another_machine_is_waited_for_then_refused_in_one_line(tmp_path):
+    """The holder renews from "another machine" (this test process, under another host name): the run waits
+    --lease-wait seconds, saying so, and refuses; it never starts Ray."""
+    images = write_images(tmp_path / "images", 1)
+    output = tmp_path / "out"
+    spec = make_spec(write_manifest(tmp_path / "m.parquet", {"key": ["k"], "image": images}), output)
+    job = tmp_path / "job.yaml"
+    job.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    holder = lease.acquire(str(output), {}, "run-far", ttl_s=1.0)
+    holder.holder = replace(holder.holder, host="node-elsewhere")
+    holder.renew()
+    holder.keep(on_lost=lambda error: None)
+    try:
+        command = [sys.executable, "-m", "svdbatch", "run", str(job), "--quiet", "--lease-wait", "3"]
+        began = time.monotonic()
+        refused = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=120)
+        assert time.monotonic() - began < 30
+    finally:
+        holder.release()
+    assert refused.returncode == 1
+    waiting, error = refused.stderr.strip().splitlines()
+    assert waiting.startswith(f"svdbatch: output {output} is held by run run-far on node-elsewhere (pid {os.getpid()}")
+    assert waiting.endswith("waiting up to 3 s for its lease to expire (--lease-wait)")
+    assert error.startswith(f"svdbatch: error: output {output} is in use by run run-far on node-elsewhere")
+    assert "still renewed after waiting 3 s, --lease-wait" in error
+    assert not (output / "metadata").exists()

@@ -71,20 +71,28 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanRepor
 
 
 def run(
-    spec: JobSpec, *, verbose: bool = False, progress: bool = True, cli: bool = False, take_over: bool = False
+    spec: JobSpec,
+    *,
+    verbose: bool = False,
+    progress: bool = True,
+    cli: bool = False,
+    take_over: bool = False,
+    lease_wait_s: float | None = None,
 ) -> RunSummary:
     """Run one job to completion and return its summary; raises JobError with one line on fatal problems.
 
     ``cli``: this process is the svdbatch command, so its stderr is the user's terminal or log and Ray's native
     notices are filtered out of it (``console.filter_native_notices``) unless ``verbose``.
 
-    The run holds the output's lease (lease.py) from before Ray starts until it ends, however it ends; another live
-    holder makes it refuse in one line, unless ``take_over``.
+    The run holds the output's lease (lease.py) from before Ray starts until it ends, however it ends. A holder
+    elsewhere is waited for up to ``lease_wait_s`` (None: one TTL plus lease.WAIT_MARGIN_S); a live holder makes it
+    refuse in one line, unless ``take_over``.
     """
     started = time.time()
     info, identity = preflight(spec)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
-    held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over)
+    wait_s = spec.lease.ttl_s + lease.WAIT_MARGIN_S if lease_wait_s is None else lease_wait_s
+    held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over, wait_s)
     held.keep()
     committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     try:
