@@ -35,6 +35,10 @@ TRY_HELP = (
     "An alternative to compare with the job's settings, one setting per value, e.g. render.num_inference_steps=25,4 "
     "or model.step_cache.enabled=true; repeatable; space-separated pairs in one --try are combined."
 )
+STAGE_HELP = (
+    "Copy exactly the files the pipeline loads (the variant's safetensors, every config) to URL, verified by sha256; "
+    "a rerun copies only what is missing or changed. Jobs then use model.source: URL."
+)
 EXIT_CODES = """exit status:
   0    every item rendered or was already done
   1    some items failed (error rows in the table), or a fatal problem stopped the job
@@ -93,6 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--set", action="append", default=[], metavar="storage_options.NAME=VALUE")
     report.add_argument("--verbose", action="store_true", help="Full tracebacks.")
     commands.add_parser("spec", help="Print the job spec reference.")
+    model = commands.add_parser("model", help="Model weights: stage them once in object storage.")
+    stage = model.add_subparsers(dest="model_command", required=True).add_parser("stage", help=STAGE_HELP)
+    stage.add_argument("source", help="Hub id (org/name), local pipeline folder, URL of one, or svdbatch:tiny.")
+    stage.add_argument("url", help="Where to stage it: an fsspec URL (s3://, gs://, az://) or a folder.")
+    stage.add_argument("--variant", help="Weight variant the jobs load (model.variant), e.g. fp16 for SVD-XT.")
+    stage.add_argument("--set", action="append", default=[], metavar="storage_options.NAME=VALUE")
+    stage.add_argument("--verbose", action="store_true", help="Full tracebacks.")
     return parser
 
 
@@ -196,6 +207,26 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_stage(args: argparse.Namespace) -> int:
+    from svdbatch.config import parse_overrides
+    from svdbatch.stage import STAGE_RECORD, stage
+
+    options = parse_overrides(args.set).get("storage_options", {})
+    try:
+        done = stage(args.source, args.url, args.variant, options, say=lambda line: print(line, flush=True))
+    except (ValueError, OSError) as error:
+        raise JobError(f"model stage: {type(error).__name__}: {error}") from error
+    size = done.record["bytes"] / 1e9
+    print(
+        f"staged {len(done.record['files'])} files ({size:.2f} GB) to {done.url}: {len(done.copied)} copied, "
+        f"{len(done.skipped)} already there"
+    )
+    print(f"record: {done.url}/{STAGE_RECORD}")
+    variant = f", model.variant: {args.variant}" if args.variant else ""
+    print(f"use: model.source: {done.url}{variant}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "spec":
@@ -212,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             return _manifest(args)
         if args.command == "report":
             return _report(args)
+        if args.command == "model":
+            return _model_stage(args)
         if args.command == "demo":
             from svdbatch.demo import prepare
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,8 @@ TINY_VERSION = "tiny-svd-v1"
 CONFIG_SUFFIXES = (".json", ".txt")
 COPY_THREADS = 8
 COPY_RECORD = "svdbatch-copy.json"
+STAGE_RECORD = "svdbatch-stage.json"  # written last by `svdbatch model stage`: files, sizes, sha256
+HASH_CHUNK = 8 << 20
 HUB_TIMEOUT_S = 10
 
 
@@ -191,6 +193,44 @@ def pick_weights(names: list[str], variant: str | None) -> list[str]:
     return chosen
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
+
+
+def pipeline_files(names: Iterable[str], index: dict[str, Any], variant: str | None) -> tuple[list[str], list[str]]:
+    """(configs, weights) that loading the pipeline reads, chosen from a folder's relative file names and its
+    model_index.json: the index, each component's .json/.txt files and its weights in ``variant`` (else the plain
+    ones, as diffusers falls back). Only safetensors load; a component with other weights only fails here.
+    """
+    names = list(names)
+    configs, weights = ["model_index.json"], []
+    components = [name for name, value in index.items() if isinstance(value, list) and value and value[0]]
+    for component in components:
+        inside = {path.split("/", 1)[1]: path for path in names if path.startswith(f"{component}/")}
+        configs += [path for name, path in inside.items() if name.endswith(CONFIG_SUFFIXES)]
+        chosen = pick_weights(list(inside), variant)
+        found = sorted(name for name in inside if name.endswith(WEIGHT_SUFFIXES))
+        if found and not chosen:
+            wanted = f"'{variant}' or plain" if variant else "plain"
+            raise ModelError(
+                f"{component}/: no {wanted} .safetensors weights (found {', '.join(found[:3])}); svdbatch loads "
+                "safetensors only: check model.variant"
+            )
+        weights += [inside[name] for name in chosen]
+    return configs, weights
+
+
+def sha256_stream(handle) -> str:
+    digest = hashlib.sha256()
+    while chunk := handle.read(HASH_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return sha256_stream(handle)
+
+
 def _hash_files(digest, files: dict[str, dict[str, Any]]) -> None:
     """Add listed files to an identity: each one's path, version (ETag / version id, or size + mtime) and size."""
     for path in sorted(files):
@@ -210,33 +250,32 @@ class ModelFiles:
         return sum(len(data) for data in self.configs.values()) + sum(info["size"] for info in self.weights.values())
 
 
-def model_files(fs, root: str, variant: str | None) -> ModelFiles:
+def model_files(fs, root: str, variant: str | None, label: str | None = None) -> ModelFiles:
     """From ONE listing: model_index.json, the configs and the variant's weight files of each component it names.
 
     Other files (other variants, single-file checkpoints, stray folders) are neither copied nor part of the
     identity. A component without files of the requested variant uses its plain weights, as diffusers does.
     The identity hashes the configs' content and each weight file's version (ETag / version id, or size + mtime).
+    Errors start with ``label`` (default: the folder).
     """
     root = root.rstrip("/")
+    label = label or root
     fs.invalidate_cache(root)  # a listing cached by this process would hide new weights
     found = storage.retrying(lambda: fs.find(root, detail=True))
     listing = {posixpath.relpath(path, root): info for path, info in found.items() if info.get("type") != "directory"}
     if "model_index.json" not in listing:
-        raise ModelError(f"{root}: not a diffusers pipeline folder (no model_index.json)")
+        raise ModelError(f"{label}: not a diffusers pipeline folder (no model_index.json there)")
 
     def read(relative: str) -> bytes:
         return storage.retrying(lambda: fs.cat_file(f"{root}/{relative}"))
 
-    configs = {"model_index.json": read("model_index.json")}
-    weights: dict[str, dict[str, Any]] = {}
-    index = json.loads(configs["model_index.json"])
-    components = [name for name, value in index.items() if isinstance(value, list) and value and value[0]]
-    for component in components:
-        inside = {path.split("/", 1)[1]: path for path in listing if path.startswith(f"{component}/")}
-        for name, path in inside.items():
-            if name.endswith(CONFIG_SUFFIXES):
-                configs[path] = read(path)
-        weights.update({inside[name]: listing[inside[name]] for name in pick_weights(list(inside), variant)})
+    index = read("model_index.json")
+    try:
+        config_names, weight_names = pipeline_files(listing, json.loads(index), variant)
+    except ModelError as error:
+        raise ModelError(f"{label}: {error}") from error
+    configs = {"model_index.json": index, **{path: read(path) for path in config_names if path != "model_index.json"}}
+    weights = {path: listing[path] for path in weight_names}
     digest = hashlib.sha256()
     for path in sorted(configs):
         digest.update(f"{path}\0sha256={hashlib.sha256(configs[path]).hexdigest()}\n".encode())
@@ -252,11 +291,12 @@ def _remote_copy(source: str, options: dict[str, Any], variant: str | None) -> P
     """
     fs, root = storage.filesystem(source, options)
     root = root.rstrip("/")
-    files = model_files(fs, root, variant)
+    files = model_files(fs, root, variant, f"model.source {source}")
     digest = hashlib.sha256(f"{source.rstrip('/')}\0{files.identity}".encode()).hexdigest()[:16]
 
     def fill(folder: Path) -> None:
         started = time.perf_counter()
+        staged = _stage_record(fs, root)
         for relative, data in files.configs.items():
             (folder / relative).parent.mkdir(parents=True, exist_ok=True)
             (folder / relative).write_bytes(data)
@@ -266,17 +306,41 @@ def _remote_copy(source: str, options: dict[str, Any], variant: str | None) -> P
 
         with ThreadPoolExecutor(COPY_THREADS) as pool:
             list(pool.map(fetch, files.weights))
+        if staged is not None:
+            check_staged(folder, [*files.configs, *files.weights], staged, source)
         record = {
             "source": source,
             "identity": files.identity,
             "files": len(files.configs) + len(files.weights),
             "bytes": files.bytes,
             "seconds": round(time.perf_counter() - started, 3),
+            "verified": STAGE_RECORD if staged is not None else None,
             "copied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (folder / COPY_RECORD).write_text(json.dumps(record))
 
     return _publish(cache_root() / "models" / f"remote-{digest}", fill)
+
+
+def _stage_record(fs, root: str) -> dict[str, Any] | None:
+    """The record ``svdbatch model stage`` wrote at ``root``, or None where the model was not staged."""
+    try:
+        return json.loads(storage.retrying(lambda: fs.cat_file(f"{root}/{STAGE_RECORD}")))
+    except FileNotFoundError:
+        return None
+
+
+def check_staged(folder: Path, names: list[str], staged: dict[str, Any], source: str) -> None:
+    """The node copy holds exactly what was staged: every file listed in the stage record, with its sha256."""
+    for name in names:
+        entry = staged["files"].get(name)
+        if entry is None:
+            raise ModelError(
+                f"model.source {source}: {name} is not in {STAGE_RECORD} (staged with variant "
+                f"{staged.get('variant')}); set model.variant to that or stage again"
+            )
+        if sha256_file(folder / name) != entry["sha256"]:
+            raise ModelError(f"model.source {source}: {name} differs from {STAGE_RECORD} (sha256); stage it again")
 
 
 def copy_record(path: str) -> dict[str, Any] | None:
@@ -295,6 +359,19 @@ def _local_folder(spec: ModelSpec) -> Path:
     if not (local / "model_index.json").exists():
         raise ModelError(f"model.source {spec.source}: not a diffusers pipeline folder (no model_index.json)")
     return local
+
+
+def is_hub_id(source: str) -> bool:
+    """Neither the tiny model, an object-store URL nor a local path: ``org/name`` on the Hugging Face Hub."""
+    return source != TINY_MODEL and not _is_remote(source) and not (_looks_local(source) or Path(source).exists())
+
+
+def hub_cache() -> str | None:
+    """Where Hub downloads go: ``HF_HUB_CACHE``/``HF_HOME`` when set, else inside the node cache, so they land on the
+    volume that outlives pods (not in a container's writable layer)."""
+    if os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME"):
+        return None
+    return str(cache_root() / "huggingface" / "hub")
 
 
 def _looks_local(source: str) -> bool:
@@ -330,13 +407,10 @@ def _source_identity(spec: ModelSpec, options: dict[str, Any] | None) -> str:
         return TINY_VERSION
     if _is_remote(spec.source):
         fs, root = storage.filesystem(spec.source, options)
-        try:
-            return model_files(fs, root, spec.variant).identity
-        except ModelError as error:
-            raise ModelError(f"model.source {spec.source}: no model_index.json there") from error
+        return model_files(fs, root, spec.variant, f"model.source {spec.source}").identity
     if _looks_local(spec.source) or Path(spec.source).exists():
         fs, root = storage.filesystem(str(_local_folder(spec)))
-        return model_files(fs, root, spec.variant).identity
+        return model_files(fs, root, spec.variant, f"model.source {spec.source}").identity
     return _hub_identity(spec.source)
 
 
@@ -346,7 +420,7 @@ def _hub_identity(repo: str) -> str:
     try:
         return f"hub:{repo}@{HfApi().model_info(repo, timeout=HUB_TIMEOUT_S).sha}"
     except Exception:  # noqa: BLE001 - offline or unreachable: fall back to what this machine has cached
-        cached = try_to_load_from_cache(repo, "model_index.json")
+        cached = try_to_load_from_cache(repo, "model_index.json", cache_dir=hub_cache())
     if isinstance(cached, str) and "/snapshots/" in cached:
         return f"hub:{repo}@{cached.split('/snapshots/')[1].split('/')[0]}"
     return f"hub:{repo}"
@@ -429,9 +503,10 @@ def _hub_download(repo: str, inside: str) -> str:
 
     try:
         if inside.endswith(".safetensors"):
-            return hf_hub_download(repo, inside)
+            return hf_hub_download(repo, inside, cache_dir=hub_cache())
         prefix = f"{inside}/" if inside else ""
-        return str(Path(snapshot_download(repo, allow_patterns=[f"{prefix}*.safetensors"])) / inside)
+        patterns = [f"{prefix}*.safetensors"]
+        return str(Path(snapshot_download(repo, allow_patterns=patterns, cache_dir=hub_cache())) / inside)
     except Exception as error:  # noqa: BLE001 - any hub failure is fatal and reported the same way
         raise ModelError(f"model.unet {repo}/{inside}: cannot download ({type(error).__name__}: {error})") from error
 
@@ -506,7 +581,7 @@ def load_pipeline(spec: ModelSpec, device: str, path: str, unet: str | None = No
     dtype = pick_dtype(spec, device)
     try:
         pipe = StableVideoDiffusionPipeline.from_pretrained(
-            path, torch_dtype=dtype, variant=spec.variant, use_safetensors=True
+            path, torch_dtype=dtype, variant=spec.variant, use_safetensors=True, cache_dir=hub_cache()
         )
     except Exception as error:  # noqa: BLE001 - every load failure is fatal and reported the same way
         raise ModelError(f"model.source {spec.source}: cannot load ({type(error).__name__}: {error})") from error
