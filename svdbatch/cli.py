@@ -31,6 +31,10 @@ LEASE_WAIT_HELP = (
 )
 PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
 SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
+JOB_HELP = (
+    "Job spec YAML: a path or a URL (s3://, gs://, az://, file://; credentials from the environment or --set "
+    "storage_options.NAME=VALUE). Relative paths in it resolve against its folder."
+)
 TRY_HELP = (
     "An alternative to compare with the job's settings, one setting per value, e.g. render.num_inference_steps=25,4 "
     "or model.step_cache.enabled=true; repeatable; space-separated pairs in one --try are combined."
@@ -60,16 +64,21 @@ def _parser() -> argparse.ArgumentParser:
         return command
 
     run = add("run", "Render every item of a job spec.")
-    run.add_argument("job", help="Job spec YAML.")
+    run.add_argument("job", help=JOB_HELP)
     run.add_argument("--prune", action="store_true", help=PRUNE_HELP)
     run.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
     run.add_argument("--lease-wait", type=float, metavar="SECONDS", help=LEASE_WAIT_HELP)
     run.epilog, run.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
-    demo.add_argument("--dir", default="demo-output", help="Folder for the demo's inputs and outputs.")
+    demo.add_argument(
+        "--dir",
+        default="demo-output",
+        help="Folder for the demo's inputs and outputs; under `ray job submit --working-dir`, a durable path outside "
+        "Ray's temporary copy of the working dir (required there).",
+    )
     demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
-    plan.add_argument("job", help="Job spec YAML.")
+    plan.add_argument("job", help=JOB_HELP)
     plan.add_argument("--prune", action="store_true", help=PLAN_PRUNE_HELP)
     plan.add_argument(
         "--gpus", type=int, help=f"Cluster GPUs, for the wall-time estimate (not given: {DEFAULT_GPUS}, assumed)."
@@ -82,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
     plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
     tune = add("tune", "Render a fixed sample of the job under its settings and alternatives; compare cost and frames.")
-    tune.add_argument("job", help="Job spec YAML.")
+    tune.add_argument("job", help=JOB_HELP)
     tune.add_argument("--sample", type=int, default=8, help="Manifest rows to render (the same ones every time).")
     tune.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=V1,V2", help=TRY_HELP)
     tune.add_argument("--dir", help="Folder or URL for tune's runs and page (default: OUTPUT/_tune/TIMESTAMP).")
@@ -107,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _checked_spec(job: Path, args: argparse.Namespace) -> JobSpec:
+def _checked_spec(job: str, args: argparse.Namespace) -> JobSpec:
     """The job spec validated and its manifest found before torch or Ray load: a mistake answers in a moment."""
     spec = load_spec(job, _overrides(args))
     from svdbatch.manifest import find_files  # pyarrow: not needed to answer a spec error
@@ -116,7 +125,7 @@ def _checked_spec(job: Path, args: argparse.Namespace) -> JobSpec:
     return spec
 
 
-def _run(job: Path, args: argparse.Namespace) -> int:
+def _run(job: str, args: argparse.Namespace) -> int:
     take_over = getattr(args, "take_over", False)  # demo has no --take-over nor --lease-wait
     lease_wait = getattr(args, "lease_wait", None)
     if lease_wait is not None and lease_wait < 0:
@@ -143,7 +152,7 @@ def _plan(args: argparse.Namespace) -> int:
         raise SpecError(f"--tflops {args.tflops:g}: must be positive")
     if args.gpus is not None and args.gpus < 1:
         raise SpecError(f"--gpus {args.gpus}: must be at least 1")
-    spec = _checked_spec(Path(args.job), args)
+    spec = _checked_spec(args.job, args)
     report = make_plan(
         spec,
         args.gpu,
@@ -163,12 +172,12 @@ def _tune(args: argparse.Namespace) -> int:
         raise SpecError(f"--sample {args.sample}: must be at least 1")
     if not args.tries:
         raise SpecError("tune: give at least one --try KEY=V1,V2 to compare with the job's settings")
-    _checked_spec(Path(args.job), args)
+    _checked_spec(args.job, args)
     with stopping.handled():
         from svdbatch.tune import tune
 
         show = {"verbose": args.verbose, "progress": not args.quiet, "cli": True}
-        lines, page = tune(Path(args.job), args.set, args.tries, args.sample, args.dir, **show)
+        lines, page = tune(args.job, args.set, args.tries, args.sample, args.dir, **show)
     print("\n".join(lines))
     print(f"page: {page}")
     return 0
@@ -228,6 +237,17 @@ def _model_stage(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command's exit status; a reader that closes the pipe early (`svdbatch spec | head`) ends it quietly."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit fails no more
+        return EXIT_FAILED
+    return code
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "spec":
         print("\n".join(reference()))
@@ -246,12 +266,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "model":
             return _model_stage(args)
         if args.command == "demo":
-            from svdbatch.demo import prepare
+            from svdbatch.demo import check_durable, prepare
 
+            check_durable(Path(args.dir), Path.cwd())
             job = prepare(Path(args.dir).resolve(), args.images)
             print(f"demo job spec: {job}")
-            return _run(job, args)
-        return _run(Path(args.job), args)
+            return _run(str(job), args)
+        return _run(args.job, args)
     except UserError as error:
         if args.verbose:
             traceback.print_exc()

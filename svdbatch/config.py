@@ -2,16 +2,22 @@
 
 Every model forbids unknown fields so a typo fails before any work instead of being silently ignored, and every
 field carries a description because ``svdbatch`` prints this tree as its reference documentation.
+
+A spec travels with its files: relative paths in it (manifest.path, output.url, and model.source / model.unet when
+they name a local folder or file) resolve against the spec file's folder, or the folder of the URL it was read from,
+never against the current directory. Image URIs inside the manifest are data and are not rewritten.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
+import posixpath
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from svdbatch.errors import UserError
 
@@ -34,9 +40,16 @@ class _Strict(BaseModel):
 
 
 class ManifestSpec(_Strict):
-    path: str = Field(description="Parquet manifest: a file, a directory of files or a glob; local path or fsspec URL.")
+    path: str = Field(
+        description="Parquet manifest: a file, a directory of files or a glob; fsspec URL or local path (a relative "
+        "one resolves against the spec file's folder)."
+    )
     key_column: str = Field(default="key", description="Column holding each row's unique, stable key.")
-    image_column: str = Field(default="image", description="Column holding each row's image URI (path or URL).")
+    image_column: str = Field(
+        default="image",
+        description="Column holding each row's image URI: an absolute path or URL (as `svdbatch manifest` writes); "
+        "the manifest's URIs are data, not resolved against the spec's folder.",
+    )
     version_column: str = Field(
         default="image_version",
         description="Optional column naming the version of each row's image (ETag, version id, hash); where it is "
@@ -65,7 +78,10 @@ class ShardSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    url: str = Field(description="Where videos (videos/) and the metadata table (metadata/) are written.")
+    url: str = Field(
+        description="Where videos (videos/) and the metadata table (metadata/) are written: fsspec URL or local path "
+        "(a relative one resolves against the spec file's folder)."
+    )
     prune: bool = Field(
         default=False,
         description="Delete the videos of keys no longer in the manifest and mark their rows 'removed' "
@@ -175,7 +191,8 @@ class ModelSpec(_Strict):
     source: str = Field(
         default=TINY_MODEL,
         description=f"Hub id, local diffusers directory or fsspec URL of one; '{TINY_MODEL}' is the embedded tiny "
-        "random-weight pipeline used for demos and tests.",
+        "random-weight pipeline used for demos and tests. A relative folder (starting ./ or ../, or one that exists "
+        "beside a local spec) resolves against the spec file's folder; any other org/name is a hub id.",
     )
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         default="auto", description="Weight and compute dtype; 'auto' is fp16 on CUDA and fp32 on CPU."
@@ -185,7 +202,8 @@ class ModelSpec(_Strict):
         default=None,
         description="UNet weights loaded over model.source's UNet (a fine-tune or a distilled UNet): a diffusers UNet "
         "folder or a single .safetensors file; local path, hub id (org/name, org/name/sub/folder or "
-        "org/name/file.safetensors) or fsspec URL, copied once per node. Part of the model identity.",
+        "org/name/file.safetensors) or fsspec URL, copied once per node; a relative path resolves like model.source. "
+        "Part of the model identity.",
     )
     scheduler: SchedulerSpec = Field(
         default_factory=SchedulerSpec, description="The sampler, by name, with settings (default: the model's own)."
@@ -411,6 +429,14 @@ class JobSpec(_Strict):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="Extra fsspec options (endpoint, region, ...) for every URL of the job."
     )
+    # Path fields as the spec file wrote them, where resolving against its folder changed them: errors show both.
+    _written: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def shown(self, field: str) -> str:
+        """A path field for an error line: ``as written (resolved: what it became)`` when it was resolved."""
+        value = lookup(self, field)
+        written = self._written.get(field)
+        return f"{written} (resolved: {value})" if written and written != value else str(value)
 
 
 def describe_error(error: ValidationError, prefix: str = "") -> str:
@@ -488,19 +514,115 @@ def build_spec(data: dict[str, Any], overrides: list[str] | None = None) -> JobS
         raise SpecError(describe_error(error)) from None
 
 
-def load_spec(path: str | Path, overrides: list[str] | None = None) -> JobSpec:
-    """Read a YAML job spec; relative local paths in it stay relative to the current directory."""
+# Binary files a spec is mistaken for, by their first bytes: named so the error says what was passed.
+MAGIC = {b"PAR1": "a Parquet file", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"PK\x03\x04": "a zip"}
+LOCAL_PATHS = ("manifest.path", "output.url")  # always paths: a relative one is the spec folder's
+MODEL_PATHS = ("model.source", "model.unet")  # a path or a hub id: resolved when it is clearly a path
+
+
+def is_url(source: str) -> bool:
+    """An fsspec URL other than file://, read through storage.py."""
+    head, sep, _ = source.partition("://")
+    return bool(sep) and head.lower() != "file"
+
+
+def _relative(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "://" not in value and not value.startswith(("/", "~"))
+
+
+def _join(folder: str, relative: str) -> str:
+    if is_url(folder):
+        head, _, path = folder.partition("://")
+        return f"{head}://{posixpath.normpath(posixpath.join(path, relative))}"
+    return os.path.normpath(os.path.join(folder, relative))
+
+
+def spec_folder(source: str) -> str:
+    """The folder relative paths of a spec resolve against: the spec file's (absolute), or its URL's."""
+    if is_url(source):
+        return source.rsplit("/", 1)[0]
+    return str(Path(source.removeprefix("file://")).resolve().parent)
+
+
+def resolve_paths(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The spec's relative paths joined to the folder of ``source`` (the spec's file or URL), and the fields it
+    changed as they were written. model.source / model.unet are paths only when they start ./ or ../ or, for a
+    local spec, exist beside it; otherwise they stay hub ids."""
+    folder = spec_folder(source)
+    resolved, written = dict(data), {}
+    for field in (*LOCAL_PATHS, *MODEL_PATHS):
+        section, name = field.split(".")
+        values = resolved.get(section)
+        value = values.get(name) if isinstance(values, dict) else None
+        if not _relative(value) or value == TINY_MODEL:
+            continue
+        joined = _join(folder, value)
+        clearly_path = value.startswith(("./", "../")) or (not is_url(folder) and os.path.exists(joined))
+        if field in MODEL_PATHS and not clearly_path:
+            continue
+        resolved[section] = {**values, name: joined}
+        written[field] = value
+    return resolved, written
+
+
+def _read(source: str, options: dict[str, Any]) -> bytes:
+    """The spec file's bytes, local or from a URL (credentials from the environment, or ``--set
+    storage_options.*``); any failure is one line naming it."""
+    if not is_url(source):
+        try:
+            return Path(source.removeprefix("file://")).read_bytes()
+        except OSError as error:
+            raise SpecError(f"{source}: cannot read the job spec ({error.strerror})") from None
+    from svdbatch import storage  # fsspec: only for a spec given as a URL
+
     try:
-        text = Path(path).read_text()
-    except OSError as error:
-        raise SpecError(f"{path}: cannot read the job spec ({error.strerror})") from None
+        return storage.read_bytes(source, options)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - missing, denied, unreachable: all the same line
+        lines = str(error).strip().splitlines() or ["no message"]
+        raise SpecError(f"{source}: cannot read the job spec ({type(error).__name__}: {lines[0]})") from None
+
+
+def _parse(source: str, raw: bytes) -> dict[str, Any]:
+    kind = next((name for magic, name in MAGIC.items() if raw.startswith(magic)), None)
+    try:
+        text = None if kind or b"\0" in raw[:4096] else raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        raise SpecError(
+            f"{source} is not a job spec (YAML): it looks like {kind or 'a binary file'}; pass the spec, "
+            "e.g. svdbatch run job.yaml"
+        )
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as error:
-        raise SpecError(f"{path}: not valid YAML ({error})") from None
+        raise SpecError(f"{source}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(data, dict):
-        raise SpecError(f"{path}: a job spec is a mapping of sections (manifest, output, ...)")
-    return build_spec(data, overrides)
+        raise SpecError(
+            f"{source} is not a job spec: it holds a {type(data).__name__}, and a job spec is a mapping of sections "
+            "(manifest, output, ...); 'svdbatch spec' lists them"
+        )
+    return data
+
+
+def load_spec(source: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read a YAML job spec from a local path or a URL; its relative paths resolve against its folder, ``--set``
+    values (typed at the shell) are taken as given."""
+    source = str(source)
+    options = parse_overrides(overrides or []).get("storage_options") or {}
+    data, written = resolve_paths(_parse(source, _read(source, options)), source)
+    spec = build_spec(data, overrides)
+    spec._written = {field: value for field, value in written.items() if lookup(spec, field) == lookup(data, field)}
+    return spec
+
+
+def lookup(tree: Any, field: str) -> Any:
+    """A dotted field of a spec, or of the dict it is built from."""
+    for part in field.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else getattr(tree, part)
+    return tree
 
 
 def reference(model: type[BaseModel] = JobSpec, prefix: str = "") -> list[str]:

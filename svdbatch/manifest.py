@@ -27,8 +27,10 @@ class ManifestInfo:
     duplicate_keys: dict[str, int]
 
 
-def list_files(url: str, options: dict | None = None) -> list[str]:
-    """A file, every .parquet file under a directory, or a glob; as fsspec paths, sorted."""
+def list_files(url: str, options: dict | None = None, shown: str | None = None) -> list[str]:
+    """A file, every .parquet file under a directory, or a glob; as fsspec paths, sorted. Errors name ``shown``
+    (the path as the spec wrote it and as resolved: ``JobSpec.shown``), else ``url``."""
+    shown = shown or url
     fs, path = storage.filesystem(url, options)
     if any(char in path for char in "*?["):
         files = fs.glob(path)
@@ -37,10 +39,10 @@ def list_files(url: str, options: dict | None = None) -> list[str]:
     elif fs.exists(path):
         files = [path]
     else:
-        raise ManifestError(f"manifest.path {url}: not found")
+        raise ManifestError(f"manifest.path {shown}: not found")
     files = sorted(name for name in files if not fs.isdir(name))
     if not files:
-        raise ManifestError(f"manifest.path {url}: no Parquet files there")
+        raise ManifestError(f"manifest.path {shown}: no Parquet files there")
     return files
 
 
@@ -69,12 +71,13 @@ def find_files(spec: JobSpec) -> list[str]:
     """The manifest's files; any failure to list them is one ManifestError line. Cheap, so the CLI checks it before
     it loads torch or starts Ray."""
     try:
-        return storage.retrying(lambda: list_files(spec.manifest.path, spec.storage_options))
+        shown = spec.shown("manifest.path")
+        return storage.retrying(lambda: list_files(spec.manifest.path, spec.storage_options, shown))
     except (ManifestError, storage.StorageError):
         raise
     except Exception as error:  # noqa: BLE001 - credentials, network, permissions: all stop the job the same way
         raise ManifestError(
-            f"manifest.path {spec.manifest.path}: cannot list ({type(error).__name__}: {error})"
+            f"manifest.path {spec.shown('manifest.path')}: cannot list ({type(error).__name__}: {error})"
         ) from error
 
 
@@ -95,7 +98,7 @@ def inspect(spec: JobSpec) -> ManifestInfo:
         schema = schema or file_schema
         rows += metadata.num_rows
     if rows == 0:
-        raise ManifestError(f"manifest.path {spec.manifest.path}: the manifest has no rows")
+        raise ManifestError(f"manifest.path {spec.shown('manifest.path')}: the manifest has no rows")
     return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=_duplicate_keys(fs, files, spec))
 
 

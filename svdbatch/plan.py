@@ -54,7 +54,20 @@ def make_plan(
     info = manifest.inspect(spec)
     identity = model_identity(spec.model, spec.storage_options)
     start_ray(verbose, progress, cli)
-    report = driver.plan(spec, info, identity)
+    return add_estimate(driver.plan(spec, info, identity), spec, identity, gpu, measured_seconds, tflops, gpus)
+
+
+def add_estimate(
+    report: PlanReport,
+    spec: JobSpec,
+    identity: str,
+    gpu: str | None,
+    measured_seconds: float | None,
+    tflops: float | None,
+    gpus: int | None,
+) -> PlanReport:
+    """The estimate and its basis for the counted ``report``. With nothing to render the basis still says what a
+    video of the spec's own settings costs, from the output's measured timings when it has them."""
     assumed = []
     if gpu is None:
         gpu = DEFAULT_GPU
@@ -63,10 +76,13 @@ def make_plan(
         gpus = DEFAULT_GPUS
         assumed.append(f"--gpus {DEFAULT_GPUS}")
     tflops = tflops or GPU_TFLOPS[gpu]
-    learned = {} if measured_seconds else learned_seconds(spec, identity, gpu, report.shapes)
+    shapes = report.shapes or [{**spec.render.model_dump(), "items": 0}]
+    learned = {} if measured_seconds else learned_seconds(spec, identity, gpu, shapes)
     report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
     if learned:
-        report.basis = learned_basis(learned, report.shapes, report.basis)
+        report.basis = learned_basis(learned, shapes, report.basis)
+    if not report.shapes:
+        report.basis = report.basis.replace("basis: ", "basis (nothing to render; a video at the spec's settings): ", 1)
     per_video = [
         (learned[index].seconds,) * 2 if index in learned else _video_seconds(shape, spec, tflops, measured_seconds)
         for index, shape in enumerate(report.shapes)

@@ -18,16 +18,20 @@ import pyarrow.parquet as pq
 import yaml
 
 from svdbatch import storage
+from svdbatch.config import RenderParams
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 BATCH_ROWS = 50_000
 VERSION = "image_version"  # the default manifest.version_column
+SHOWN_KEYS = 10  # unmatched --params keys named in the error
 
 
 def _images(source: str, options: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
     """(key, uri, version) per image below source, in a stable order; the version comes from the listing itself."""
     fs, root = storage.filesystem(source, options)
     root = root.rstrip("/")
+    if not storage.retrying(lambda: fs.exists(root)):
+        raise ValueError(f"{source}: does not exist (no such folder or prefix)")
     for folder, _, files in fs.walk(root, detail=True):
         for name in sorted(files):
             if name.lower().endswith(IMAGE_EXTENSIONS):
@@ -46,13 +50,53 @@ def parse_constants(pairs: list[str]) -> dict[str, Any]:
     return constants
 
 
+def _kind(value: Any) -> str:
+    """A value's kind as the error says it; integers and numbers mix in one column (it becomes float)."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "text" if isinstance(value, str) else type(value).__name__
+
+
+def _spec_kinds() -> dict[str, str]:
+    """What the run expects in the columns it reads from a row: the render parameters, seed and variants."""
+    kinds = {"seed": "a number", "variants": "a number"}
+    for name, field in RenderParams.model_fields.items():
+        kinds[name] = "a number" if field.annotation in (int, float) else "text"
+    return kinds
+
+
+def _value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
 def read_params(url: str, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """A CSV whose ``key`` column holds relative paths; its other columns become per-row parameters."""
+    """A CSV whose ``key`` column holds relative paths; its other columns become per-row parameters. A value of the
+    wrong kind (for a render parameter, what the spec expects; else the column's first value's) is one error
+    naming the file, the line and the column."""
     text = storage.read_bytes(url, options).decode("utf-8")
-    rows = list(csv.DictReader(io.StringIO(text)))
-    if rows and "key" not in rows[0]:
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames and "key" not in reader.fieldnames:
         raise ValueError(f"{url}: the CSV needs a 'key' column (the image's path relative to the source)")
-    return {row.pop("key"): {name: yaml.safe_load(value) for name, value in row.items() if value != ""} for row in rows}
+    kinds, first = _spec_kinds(), {}
+    params = {}
+    for row in reader:
+        values = {}
+        for name, raw in row.items():
+            if name == "key" or raw in ("", None):
+                continue
+            value = _value(raw)
+            expected = kinds.get(name) or first.setdefault(name, (_kind(value), reader.line_num))[0]
+            if _kind(value) != expected:
+                since = f" (like line {first[name][1]})" if name in first else ""
+                raise ValueError(f"{url} line {reader.line_num}, column {name}: {raw!r} is not {expected}{since}")
+            values[name] = value
+        params[row["key"]] = values
+    return params
 
 
 def _schema(constants: dict[str, Any], params: dict[str, dict[str, Any]]) -> pa.Schema:
@@ -81,14 +125,23 @@ def build_manifest(
     schema = _schema(constants, params)
     buffer = io.BytesIO()
     count = 0
+    seen: set[str] = set()
     with pq.ParquetWriter(buffer, schema) as writer:
         batch: list[dict[str, Any]] = []
         for key, uri, version in _images(source, options):
+            seen.add(key)
             batch.append({"key": key, "image": uri, VERSION: version, **constants, **params.get(key, {})})
             if len(batch) >= BATCH_ROWS:
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 count, batch = count + len(batch), []
         writer.write_table(pa.Table.from_pylist(batch, schema=schema))
         count += len(batch)
+    unmatched = sorted(set(params) - seen)
+    if unmatched:
+        shown = ", ".join(unmatched[:SHOWN_KEYS]) + (", ..." if len(unmatched) > SHOWN_KEYS else "")
+        raise ValueError(
+            f"--params: {len(unmatched)} key(s) match no image under {source} (keys are image paths relative to "
+            f"it): {shown}"
+        )
     storage.write_bytes(destination, buffer.getvalue(), options)
     return count

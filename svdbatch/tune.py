@@ -95,7 +95,7 @@ def write_sample(spec: JobSpec, count: int, url: str) -> int:
     return rows.num_rows
 
 
-def setting_specs(job: Path, sets: list[str], settings: list[Setting], folder: str) -> list[JobSpec]:
+def setting_specs(job: str, sets: list[str], settings: list[Setting], folder: str) -> list[JobSpec]:
     """Each setting's job: the job spec with ``--set``, the setting's overrides, and tune's own scratch run."""
     specs = []
     for setting in settings:
@@ -293,7 +293,7 @@ document.querySelectorAll("video").forEach((video) => {{
 """
 
 
-def tune(job: Path, sets: list[str], tries: list[str], sample: int, folder: str | None, **show) -> tuple[list, str]:
+def tune(job: str, sets: list[str], tries: list[str], sample: int, folder: str | None, **show) -> tuple[list, str]:
     """Render the sample under every setting and compare; returns the table's lines and the page's URL.
 
     ``show``: verbose, progress and cli, passed to each ``ray.driver.run``. Every spec is checked before any work.

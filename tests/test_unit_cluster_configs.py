@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from svdbatch.config import load_spec
+from svdbatch.config import build_spec, load_spec, resolve_paths
 from svdbatch.demo import demo_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,14 +36,9 @@ def test_every_job_spec_validates(name):
 
 def test_demo_job_matches_what_the_demo_command_runs():
     committed = load_spec(ROOT / "jobs" / "demo.yaml").model_dump()
-    generated = load_spec_from(demo_spec(Path("demo-output")))
+    generated = build_spec(resolve_paths(demo_spec(), str(ROOT / "demo-output" / "job.yaml"))[0]).model_dump()
     assert committed == generated
-
-
-def load_spec_from(data: dict) -> dict:
-    from svdbatch.config import build_spec
-
-    return build_spec(data).model_dump()
+    assert committed["manifest"]["path"] == str(ROOT / "demo-output" / "manifest.parquet")
 
 
 def test_svd_xt_jobs_use_real_model_shapes():

@@ -76,3 +76,34 @@ def test_plan_learns_seconds_per_video_from_earlier_runs_and_tune(tmp_path):
     cached = spec.model_copy(update={"model": spec.model.model_copy(update={"compile_unet": True})})
     assert learned_seconds(cached, "svd-xt@abc", "H100", shapes) == {}  # other options
     assert warm_seconds([3.0]) == 3.0 and warm_seconds([9.0, 1.0, 2.0]) == 1.5
+
+
+def test_plan_with_nothing_to_render_bases_on_this_output_measured_timings(tmp_path):
+    """The tiny model's output measured 0.5 s per video; a plan with nothing left says so, not the built-in 4.04 s."""
+    from svdbatch.config import TINY_MODEL
+    from svdbatch.model import dtype_name, pick_dtype
+    from svdbatch.plan import add_estimate
+    from svdbatch.plan_report import PlanReport
+
+    render = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "max_guidance_scale": 3.0}
+    spec = build_spec({"manifest": {"path": "m"}, "output": {"url": str(tmp_path)}, "render": render})
+    row = {
+        **render,
+        "gpu_name": "cpu",
+        "model_identity": TINY_MODEL,
+        "model_dtype": dtype_name(pick_dtype(spec.model, "cpu")),
+        "model_options": json.dumps(applied_options(spec.model, "cpu"), sort_keys=True),
+    }
+    timings: dict = {}
+    for seconds in (3.0, 0.5, 0.5):
+        add_timing(timings, {**row, "generate_seconds": seconds})
+    (tmp_path / "_job" / "runs").mkdir(parents=True)
+    (tmp_path / "_job" / "runs" / "r.json").write_text(json.dumps({"timings": timing_records(timings)}))
+    report = add_estimate(PlanReport(), spec, TINY_MODEL, None, None, None, None)
+    assert report.basis.startswith(
+        "basis (nothing to render; a video at the spec's settings): measured at the same settings on cpu: 0.5 s per "
+        "video at 64x64, 8 frames, 2 steps (3 videos of earlier runs)"
+    )
+    assert "4.04" not in report.basis and report.seconds == (0.0, 0.0)
+    other = add_estimate(PlanReport(), spec, "another-model@1", None, None, None, None)  # nothing measured for it
+    assert other.basis.startswith("basis (nothing to render; a video at the spec's settings): the embedded tiny")
