@@ -10,6 +10,7 @@ import json
 import re
 import shlex
 import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -302,3 +303,31 @@ def test_gpu_jobs_autoscale_up_to_the_gpus_the_clusters_can_add():
     for name in ("svd-xt-catalog.yaml", "svd-augment.yaml"):
         actors = load_spec(ROOT / "jobs" / name).compute.actors
         assert actors.min == 1 and actors.max == most, name
+
+
+def _judge_resolution(tmp_path: Path, packages: list[tuple[str, str]]) -> subprocess.CompletedProcess:
+    """Runs check-image.sh's judgement (its embedded Python) on a pip report of these packages, without a network."""
+    script = (CLUSTER / "check-image.sh").read_text()
+    judge = script[script.index("<<'PY'\n") + len("<<'PY'\n") : script.index("\nPY\n")]
+    report = {"install": [{"metadata": {"name": n, "version": v}, "download_info": {}} for n, v in packages]}
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    (tmp_path / "judge.py").write_text(judge)
+    command = [sys.executable, str(tmp_path / "judge.py"), str(tmp_path / "report.json"), str(ROOT / "constraints.txt")]
+    return subprocess.run(command, capture_output=True, text=True)
+
+
+def test_check_image_accepts_one_pinned_cuda_line(tmp_path):
+    pins = _pins()
+    packages = [(name, pins[name]) for name in ("torch", "nvidia-cudnn-cu13", "cuda-toolkit", "nvidia-cufft")]
+    result = _judge_resolution(tmp_path, packages)
+    assert result.returncode == 0, result.stderr
+    assert "CUDA lines: 13" in result.stdout and "OK: one CUDA line, every package pinned" in result.stdout
+
+
+def test_check_image_fails_on_a_second_cuda_line_and_an_unpinned_package(tmp_path):
+    packages = [("torch", _pins()["torch"]), ("nvidia-cudnn-cu13", _pins()["nvidia-cudnn-cu13"]),
+                ("nvidia-cublas-cu12", "12.8.4.1"), ("diffusers", "0.1.0")]
+    result = _judge_resolution(tmp_path, packages)
+    assert result.returncode == 1
+    assert "two CUDA lines: 12: nvidia-cublas-cu12; 13: nvidia-cudnn-cu13" in result.stderr
+    assert "not pinned by constraints.txt: diffusers==0.1.0, nvidia-cublas-cu12==12.8.4.1" in result.stderr
