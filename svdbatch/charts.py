@@ -1,9 +1,11 @@
 """The report's charts: matplotlib figures rendered to SVG and inlined in the page, so it reads with no network.
 
-Text stays text (``svg.fonttype: none``): the browser draws the labels in its own sans-serif, and they can be searched
-and read by a test. What shows data carries an id ``data-<chart>-<n>``, so a test can tell a drawn chart from empty
-axes. Every chart takes the metadata rows as the report reads them and returns None when it has
-nothing to show.
+Text stays text (``svg.fonttype: none``): the browser draws the labels in its own sans-serif, and they can be
+searched and read by a test. The figures are narrow (4.6 in) with 10 pt text and every SVG keeps its viewBox, so the
+page can scale a chart to a phone's width and its text still reads at about 11 px; the quality signals stack in one
+column for the same reason. Count axes tick at whole numbers only. What shows data carries an id
+``data-<chart>-<n>``, so a test can tell a drawn chart from empty axes. Every chart takes the metadata rows as the
+report reads them and returns None when it has nothing to show.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import matplotlib
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from svdbatch.metadata import ERROR, OK, REJECTED
 from svdbatch.metrics import STAGES, error_cause
 from svdbatch.quality import failed_gates
 
-matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "svdbatch", "font.size": 9})
-WIDTH, HEIGHT = 6.4, 3.0  # inches
+matplotlib.rcParams.update(
+    {"svg.fonttype": "none", "svg.hashsalt": "svdbatch", "font.size": 10, "legend.fontsize": 10, "axes.titlesize": 11}
+)
+WIDTH, HEIGHT = 4.6, 3.0  # inches
 BINS = 20
+PER_BIN = 10  # videos a throughput bin holds on average: counting noise about 1/sqrt(10), a third of the rate
 QUALITY = [  # column, axis label, the gate that bounds it from below
     ("motion_mean", "mean motion (luma change per frame, 0-255)", "min_motion"),
     ("first_frame_psnr", "first-frame PSNR (dB)", "min_first_frame_psnr"),
@@ -47,30 +54,64 @@ def _generated(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if row["status"] in (OK, REJECTED)]
 
 
-def throughput(rows: list[dict[str, Any]]) -> str | None:
-    """Videos per minute over the run, one line per node and GPU (from when each video was finished)."""
-    done = [row for row in _generated(rows) if row["finished_at"] is not None]
-    if not done:
-        return None
-    start = min(row["finished_at"] for row in done)
-    minutes = [(row["finished_at"] - start).total_seconds() / 60 for row in done]
-    width = max(max(minutes) / BINS, 1 / 60)  # at least a second per bin
+def rate_bins(minutes: list[float], series: int = 1) -> tuple[int, float]:
+    """How many bins of what width (minutes) cover ``minutes`` (finish times, the first at 0) so that each series'
+    bin holds about ``PER_BIN`` videos on average: 2-second bins counted 1, 2 or 3 videos and drew 60/120/180 per
+    minute for a steady rate. Between 1 and ``BINS`` bins, each at least a second; the last one ends at the last
+    video, so no bin is partly empty."""
+    span = max(minutes)
+    count = max(1, min(BINS, int(len(minutes) / series / PER_BIN)))
+    width = max(span / count, 1 / 60)
+    return count, width
+
+
+def finish_minutes(rows: list[dict[str, Any]]) -> tuple[list[float], list[str]]:
+    """When each generated video finished, in minutes after the first one, in that order, and where it was made
+    (node and GPU, or CPU)."""
+    done = sorted((row for row in _generated(rows) if row["finished_at"] is not None), key=_finished)
+    minutes = [(row["finished_at"] - done[0]["finished_at"]).total_seconds() / 60 for row in done]
+    where = [
+        f"node {(row['node_id'] or '?')[:8]} · " + (f"GPU {row['gpu_id']}" if row["gpu_id"] else "CPU") for row in done
+    ]
+    return minutes, where
+
+
+def binned_rates(minutes: list[float], where: list[str]) -> tuple[list[float], dict[str, list[float]]]:
+    """The bin edges (``rate_bins``) and each place's videos per minute in every bin. The first video is the time
+    origin and is not counted: it marks the end of the start-up."""
+    count, width = rate_bins(minutes, len(set(where)))
     series: dict[str, Counter] = defaultdict(Counter)
-    for row, minute in zip(done, minutes, strict=True):
-        where = f"node {(row['node_id'] or '?')[:8]} · " + (f"GPU {row['gpu_id']}" if row["gpu_id"] else "CPU")
-        series[where][int(minute // width)] += 1
+    for name, minute in zip(where[1:], minutes[1:], strict=True):
+        series[name][min(max(math.ceil(minute / width - 1e-9) - 1, 0), count - 1)] += 1  # bins are (start, end]
+    rates = {name: [counts[index] / width for index in range(count)] for name, counts in sorted(series.items())}
+    return [index * width for index in range(count + 1)], rates
+
+
+def throughput(rows: list[dict[str, Any]]) -> str | None:
+    """Videos per minute over the run, one line per node and GPU, in bins of about ``PER_BIN`` videos, from the
+    first video on: the start-up before it (model load, warm-up) is not in the chart; the page says how long it was."""
+    minutes, where = finish_minutes(rows)
+    if not minutes:
+        return None
+    edges, rates = binned_rates(minutes, where)
     figure = Figure(figsize=(WIDTH, HEIGHT))
     axes = figure.subplots()
-    bins = range(int(max(minutes) // width) + 1)
-    edges = [b * width for b in [*bins, len(bins)]]
-    steps = [
-        axes.stairs([counts[b] / width for b in bins], edges, label=where) for where, counts in sorted(series.items())
-    ]
+    steps = [axes.stairs(values, edges, label=name) for name, values in rates.items()]
     _mark("throughput", steps)
-    axes.set(xlabel="minutes since the first video of the run", ylabel="videos / min", title="Throughput")
+    axes.set(xlabel="minutes after the first video", ylabel="videos / min", title="Throughput")
     axes.set_ylim(bottom=0)
-    axes.legend(fontsize=7)
+    if steps:
+        axes.legend()
     return to_svg(figure)
+
+
+def _finished(row: dict[str, Any]):
+    return row["finished_at"]
+
+
+def _whole_numbers(axis) -> None:
+    """Ticks of a count axis at integers: half a video is not a count."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def seconds_per_video(rows: list[dict[str, Any]]) -> str | None:
@@ -89,23 +130,28 @@ def seconds_per_video(rows: list[dict[str, Any]]) -> str | None:
             _mark(stage, axes.hist(found, bins=edges, histtype="step", linewidth=1.5, label=stage)[2])
     axes.set_xscale("log")
     axes.set(xlabel="seconds per video", ylabel="videos", title="Seconds per video, by stage")
-    axes.legend(fontsize=7)
+    _whole_numbers(axes.yaxis)
+    axes.legend()
     return to_svg(figure)
 
 
 def quality(rows: list[dict[str, Any]], gates: dict[str, Any]) -> str | None:
-    """The quality signals of the generated videos as histograms, each gate's threshold marked where one is set."""
+    """The quality signals of the generated videos as histograms, one above the other, each gate's threshold marked
+    (and the title saying so) only where one is set."""
     measured = [row for row in _generated(rows) if row["motion_mean"] is not None]
     if not measured:
         return None
-    figure = Figure(figsize=(WIDTH * 1.5, HEIGHT))
-    for axes, (column, label, gate) in zip(figure.subplots(1, len(QUALITY)), QUALITY, strict=True):
+    figure = Figure(figsize=(WIDTH, HEIGHT * len(QUALITY) * 0.8))
+    panels: list[Axes] = figure.subplots(len(QUALITY), 1)
+    for axes, (column, label, gate) in zip(panels, QUALITY, strict=True):
         _mark(column, axes.hist([row[column] for row in measured], bins=BINS, color="#4c72b0")[2])
         axes.set(xlabel=label, ylabel="videos")
+        _whole_numbers(axes.yaxis)
         if gates.get(gate) is not None:
             axes.axvline(gates[gate], color="#c44e52", linestyle="--", label=f"{gate} = {gates[gate]}")
-            axes.legend(fontsize=7)
-    figure.suptitle("Quality signals (dashed: the gate's threshold)")
+            axes.legend()
+    gated = any(gates.get(gate) is not None for _, _, gate in QUALITY)
+    figure.suptitle("Quality signals" + (" (dashed: the gate's threshold)" if gated else ""))
     figure.tight_layout()
     return to_svg(figure)
 
@@ -121,5 +167,5 @@ def failures(rows: list[dict[str, Any]], gates: dict[str, Any]) -> str | None:
     axes = figure.subplots()
     _mark("failures", axes.barh(names, [causes[name] for name in names], color="#c44e52"))
     axes.set(xlabel="items", ylabel="cause", title="Errors by cause, rejections by gate")
-    axes.xaxis.get_major_locator().set_params(integer=True)
+    _whole_numbers(axes.xaxis)
     return to_svg(figure)
