@@ -25,7 +25,8 @@ for minor in $(seq 17 35); do platforms+=(--platform "manylinux_2_${minor}_x86_6
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-echo "check-image: resolving .[${extras}] for CPython ${python_version}, manylinux x86_64 (glibc <= 2.35), with constraints.txt"
+echo "check-image: resolving .[${extras}] for CPython ${python_version}, manylinux x86_64 (glibc <= 2.35)," \
+    "with constraints.txt"
 # This machine's pip settings (extra indexes, local wheels, constraints) must not leak into the image's resolution.
 env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT -u PIP_NO_INDEX \
     PIP_CONFIG_FILE=/dev/null "$python" -m pip install --dry-run --ignore-installed --quiet --target "$work/target" \
