@@ -28,7 +28,15 @@ from fsspec.implementations.local import LocalFileSystem
 from svdbatch import storage
 from svdbatch.config import TINY_MODEL
 from svdbatch.errors import UserError
-from svdbatch.model import STAGE_RECORD, ensure_tiny_model, is_hub_id, pipeline_files, sha256_file, sha256_stream
+from svdbatch.model import (
+    HUB_TIMEOUT_S,
+    STAGE_RECORD,
+    ensure_tiny_model,
+    is_hub_id,
+    pipeline_files,
+    sha256_file,
+    sha256_stream,
+)
 
 PROGRESS = ".svdbatch-stage-progress.json"
 STAGE_THREADS = 4
@@ -76,14 +84,18 @@ def hub_source(repo: str) -> Source:
     from huggingface_hub import HfApi, hf_hub_download
 
     try:
-        info = HfApi().model_info(repo, files_metadata=True)
+        info = HfApi().model_info(repo, files_metadata=True, timeout=HUB_TIMEOUT_S)
     except Exception as error:  # noqa: BLE001 - any hub failure means the same to the user
         raise StageError(f"{repo}: cannot list the Hub repository ({type(error).__name__}: {error})") from error
     siblings = info.siblings or []
 
     @contextlib.contextmanager
     def opened(name: str) -> Iterator[Path]:
-        yield Path(hf_hub_download(repo, name, revision=info.sha))
+        try:
+            path = hf_hub_download(repo, name, revision=info.sha)
+        except Exception as error:  # noqa: BLE001 - any hub failure means the same to the user
+            raise StageError(f"{repo}/{name}: cannot download ({type(error).__name__}: {error})") from error
+        yield Path(path)
 
     return Source(
         f"hub:{repo}",

@@ -1,18 +1,19 @@
-"""``svdbatch model stage`` to moto's S3 server: exactly the files the pipeline loads, a rerun that copies nothing, a
-resumed copy, then a real job that loads the staged URL."""
+"""``svdbatch model stage`` to moto's S3 server: exactly the files the pipeline loads, an interrupted stage resumed, a
+rerun that copies nothing, a lost object copied again, then a real job that loads the staged URL."""
 
 from __future__ import annotations
 
 import json
 
 import pyarrow.parquet as pq
+import pytest
 from helpers import make_spec, save_variant_model, write_images, write_manifest
 from s3_server import moto_s3
 
 from svdbatch.cli import main
 from svdbatch.model import COPY_RECORD, STAGE_RECORD, cache_root
 from svdbatch.ray import driver
-from svdbatch.stage import PROGRESS
+from svdbatch.stage import PROGRESS, stage
 from svdbatch.video import probe
 
 BUCKET = "svdbatch-stage"
@@ -37,26 +38,30 @@ def test_weights_staged_once_to_s3_resume_and_a_job_loads_them(ray_cluster, tmp_
         flags = ["--variant", "fp16", "--set", "storage_options.key=testing", "--set", "storage_options.secret=testing"]
         flags += ["--set", f"storage_options.client_kwargs.endpoint_url={endpoint}"]
 
+        def stopped(line: str) -> None:  # Ctrl-C once the first file is verified: queued files never start
+            raise KeyboardInterrupt(line)
+
+        with pytest.raises(KeyboardInterrupt):
+            stage(str(pipeline), url, "fp16", options, say=stopped)
+        progress = json.loads(client.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{PROGRESS}")["Body"].read())
+        verified = set(progress["files"])
+        assert STAGE_RECORD not in _keys(client) and verified and verified < expected
+
         assert main(["model", "stage", str(pipeline), url, *flags]) == 0
-        assert f"{len(expected)} copied, 0 already there" in capsys.readouterr().out
-        assert _keys(client) == expected | {STAGE_RECORD}
+        copied = len(expected) - len(verified)
+        assert f"{copied} copied, {len(verified)} already there" in capsys.readouterr().out
+        assert _keys(client) == expected | {STAGE_RECORD}  # the progress file is gone, no stray file came along
         record = json.loads(client.get_object(Bucket=BUCKET, Key=f"{PREFIX}/{STAGE_RECORD}")["Body"].read())
         assert set(record["files"]) == expected and record["variant"] == "fp16"
 
         assert main(["model", "stage", str(pipeline), url, *flags]) == 0
         assert f"0 copied, {len(expected)} already there" in capsys.readouterr().out
 
-        # What a killed stage leaves: the progress file of what it verified, no record, an object missing. The
-        # rerun copies just that one, then writes the record and drops the progress file.
-        source = {"Bucket": BUCKET, "Key": f"{PREFIX}/{STAGE_RECORD}"}
-        client.copy_object(CopySource=source, Bucket=BUCKET, Key=f"{PREFIX}/{PROGRESS}")
-        for key in (STAGE_RECORD, "vae/diffusion_pytorch_model.fp16.safetensors"):
-            client.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/{key}")
+        client.delete_object(Bucket=BUCKET, Key=f"{PREFIX}/vae/diffusion_pytorch_model.fp16.safetensors")
         assert main(["model", "stage", str(pipeline), url, *flags]) == 0
         out = capsys.readouterr().out
         assert f"1 copied, {len(expected) - 1} already there" in out
         assert "copied vae/diffusion_pytorch_model.fp16.safetensors" in out
-        assert _keys(client) == expected | {STAGE_RECORD}
 
         images = write_images(tmp_path / "images", 3)
         manifest = write_manifest(tmp_path / "m.parquet", {"key": ["a", "b", "c"], "image": images})

@@ -144,6 +144,22 @@ def test_an_interrupted_stage_resumes_with_the_missing_and_changed_files(pipelin
     assert (staged / STAGE_RECORD).exists() and not (staged / PROGRESS).exists()
 
 
+def test_a_stage_stopped_midway_leaves_no_record_and_the_rerun_copies_the_rest(pipeline, tmp_path):
+    staged = tmp_path / "staged"
+
+    def stopped(line: str) -> None:  # Ctrl-C right after the first file is verified: queued files never start
+        raise KeyboardInterrupt(line)
+
+    with pytest.raises(KeyboardInterrupt):
+        stage(str(pipeline), str(staged), "fp16", say=stopped)
+    assert not (staged / STAGE_RECORD).exists()
+    verified = set(json.loads((staged / PROGRESS).read_text())["files"])
+    assert verified and verified < _expected(pipeline)
+    again = stage(str(pipeline), str(staged), "fp16")
+    assert set(again.skipped) == verified and set(again.copied) == _expected(pipeline) - verified
+    assert (staged / STAGE_RECORD).exists() and not (staged / PROGRESS).exists()
+
+
 def test_changed_source_weights_are_staged_again(pipeline, tmp_path):
     staged = tmp_path / "staged"
     stage(str(pipeline), str(staged), "fp16")
