@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from svdbatch import storage
-from svdbatch.config import JobSpec, SpecError, load_spec
+from svdbatch.config import TINY_MODEL, JobSpec, SpecError, load_spec
 from svdbatch.learned import TUNE
 
 REFERENCE = "reference"
@@ -178,6 +178,34 @@ def preview_path(setting: Setting, index: int) -> str:
     return f"previews/{setting.folder}/{index:04d}.mp4"
 
 
+def input_path(index: int) -> str:
+    return f"inputs/{index:04d}.png"
+
+
+def write_inputs(keys: list[str], rendered: list[dict[str, dict]], folder: str, options: dict[str, Any]) -> set[str]:
+    """Each sampled image as the reference saw it (fitted to its render size), for the page's first column; returns
+    the keys whose input could be read."""
+    from svdbatch.report import encode_image, fitted_input
+
+    written = set()
+    for index, key in enumerate(keys):
+        row = next(rows[key] for rows in rendered if key in rows)
+        image = fitted_input(row, options)
+        if image is not None:
+            storage.write_bytes(storage.join(folder, input_path(index)), encode_image(image, "PNG"), options)
+            written.add(key)
+    return written
+
+
+def breakable(key: str) -> str:
+    """The key, HTML-escaped, with a line-break opportunity after each separator (_ - . /): a long key wraps as
+    "motorcycle_ / right.png", never as "motorcycle_ri / ght.png"."""
+    import html
+    import re
+
+    return re.sub(r"([_\-./])", r"\1<wbr>", html.escape(key))
+
+
 def _mean(values: list) -> float | None:
     values = [value for value in values if value is not None]
     return sum(values) / len(values) if values else None
@@ -235,36 +263,64 @@ def table_lines(lines: list[dict[str, Any]]) -> list[str]:
     return ["  ".join(cell.ljust(width) for cell, width in row).rstrip() for row in cells]
 
 
-def page(settings: list[Setting], lines: list[dict[str, Any]], keys: list[str], distance: dict[tuple, dict]) -> str:
-    """The static page: one row per sampled item, its video under each setting side by side (the reference first),
-    each captioned with its distance to the reference; the table's figures head each column. No network."""
+@dataclass(frozen=True)
+class Sample:
+    """What the page shows of the sample: its keys in order, the keys whose fitted input was written, and whether
+    any setting rendered with the embedded tiny model (random weights: noise, and the page says so)."""
+
+    keys: list[str]
+    inputs: set[str]
+    tiny: bool
+
+
+def _tiny_note(tiny: bool) -> str:
+    if not tiny:
+        return ""
+    return (
+        f'<p id="model-note" class="note">These videos come from <b>{TINY_MODEL}</b>, the embedded tiny model with '
+        "random weights: coloured noise is what it makes, so compare settings on timings here and on pictures only "
+        "with a real checkpoint (model.source).</p>"
+    )
+
+
+def _item(index: int, key: str, settings: list[Setting], sample: Sample, distance: dict[tuple, dict]) -> str:
+    """One sampled item's row: its key, its input image, its video under each setting."""
+    cells = [
+        f'<figure class="cell input"><img src="{input_path(index)}" alt="input"><figcaption>input</figcaption></figure>'
+        if key in sample.inputs
+        else '<div class="cell missing">input unavailable</div>'
+    ]
+    for setting in settings:
+        found = distance.get((setting.folder, key))
+        if found is None:
+            cells.append('<div class="cell missing">not rendered</div>')
+            continue
+        caption = (
+            "reference"
+            if setting.name == REFERENCE
+            else (f"PSNR {_number(found['psnr'], '.1f')} dB · SSIM {_number(found['ssim'], '.3f')}")
+        )
+        cells.append(
+            f'<figure class="cell"><video src="{preview_path(setting, index)}" muted loop autoplay playsinline>'
+            f"</video><figcaption>{caption}</figcaption></figure>"
+        )
+    return f'<div class="item"><div class="key">{breakable(key)}</div>{"".join(cells)}</div>'
+
+
+def page(settings: list[Setting], lines: list[dict[str, Any]], sample: Sample, distance: dict[tuple, dict]) -> str:
+    """The static page: one row per sampled item, its input image (as fitted) and then its video under each setting
+    side by side (the reference first), each captioned with its distance to the reference; the table's figures head
+    each column. Keys wrap only after a separator (``breakable``). No network."""
     import html
 
-    columns = len(settings)
+    columns = len(settings) + 1
     heads = "".join(
         f'<div class="head"><b>{html.escape(line["setting"])}</b><br><small>'
         f"{_number(line['seconds_per_video'], '.3g')} s/video · {_number(line['pflop_per_video'], '.3g')} "
         "PFLOP/video</small></div>"
         for line in lines
     )
-    rows = []
-    for index, key in enumerate(keys):
-        cells = []
-        for setting in settings:
-            found = distance.get((setting.folder, key))
-            if found is None:
-                cells.append('<div class="cell missing">not rendered</div>')
-                continue
-            caption = (
-                "reference"
-                if setting.name == REFERENCE
-                else (f"PSNR {_number(found['psnr'], '.1f')} dB · SSIM {_number(found['ssim'], '.3f')}")
-            )
-            cells.append(
-                f'<figure class="cell"><video src="{preview_path(setting, index)}" muted loop autoplay playsinline>'
-                f"</video><figcaption>{caption}</figcaption></figure>"
-            )
-        rows.append(f'<div class="item"><div class="key">{html.escape(key)}</div>{"".join(cells)}</div>')
+    rows = [_item(index, key, settings, sample, distance) for index, key in enumerate(sample.keys)]
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>svdbatch tune</title>
 <style>
@@ -272,17 +328,20 @@ body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa;
 #items {{ overflow-x: auto; }}
 .item, .heads {{ display: grid; grid-template-columns: 8rem repeat({columns}, minmax(12rem, 1fr)); gap: .5rem;
   align-items: start; margin-bottom: .8rem; }}
-.key {{ overflow-wrap: anywhere; font-weight: bold; }}
-.cell {{ margin: 0; }} .cell video {{ width: 100%; display: block; image-rendering: pixelated; }}
+.key {{ overflow-wrap: break-word; font-weight: bold; }}
+.cell {{ margin: 0; }} .cell video, .cell img {{ width: 100%; display: block; image-rendering: pixelated; }}
+.note {{ background: #fff4d6; border: 1px solid #e8c66a; border-radius: 6px; padding: .5rem .8rem; }}
 figcaption, .missing {{ font-size: .8rem; color: #555; }}
 pre {{ background: #fff; border: 1px solid #ddd; padding: .5rem; overflow-x: auto; }}
 </style></head>
 <body data-videos="{len(distance)}" data-loaded="0">
 <h1>svdbatch tune</h1>
+{_tiny_note(sample.tiny)}
 <pre id="table">{html.escape(chr(10).join(table_lines(lines)))}</pre>
 <p><small>s/video: warm generation seconds on one actor (model load and the slowest video left out) · PFLOP/video:
 SVD-XT's count at each setting's size, frames and steps · PSNR and SSIM: each frame against the reference's.</small></p>
-<section id="items"><div class="heads"><div></div>{heads}</div>{"".join(rows)}</section>
+<section id="items"><div class="heads"><div></div><div><b>input</b></div>{heads}</div>
+{"".join(rows)}</section>
 <script>
 let loaded = 0;
 document.querySelectorAll("video").forEach((video) => {{
@@ -315,6 +374,9 @@ def tune(job: str, sets: list[str], tries: list[str], sample: int, folder: str |
         summarize(setting, one, rows, distance) for setting, one, rows in zip(settings, specs, rendered, strict=True)
     ]
     storage.write_bytes(storage.join(folder, "tune.json"), json.dumps(lines, indent=2).encode(), options)
+    keys = sample_order(rendered)
+    tiny = any(one.model.source == TINY_MODEL for one in specs)
+    shown = Sample(keys, write_inputs(keys, rendered, folder, options), tiny)
     index = storage.join(folder, "index.html")
-    storage.write_bytes(index, page(settings, lines, sample_order(rendered), distance).encode(), options)
+    storage.write_bytes(index, page(settings, lines, shown, distance).encode(), options)
     return table_lines(lines), index

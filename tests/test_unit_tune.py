@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from svdbatch.config import SpecError
-from svdbatch.tune import parse_tries, sample_keys
+from svdbatch.tune import breakable, parse_tries, sample_keys
 
 
 def test_tune_settings_one_per_value_and_combined_pairs():
@@ -41,3 +41,9 @@ def test_a_bad_try_value_is_one_line_before_any_work(tmp_path, capsys):
     )
     assert main(["tune", str(job)]) == 2 and "give at least one --try" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_keys_may_break_only_after_a_separator_and_are_escaped():
+    assert breakable("motorcycle_right.png") == "motorcycle_<wbr>right.<wbr>png"
+    assert breakable("a/b-c") == "a/<wbr>b-<wbr>c"
+    assert breakable("<x>&y") == "&lt;x&gt;&amp;y"  # keys come from untrusted manifests
