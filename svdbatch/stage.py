@@ -62,7 +62,11 @@ def fsspec_source(url: str, options: dict[str, Any] | None) -> Source:
     """A local folder (read in place) or an object-store prefix (each file downloaded to a temporary file)."""
     fs, root = storage.filesystem(url, options)
     root = root.rstrip("/")
-    found = storage.retrying(lambda: fs.find(root, detail=True))
+    try:
+        found = storage.retrying(lambda: fs.find(root, detail=True))
+    except Exception as error:  # noqa: BLE001 - the first call to the store: any failure means it is unusable
+        problem = f"{type(error).__name__}: {error}"
+        raise StageError(f"{url}: cannot be listed ({problem}); check it and the credentials") from error
     sizes = {posixpath.relpath(path, root): info["size"] for path, info in found.items() if info["type"] == "file"}
 
     @contextlib.contextmanager
@@ -143,7 +147,11 @@ class _Destination:
         self.fs, root = storage.filesystem(url, options)
         self.root = root.rstrip("/")
         self.lock = threading.Lock()
-        self.record = self._read(STAGE_RECORD)
+        try:
+            self.record = self._read(STAGE_RECORD)
+        except Exception as error:  # noqa: BLE001 - the first call to the store: any failure means it is unusable
+            problem = f"{type(error).__name__}: {error}"
+            raise StageError(f"{url}: cannot be read ({problem}); check it and the credentials") from error
         self.verified = {**(self.record or {}).get("files", {}), **(self._read(PROGRESS) or {}).get("files", {})}
 
     def _path(self, name: str) -> str:

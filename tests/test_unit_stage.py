@@ -198,3 +198,11 @@ def test_stage_of_a_folder_that_is_no_pipeline_fails_in_one_line(tmp_path, capsy
     assert main(["model", "stage", str(tmp_path), str(tmp_path / "out")]) == 1
     error = capsys.readouterr().err.strip()
     assert error == f"svdbatch: error: {tmp_path}: not a diffusers pipeline (no model_index.json)"
+
+
+def test_stage_to_a_destination_that_cannot_be_read_fails_in_one_line(pipeline, tmp_path, capsys):
+    occupied = tmp_path / "a-file"
+    occupied.write_text("not a folder")
+    assert main(["model", "stage", str(pipeline), str(occupied)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"svdbatch: error: {occupied}: cannot be read (NotADirectoryError") and "\n" not in error
