@@ -1,4 +1,4 @@
-"""``svdbatch run|plan|tune|manifest|report|demo|spec``: every user error is one line naming what to fix.
+"""``svdbatch run|plan|tune|manifest|report|demo|spec|model stage``: every user error is one line naming what to fix.
 
 Only the spec module is imported at start: torch, diffusers and Ray load inside the commands that need them, so
 ``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_unit_cli.py guards it).
