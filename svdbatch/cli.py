@@ -7,6 +7,7 @@ Only the spec module is imported at start: torch, diffusers and Ray load inside 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import traceback
@@ -43,6 +44,9 @@ STAGE_HELP = (
     "Copy exactly the files the pipeline loads (the variant's safetensors, every config) to URL, verified by sha256; "
     "a rerun copies only what is missing or changed. Jobs then use model.source: URL."
 )
+# Object-store clients log their own retries and tracebacks (gcsfs's "Could not determine bucket type", aiohttp's
+# connection errors): the one line svdbatch prints names the store and the cause; --verbose shows theirs.
+STORE_LOGGERS = ("gcsfs", "google", "aiohttp", "asyncio", "fsspec", "s3fs", "botocore", "aiobotocore", "adlfs", "azure")
 EXIT_CODES = """exit status:
   0    every item rendered or was already done
   1    some items failed (error rows in the table), or a fatal problem stopped the job
@@ -119,9 +123,10 @@ def _parser() -> argparse.ArgumentParser:
 def _checked_spec(job: str, args: argparse.Namespace) -> JobSpec:
     """The job spec validated and its manifest found before torch or Ray load: a mistake answers in a moment."""
     spec = load_spec(job, _overrides(args))
+    from svdbatch import storage
     from svdbatch.manifest import find_files  # pyarrow: not needed to answer a spec error
 
-    find_files(spec)
+    storage.within(lambda: find_files(spec), spec.storage_options)
     return spec
 
 
@@ -253,6 +258,9 @@ def _main(argv: list[str] | None) -> int:
         print("\n".join(reference()))
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not args.verbose:
+        for name in STORE_LOGGERS:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
     try:
         if args.command == "plan":

@@ -113,7 +113,7 @@ def _parquet_sizes(fs, path: str) -> dict[str, int]:
 def pending_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
     """Commit files not yet merged into the table (a running job's, or a killed one's), as fsspec paths."""
     fs, path = storage.filesystem(storage.join(output, COMMITS), options or {})
-    return list(storage.retrying(lambda: _parquet_sizes(fs, path)))
+    return list(storage.retrying(lambda: _parquet_sizes(fs, path), options))
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def state_files(output: str, options: dict[str, Any] | None = None) -> StateFile
     sizes = []
     for folder in (METADATA, COMMITS):
         fs, path = storage.filesystem(storage.join(output, folder), options or {})
-        sizes.append(storage.retrying(lambda fs=fs, path=path: _parquet_sizes(fs, path)))
+        sizes.append(storage.retrying(lambda fs=fs, path=path: _parquet_sizes(fs, path), options))
     return StateFiles(list(sizes[0]), list(sizes[1]), sum(sizes[0].values()) + sum(sizes[1].values()))
 
 
@@ -138,7 +138,7 @@ def read_state(output: str, files: StateFiles, options: dict[str, Any] | None = 
     """The committed state of a small table in one Arrow table: ``resume_state`` of the latest row per item."""
     fs, _ = storage.filesystem(output, options or {})
     names = files.tables + files.pending
-    tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS)) for name in names]
+    tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS), options) for name in names]
     return resume_state(latest(pa.concat_tables(tables)))
 
 
@@ -161,13 +161,13 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
     fs, _ = storage.filesystem(output, options)
     pending = pending_files(output, options)
     _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
-    has_legacy = storage.retrying(lambda: fs.exists(legacy))
-    tables = [storage.retrying(lambda name=name: _read(fs, name)) for name in pending]
+    has_legacy = storage.retrying(lambda: fs.exists(legacy), options)
+    tables = [storage.retrying(lambda name=name: _read(fs, name), options) for name in pending]
     if shards or storage.exists(storage.join(output, SHARDS), options):
         run_rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
         reconcile(output, run_rows, latest(run_rows).to_pylist(), options)
     if has_legacy:
-        tables.append(storage.retrying(lambda: _read(fs, legacy)))
+        tables.append(storage.retrying(lambda: _read(fs, legacy), options))
     if not tables:
         return 0
     rows = pa.concat_tables(tables)
@@ -185,8 +185,8 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
 def _merge_bucket(output: str, options: dict[str, Any], bucket: int, rows: pa.Table) -> None:
     url = bucket_path(output, bucket)
     fs, path = storage.filesystem(url, options)
-    if storage.retrying(lambda: fs.exists(path)):
-        rows = pa.concat_tables([storage.retrying(lambda: _read(fs, path)), rows])
+    if storage.retrying(lambda: fs.exists(path), options, url):
+        rows = pa.concat_tables([storage.retrying(lambda: _read(fs, path), options, url), rows])
     merged = latest(rows)
     merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending"), ("variant", "ascending")]))
     buffer = io.BytesIO()

@@ -69,8 +69,9 @@ def read_timings(output: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     fs, root = storage.filesystem(output, options)
     found = []
     for pattern in RECORD_GLOBS:
-        for name in sorted(storage.retrying(lambda pattern=pattern: fs.glob(f"{root.rstrip('/')}/{pattern}"))):
-            record = json.loads(storage.retrying(lambda name=name: fs.cat_file(name)))
+        names = storage.retrying(lambda pattern=pattern: fs.glob(f"{root.rstrip('/')}/{pattern}"), options)
+        for name in sorted(names):
+            record = json.loads(storage.retrying(lambda name=name: fs.cat_file(name), options))
             found.extend({**timing, "tune": f"/{TUNE}/" in name} for timing in record.get("timings", []))
     return found
 

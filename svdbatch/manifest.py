@@ -72,12 +72,15 @@ def find_files(spec: JobSpec) -> list[str]:
     it loads torch or starts Ray."""
     try:
         shown = spec.shown("manifest.path")
-        return storage.retrying(lambda: list_files(spec.manifest.path, spec.storage_options, shown))
+        return storage.retrying(
+            lambda: list_files(spec.manifest.path, spec.storage_options, shown), spec.storage_options, spec.manifest.path
+        )
     except (ManifestError, storage.StorageError):
         raise
     except Exception as error:  # noqa: BLE001 - credentials, network, permissions: all stop the job the same way
         raise ManifestError(
-            f"manifest.path {spec.shown('manifest.path')}: cannot list ({type(error).__name__}: {error})"
+            storage.missing_credentials(spec.manifest.path, error)
+            or f"manifest.path {spec.shown('manifest.path')}: cannot list ({type(error).__name__}: {error})"
         ) from error
 
 
@@ -90,7 +93,9 @@ def inspect(spec: JobSpec) -> ManifestInfo:
     schema = None
     for name in files:
         try:
-            metadata = storage.retrying(lambda name=name: _footer(fs, name))
+            metadata = storage.retrying(lambda name=name: _footer(fs, name), options, spec.manifest.path)
+        except storage.StoreUnreachable:
+            raise
         except Exception as error:  # noqa: BLE001 - any unreadable file is the same fatal problem
             raise ManifestError(f"manifest file {name}: not a readable Parquet file ({error})") from error
         file_schema = metadata.schema.to_arrow_schema()

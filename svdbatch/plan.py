@@ -46,13 +46,10 @@ def make_plan(
     ``gpu`` and ``gpus`` not given are DEFAULT_GPU and DEFAULT_GPUS, and the report says it assumed them.
     ``verbose``, ``progress`` and ``cli`` show Ray as ``run`` does (``ray.cluster.start_ray``).
     """
-    from svdbatch import manifest
-    from svdbatch.model import model_identity
     from svdbatch.ray import driver
     from svdbatch.ray.cluster import start_ray
 
-    info = manifest.inspect(spec)
-    identity = model_identity(spec.model, spec.storage_options)
+    info, identity = driver.preflight(spec, write=False)
     start_ray(verbose, progress, cli)
     return add_estimate(driver.plan(spec, info, identity), spec, identity, gpu, measured_seconds, tflops, gpus)
 

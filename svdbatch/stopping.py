@@ -31,8 +31,11 @@ class Stopped(BaseException):
         return EXIT_CODES[self.signum]
 
     def line(self) -> str:
+        """``committed`` is None when the stop came before the run could commit anything (during the checks or
+        while Ray started): say that, not "None"."""
+        done = "nothing committed yet" if self.committed is None else f"{self.committed} videos committed this run"
         return (
-            f"svdbatch: stopped by {signal.Signals(self.signum).name}: {self.committed} videos committed this run; "
+            f"svdbatch: stopped by {signal.Signals(self.signum).name}: {done}; "
             "run the same command again to resume"
         )
 

@@ -41,6 +41,11 @@ def test_the_stop_line_says_what_was_committed_and_how_to_resume():
     assert line == ("svdbatch: stopped by SIGTERM: 37 videos committed this run; run the same command again to resume")
 
 
+def test_a_stop_before_any_commit_says_nothing_was_committed_not_none():
+    line = stopping.Stopped(signal.SIGTERM).line()
+    assert line == "svdbatch: stopped by SIGTERM: nothing committed yet; run the same command again to resume"
+
+
 def test_a_second_signal_exits_at_once_with_one_line():
     code = (
         "import os, signal, time\n"

@@ -33,18 +33,27 @@ from svdbatch.watchdog import Watchdog
 MAX_PROBLEMS = 20
 
 
-def preflight(spec: JobSpec) -> tuple[manifest.ManifestInfo, str]:
-    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used.
+def preflight(spec: JobSpec, write: bool = True) -> tuple[manifest.ManifestInfo, str]:
+    """Everything that can fail for the whole job is checked here, before any image is read or GPU is used, within
+    ``storage.PREFLIGHT_S``: a store that does not answer is named in one line, not waited on.
 
     Returns the manifest's facts and the model's identity (``model.model_identity``, one listing of its files).
+    ``write``: the output must be writable (run); else only reachable (plan writes nothing).
     """
-    try:
+
+    def checks() -> tuple[manifest.ManifestInfo, str]:
         info = manifest.inspect(spec)
         identity = model_identity(spec.model, spec.storage_options)
-        storage.check_writable(spec.output.url, spec.storage_options)
+        if write:
+            storage.check_writable(spec.output.url, spec.storage_options)
+        else:
+            storage.check_readable(spec.output.url, spec.storage_options)
+        return info, identity
+
+    try:
+        return storage.within(checks, spec.storage_options)
     except UserError as error:
         raise JobError(str(error)) from error
-    return info, identity
 
 
 def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanReport:
