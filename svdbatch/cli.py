@@ -122,8 +122,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _checked_spec(job: str, args: argparse.Namespace) -> JobSpec:
     """The job spec validated and its manifest found before torch or Ray load: a mistake answers in a moment."""
-    spec = load_spec(job, _overrides(args))
     from svdbatch import storage
+
+    spec = storage.within(lambda: load_spec(job, _overrides(args)))  # a spec URL on a store that does not answer
     from svdbatch.manifest import find_files  # pyarrow: not needed to answer a spec error
 
     storage.within(lambda: find_files(spec), spec.storage_options)

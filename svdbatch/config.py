@@ -427,8 +427,22 @@ class JobSpec(_Strict):
     quality: QualitySpec = Field(default_factory=QualitySpec, description="Optional quality gates (all off).")
     lease: LeaseSpec = Field(default_factory=LeaseSpec, description="The lease that keeps a second run off the output.")
     storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="Extra fsspec options (endpoint, region, ...) for every URL of the job."
+        default_factory=dict,
+        description="Extra fsspec options (endpoint, region, ...) for every URL of the job, plus svdbatch's own "
+        "deadlines for every object-store call: connect_timeout_s (10), read_timeout_s (30) per request, and "
+        "retry_budget_s (120) for one call with its retries.",
     )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _deadlines_are_positive(cls, options: dict[str, Any]) -> dict[str, Any]:
+        from svdbatch.storage import DEADLINES  # fsspec: only once a spec names storage options
+
+        for name in DEADLINES:
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"storage_options.{name} must be a positive number of seconds, not {value!r}")
+        return options
     # Path fields as the spec file wrote them, where resolving against its folder changed them: errors show both.
     _written: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -6,9 +6,10 @@ object store PUT only becomes visible once complete.
 Every object-store call has a deadline. Three keys of ``storage_options`` are svdbatch's own (``DEADLINES``): a
 connect and a read timeout, translated here into each backend's own options (s3fs/botocore, gcsfs, adlfs, http),
 and a budget in seconds for ``retrying``. There is one retry layer: the backends' own retries are turned off
-(botocore ``total_max_attempts`` 1, s3fs ``retries`` 1, gcsfs ``retries`` 1, Azure ``retry_total`` 0) and ``retrying``
-retries within the budget, so the layers never multiply. A call therefore ends within its budget plus one attempt
-(connect + read timeout). ``deadline`` tightens the budget for a block of calls: the pre-flight checks use it so an
+(botocore ``total_max_attempts`` 1, s3fs ``retries`` 1, Azure ``retry_total`` 0) and ``retrying`` retries within the
+budget, so the layers never multiply. A call therefore ends within its budget plus one attempt (connect + read
+timeout). gcsfs alone retries 6 times by itself (fixed when its class is defined): a gs:// call can take up to ~6
+attempts plus ~31 s of its backoff before ``retrying`` sees it fail. ``deadline`` tightens the budget for a block of calls: the pre-flight checks use it so an
 unreachable store is named in one line within a minute.
 """
 
@@ -42,7 +43,7 @@ BACKOFF_S = 0.2
 # svdbatch's own keys of storage_options, with their defaults: per request (a large upload is many requests, each
 # with its own deadline), chosen for real clouds, where a first byte takes well under a second.
 DEADLINES = {"connect_timeout_s": 10.0, "read_timeout_s": 30.0, "retry_budget_s": 120.0}
-PREFLIGHT_S = 30.0  # the checks before any work: an unreachable store is reported well within a minute
+PREFLIGHT_S = 20.0  # the checks before any work: an unreachable store is reported well within a minute
 UPLOAD_READS = 4  # a whole upload may take this many read timeouts (``whole_call``)
 GRACE_S = 5.0  # past a ``within`` bound, for a call inside a client library that ignores our deadlines
 S3_SCHEMES = ("s3", "s3a")
@@ -349,7 +350,7 @@ def backend_options(url: str, options: dict[str, Any] | None) -> dict[str, Any]:
         }
         return {**given, "config_kwargs": {**config, **(given.get("config_kwargs") or {})}}
     if kind in GCS_SCHEMES:
-        return {"timeout": limits.attempt_s, "retries": 1, **given}
+        return {"timeout": limits.attempt_s, **given}
     if kind in AZURE_SCHEMES:
         return {
             "connection_timeout": limits.connect_timeout_s,
