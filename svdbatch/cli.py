@@ -99,6 +99,13 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--sample", type=int, default=8, help="Manifest rows to render (the same ones every time).")
     tune.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=V1,V2", help=TRY_HELP)
     tune.add_argument("--dir", help="Folder or URL for tune's runs and page (default: OUTPUT/_tune/TIMESTAMP).")
+    _add_output_commands(commands)
+    return parser
+
+
+def _add_output_commands(commands) -> None:
+    """The commands that take no job spec: build a manifest, report an output, print the spec reference, stage
+    weights."""
     scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
     scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
     scan.add_argument("-o", "--output", required=True, help="Manifest to write (.parquet, local or URL).")
@@ -117,7 +124,6 @@ def _parser() -> argparse.ArgumentParser:
     stage.add_argument("--variant", help="Weight variant the jobs load (model.variant), e.g. fp16 for SVD-XT.")
     stage.add_argument("--set", action="append", default=[], metavar="storage_options.NAME=VALUE")
     stage.add_argument("--verbose", action="store_true", help="Full tracebacks.")
-    return parser
 
 
 def _checked_spec(job: str, args: argparse.Namespace) -> JobSpec:
