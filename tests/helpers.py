@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -123,3 +126,14 @@ def run_total(samples: dict[str, list], name: str, run_id: str, by: str | None =
     for sample in found:
         sums[sample.labels[by]] = sums.get(sample.labels[by], 0) + sample.value
     return sums
+
+
+def stop_group(process: subprocess.Popen, timeout_s: float = 60) -> None:
+    """Stop a process started with ``start_new_session=True`` and everything in its group (a `ray start --head
+    --block` and its cluster): SIGTERM, then SIGKILL after ``timeout_s``. Touches no other process."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from helpers import make_spec, stop_shared_ray, write_images, write_manifest
+from helpers import make_spec, stop_group, stop_shared_ray, write_images, write_manifest
 from s3_server import free_port
 
 from svdbatch.ray import driver
@@ -96,12 +95,7 @@ def head_node(env: dict, dashboard: int):
         _wait_for_port(dashboard, head)
         yield
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait()
+        stop_group(head, timeout_s=30)
 
 
 def test_demo_submitted_with_ray_job_submit(ray_cluster, tmp_path):

@@ -237,8 +237,13 @@ def test_an_expired_holder_from_another_machine_is_waited_for_then_taken(tmp_pat
 def test_a_record_without_process_facts_or_with_unknown_fields_is_read_and_waited_for(tmp_path):
     """Records of earlier versions lack boot id, pid namespace and start ticks: this machine's pid cannot be trusted
     (rebooted? reused?), so the rerun waits for expiry. Fields of later versions are ignored."""
-    old = {"host": socket.gethostname(), "pid": os.getpid(), "run_id": "run-old", "started": time.time(),
-           "expires": time.time() + 1.5}
+    old = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "run_id": "run-old",
+        "started": time.time(),
+        "expires": time.time() + 1.5,
+    }
     assert lease.standing(Holder(**old), time.time()) is Standing.ELSEWHERE
     _write(tmp_path, {**old, "written_by": "a later version"})
     assert lease.current(*lease.lease_folder(str(tmp_path), {}))[1] == Holder(**old)

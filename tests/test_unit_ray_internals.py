@@ -114,3 +114,37 @@ def test_limit_rows_ahead_adds_its_policy_once_to_ray_datas_own():
     assert context.output_backpressure_guard_release_interval_s == internals.GUARD_RELEASE_S
     fields = {field.name for field in dataclasses.fields(DataContext)}  # public, but set silently if Ray drops them
     assert {"output_backpressure_guard_release_interval_s", "target_max_block_size"} <= fields
+
+
+def test_token_auth_reads_the_mode_and_finds_the_token_as_ray_does(tmp_path):
+    """In a child process: Ray caches the auth mode a process first read (this one's is "disabled")."""
+    import os
+    import subprocess
+    import sys
+
+    probe = "from svdbatch.ray import internals; print(internals.token_auth())"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")} | {"HOME": str(tmp_path)}
+    token_file = tmp_path / "token"
+    token_file.write_text("a-token")
+    cases = [
+        ({}, "(False, False)"),
+        ({"RAY_AUTH_MODE": "token"}, "(True, False)"),
+        ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "a-token"}, "(True, True)"),
+        ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file)}, "(True, True)"),
+    ]
+    for variables, expected in cases:
+        done = subprocess.run([sys.executable, "-c", probe], env=env | variables, capture_output=True, text=True)
+        assert done.stdout.strip() == expected, (variables, done.stderr[-2000:])
+
+
+def test_gcs_refusal_asks_the_gcs_service_ray_init_waits_on():
+    from ray._raylet import AuthenticationTokenLoader
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+    from s3_server import free_port
+
+    assert "GetClusterId" in inspect.getsource(gcs_service_pb2_grpc.NodeInfoGcsServiceStub)
+    assert gcs_service_pb2.GetClusterIdRequest().SerializeToString() == b""
+    for name in ("instance", "has_token", "get_token_for_http_header"):
+        assert callable(getattr(AuthenticationTokenLoader, name)), name
+    code, details = internals.gcs_refusal(f"127.0.0.1:{free_port()}", 10.0)
+    assert code == "UNAVAILABLE" and "Connection refused" in details

@@ -22,6 +22,10 @@ from svdbatch.workers import Workers
 # or the job waits forever.
 CUT_CPUS = 1.0
 CALLS_PER_ACTOR = 3  # one generating, one loading, one writing
+HEAD_TIMEOUT_S = 10.0  # for the head in RAY_ADDRESS to answer one call
+TOKEN_HELP = (
+    "give the cluster's token in RAY_AUTH_TOKEN, or in a file named by RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)"
+)
 
 
 def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
@@ -41,8 +45,10 @@ def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
 
 
 def init_ray(verbose: bool = False) -> None:
-    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), or start a local one."""
+    """Join the cluster named by RAY_ADDRESS (as under ``ray job submit``), once ``check_head`` found it answers, or
+    start a local one."""
     import ray
+    from ray.exceptions import RayError
 
     if ray.is_initialized():
         return
@@ -51,11 +57,44 @@ def init_ray(verbose: bool = False) -> None:
     internals.quiet_token_notice()
     # Workers' own output (library chatter) reaches the terminal only with --verbose: their failures come back as
     # exceptions or error rows.
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level=level, log_to_driver=verbose)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        check_head(address)
+        try:
+            ray.init(logging_level=level, log_to_driver=verbose)
+        except (ConnectionError, RayError) as error:  # the head went away after check_head, or another refusal
+            first = (str(error).strip().splitlines() or [""])[0]
+            cause = f"{type(error).__name__}: {first}"
+            raise JobError(f"RAY_ADDRESS={address}: could not join the Ray cluster ({cause})") from error
     else:
         # "local": a cluster of our own. Without it Ray joins whatever `ray start` cluster runs on this machine.
         ray.init(address="local", include_dashboard=False, logging_level=level, log_to_driver=verbose)
+
+
+def check_head(address: str) -> None:
+    """Fail in one line, naming what to set, when the head in RAY_ADDRESS cannot be joined: nothing answers, or it
+    wants a token this process lacks. ``ray.init`` would retry for ~20 s, its C++ client logging every try, then
+    raise a traceback. Addresses other than host:port ("auto", ray://) are left to Ray."""
+    if "://" in address or ":" not in address:
+        return
+    token_mode, token = internals.token_auth()
+    if token_mode and not token:
+        raise JobError(f"RAY_AUTH_MODE=token but no token found: {TOKEN_HELP}")
+    refusal = internals.gcs_refusal(address, HEAD_TIMEOUT_S)
+    if refusal is None:
+        return
+    code, details = refusal
+    if code == "UNAUTHENTICATED" and not token_mode:
+        needs = "the Ray head requires token authentication: set RAY_AUTH_MODE=token and"
+        raise JobError(f"RAY_ADDRESS={address}: {needs} {TOKEN_HELP}")
+    if code == "UNAUTHENTICATED":
+        raise JobError(f"RAY_ADDRESS={address}: the Ray head refused this process's token: {TOKEN_HELP}")
+    if code == "DEADLINE_EXCEEDED":
+        raise JobError(f"RAY_ADDRESS={address}: no answer from a Ray head within {HEAD_TIMEOUT_S:g} s")
+    raise JobError(
+        f"RAY_ADDRESS={address}: no Ray head answers there ({code}: {details}); give the head's GCS address "
+        "(host:port, the port `ray start --head --port` set, 6379 by default)"
+    )
 
 
 def start_ray(verbose: bool, progress: bool, cli: bool) -> None:

@@ -27,6 +27,45 @@ def quiet_token_notice() -> None:
     logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
 
 
+def token_auth() -> tuple[bool, bool]:
+    """(whether this process uses token authentication, whether it finds a token), as ``ray.init`` will.
+
+    Checked on Ray 2.60.0: ``ray._raylet.get_authentication_mode()`` reads RAY_AUTH_MODE (an explicit address never
+    turns it on by itself, ray/_private/worker.py), and ``AuthenticationTokenLoader.instance().has_token(
+    ignore_auth_mode=True)`` looks in RAY_AUTH_TOKEN, then the file named by RAY_AUTH_TOKEN_PATH, then
+    ~/.ray/auth_token (ray/_private/authentication/).
+    """
+    from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
+
+    token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
+    return get_authentication_mode() == AuthenticationMode.TOKEN, token
+
+
+def gcs_refusal(address: str, timeout_s: float) -> tuple[str, str] | None:
+    """Ask the GCS at ``address`` (host:port) for its cluster id, as ``ray.init`` first does, with the token headers
+    Ray would send; None when it answers, else the gRPC status name and details. Ray's own client retries for ~20 s
+    and logs each try from C++, straight to stderr; this one call logs nothing.
+
+    Checked on Ray 2.60.0: ``ray.core.generated.gcs_service_pb2_grpc.NodeInfoGcsServiceStub.GetClusterId`` (what
+    ray/_private/node.py's GcsClient waits on), and the token as gRPC metadata from
+    ``AuthenticationTokenLoader.instance().get_token_for_http_header()`` (ray/_private/authentication/
+    grpc_authentication_client_interceptor.py), sent only in token mode.
+    """
+    import grpc
+    from ray._raylet import AuthenticationTokenLoader
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+    loader = AuthenticationTokenLoader.instance()
+    metadata = tuple(loader.get_token_for_http_header().items()) if loader.has_token() else ()
+    with grpc.insecure_channel(address) as channel:
+        stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
+        try:
+            stub.GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout_s, metadata=metadata)
+        except grpc.RpcError as error:
+            return error.code().name, error.details() or ""
+    return None
+
+
 def progress_log_level(level: int) -> None:
     """The level of Ray Data's progress-bar modules, which log the bars' state ("progress bars disabled", "logged
     because not a terminal") as warnings. Checked on Ray 2.60.0."""
