@@ -30,6 +30,10 @@ LEASE_WAIT_HELP = (
     "it, so that an automatic retry outlives a dead predecessor's lease (default: lease.ttl_s + 30, i.e. 90). A "
     "holder that died on this machine is replaced at once; one alive here, or still renewing after the wait, refuses."
 )
+DEMO_DIR_HELP = (
+    "Folder for the demo's inputs and outputs; under `ray job submit --working-dir`, a durable path outside Ray's "
+    "temporary copy of the working dir (required there)."
+)
 PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
 SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
 JOB_HELP = (
@@ -74,12 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-wait", type=float, metavar="SECONDS", help=LEASE_WAIT_HELP)
     run.epilog, run.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
     demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
-    demo.add_argument(
-        "--dir",
-        default="demo-output",
-        help="Folder for the demo's inputs and outputs; under `ray job submit --working-dir`, a durable path outside "
-        "Ray's temporary copy of the working dir (required there).",
-    )
+    demo.add_argument("--dir", default="demo-output", help=DEMO_DIR_HELP)
     demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
     plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
     plan.add_argument("job", help=JOB_HELP)
