@@ -31,14 +31,17 @@ def token_auth() -> tuple[bool, bool]:
     """(whether this process uses token authentication, whether it finds a token), as ``ray.init`` will.
 
     Checked on Ray 2.60.0: ``ray._raylet.get_authentication_mode()`` reads RAY_AUTH_MODE (an explicit address never
-    turns it on by itself, ray/_private/worker.py), and ``AuthenticationTokenLoader.instance().has_token(
-    ignore_auth_mode=True)`` looks in RAY_AUTH_TOKEN, then the file named by RAY_AUTH_TOKEN_PATH, then
-    ~/.ray/auth_token (ray/_private/authentication/).
+    turns it on by itself, ray/_private/worker.py); ``AuthenticationTokenLoader.instance().has_token(
+    ignore_auth_mode=True)``, as ``ensure_token_if_auth_enabled`` asks it, looks in RAY_AUTH_TOKEN, then the file
+    named by RAY_AUTH_TOKEN_PATH, then ~/.ray/auth_token (ray/_private/authentication/).
+    The loader is asked only in token mode: a token it caches otherwise makes this process's own gRPC server demand
+    it from the cluster's calls, which carry none ("Missing authorization header"), and actors die unstarted.
     """
     from ray._raylet import AuthenticationMode, AuthenticationTokenLoader, get_authentication_mode
 
-    token = AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)
-    return get_authentication_mode() == AuthenticationMode.TOKEN, token
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        return False, False
+    return True, AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True)  # has_token() raises if none
 
 
 def gcs_refusal(address: str, timeout_s: float) -> tuple[str, str] | None:
@@ -55,8 +58,8 @@ def gcs_refusal(address: str, timeout_s: float) -> tuple[str, str] | None:
     from ray._raylet import AuthenticationTokenLoader
     from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
 
-    loader = AuthenticationTokenLoader.instance()
-    metadata = tuple(loader.get_token_for_http_header().items()) if loader.has_token() else ()
+    _, token = token_auth()
+    metadata = tuple(AuthenticationTokenLoader.instance().get_token_for_http_header().items()) if token else ()
     with grpc.insecure_channel(address) as channel:
         stub = gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel)
         try:
