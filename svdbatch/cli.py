@@ -110,6 +110,13 @@ def _add_output_commands(commands) -> None:
     scan.add_argument("-o", "--output", required=True, help="Manifest to write (.parquet, local or URL).")
     scan.add_argument("--column", action="append", default=[], metavar="NAME=VALUE", help="A constant column.")
     scan.add_argument("--params", help="CSV with a 'key' column (relative path) and per-row parameter columns.")
+    scan.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="storage_options.NAME=VALUE",
+        help="An fsspec option for the source, the CSV and the manifest written (endpoint, region, ...); repeatable.",
+    )
     scan.add_argument("--verbose", action="store_true", help="Full tracebacks.")
     report = commands.add_parser("report", help="Write an HTML gallery of an output: OUTPUT/report/index.html.")
     report.add_argument("output", help="The job's output URL or folder.")
@@ -200,12 +207,14 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _manifest(args: argparse.Namespace) -> int:
+    from svdbatch.config import parse_overrides
     from svdbatch.scan import IMAGE_EXTENSIONS, build_manifest, parse_constants, read_params
 
+    options = parse_overrides(args.set).get("storage_options", {})
     try:
         constants = parse_constants(args.column)
-        params = read_params(args.params, {}) if args.params else {}
-        rows = build_manifest(args.source, args.output, constants, params)
+        params = read_params(args.params, options) if args.params else {}
+        rows = build_manifest(args.source, args.output, constants, params, options)
     except (ValueError, OSError) as error:
         raise JobError(str(error)) from error
     if rows == 0:
