@@ -14,7 +14,7 @@ import difflib
 import os
 import posixpath
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, NamedTuple, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -330,7 +330,7 @@ class ComputeSpec(_Strict):
         gt=0,
         le=64,
         description="CPUs each generation actor reserves: it also loads its images and encodes and writes its "
-        "videos (README: sizing).",
+        "videos (docs/operations.md: sizing).",
     )
     cpus_per_task: float = Field(
         default=1.0, gt=0, le=64, description="CPUs each CPU task beside the actors reserves (shard writing)."
@@ -639,16 +639,56 @@ def lookup(tree: Any, field: str) -> Any:
     return tree
 
 
-def reference(model: type[BaseModel] = JobSpec, prefix: str = "") -> list[str]:
-    """The spec reference as ``name  default  description`` lines, generated so it never drifts from the code."""
-    lines = []
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        dotted = f"{prefix}{name}"
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            lines.append(f"{dotted}: {field.description}")
-            lines.extend(reference(annotation, dotted + "."))
+
+class SpecLine(NamedTuple):
+    """One line of the spec reference: a section (``default`` None) or a field with its default, at a depth."""
+
+    name: str
+    description: str
+    default: str | None
+    depth: int
+
+
+def _shown(value: Any) -> str:
+    """A default as it is written in a spec (YAML flow style), not as Python prints it."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, alone or as a branch of a union (compute.actors: a number or a range)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def spec_lines(model: type[BaseModel] = JobSpec, prefix: str = "", depth: int = 0) -> list[SpecLine]:
+    """Every section and field of the job spec, in the order the code declares them, generated so the reference
+    never drifts from the code (``svdbatch spec``, docs/reference/job-spec.md)."""
+    found = []
+    for name, info in model.model_fields.items():
+        dotted, nested = f"{prefix}{name}", _model_in(info.annotation)
+        if nested is not None and nested is info.annotation:
+            found.append(SpecLine(dotted, info.description or "", None, depth))
+            found.extend(spec_lines(nested, dotted + ".", depth + 1))
             continue
-        default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
-        lines.append(f"  {dotted} = {default}  # {field.description}")
+        default = "required" if info.is_required() else _shown(info.get_default(call_default_factory=True))
+        found.append(SpecLine(dotted, info.description or "", default, depth))
+        if nested is not None:  # a union with a model: its fields too, one level in
+            found.extend(spec_lines(nested, dotted + ".", depth + 1))
+    return found
+
+
+def reference() -> list[str]:
+    """``svdbatch spec``: a line per section and field, indented by depth; sections and top-level fields start at
+    the margin, so a top-level field never reads as part of the section above it."""
+    lines = []
+    for line in spec_lines():
+        indent = "  " * line.depth
+        if line.default is None:
+            lines.append(f"{indent}{line.name}: {line.description}")
+        else:
+            lines.append(f"{indent}{line.name} = {line.default}  # {line.description}")
     return lines
