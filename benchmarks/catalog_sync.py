@@ -70,7 +70,7 @@ def lookups(objects: int, options: dict) -> None:
 
 
 def model_copy(scale: int, options: dict) -> None:
-    from svdbatch.model import COPY_RECORD, _remote_copy
+    from svdbatch.model.loading import COPY_RECORD, _remote_copy
 
     source = f"s3://{BUCKET}/svd-xt"
     fs, _ = storage.filesystem(source, options)

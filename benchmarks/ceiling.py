@@ -63,12 +63,13 @@ def stage_costs(width: int, height: int, frames: int, folder: Path) -> dict[str,
     """CPU-seconds of each CPU stage for one video of this size, run as the pipeline runs them."""
     from PIL import Image
 
-    from svdbatch import quality, storage
-    from svdbatch.commit import Committer
-    from svdbatch.config import VideoSpec
+    from svdbatch import storage
     from svdbatch.demo import sample_image
-    from svdbatch.images import load_image
-    from svdbatch.video import encode_mp4
+    from svdbatch.render import quality
+    from svdbatch.render.images import load_image
+    from svdbatch.render.video import encode_mp4
+    from svdbatch.spec.config import VideoSpec
+    from svdbatch.store.commit import Committer
 
     source = folder / "source.jpg"
     sample_image(0, 1920, 1080).save(source, quality=92)
@@ -108,7 +109,7 @@ def photo_like(seed: int, width: int, height: int):
 
 
 def _metadata_rows(count: int) -> pa.Table:
-    from svdbatch.metadata import METADATA_SCHEMA
+    from svdbatch.items.metadata import METADATA_SCHEMA
 
     columns = {field.name: pa.nulls(count, field.type) for field in METADATA_SCHEMA}
     columns.update(key=pa.array([f"k{index}" for index in range(count)]), status=pa.array(["ok"] * count))

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch.config import SpecError, build_spec  # noqa: E402
-from svdbatch.learned import warm_seconds  # noqa: E402
+from svdbatch.estimate.learned import warm_seconds  # noqa: E402
+from svdbatch.spec.config import SpecError, build_spec  # noqa: E402
 
 FULL = dict(width=1024, height=576, num_frames=25, num_inference_steps=25, decode_chunk_size=5)
 REDUCED = dict(width=64, height=64, num_frames=4, num_inference_steps=6, decode_chunk_size=4)
@@ -82,7 +82,7 @@ def prepare_model(reduced: bool, folder: Path):
     """(model.source, the pipeline for the bare run, device). Full size: random SVD-XT saved as a diffusers folder."""
     import torch
 
-    from svdbatch.model import build_tiny_pipeline, quiet_libraries
+    from svdbatch.model.loading import build_tiny_pipeline, quiet_libraries
 
     quiet_libraries()
     if reduced:
@@ -110,7 +110,7 @@ def job(manifest: Path, output: Path, source: str, shape: dict, reduced: bool) -
 
 def measured(spec) -> tuple[float, float | None, int]:
     """Warm seconds per video, peak GPU bytes and videos of a finished run, from its rows."""
-    from svdbatch import commit
+    from svdbatch.store import commit
 
     rows = [row for row in commit.read_rows(spec.output.url).to_pylist() if row["status"] == "ok"]
     peaks = [row["peak_gpu_bytes"] for row in rows if row["peak_gpu_bytes"] is not None]

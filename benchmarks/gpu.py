@@ -6,7 +6,7 @@
 No weights are downloaded: the architecture is built from the configs below (those of
 stabilityai/stable-video-diffusion-img2vid-xt) with random weights, which cost the same FLOPs as trained ones.
 "Bare" is what the diffusers docs show: one image per call, default options. "svdbatch" is the same call through
-``svdbatch.generate.call_pipeline`` with the job spec's options applied by ``svdbatch.model.configure``
+``svdbatch.render.generate.call_pipeline`` with the job spec's options applied by ``svdbatch.model.loading.configure``
 (channels_last, TF32, torch.compile off/on), the step cache off/on (model.step_cache at its default schedule) and
 batches of 1, 2 or 4 items with one generator each. With --reduced it runs on a CPU (the tests do), where compile
 and the GPU columns say little; the full table needs a CUDA GPU.
@@ -27,10 +27,10 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch.config import ModelSpec, StepCacheSpec  # noqa: E402
-from svdbatch.flops import SVD_XT_UNET, SVD_XT_VAE  # noqa: E402
-from svdbatch.generate import call_pipeline, to_uint8  # noqa: E402
-from svdbatch.model import build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
+from svdbatch.model.flops import SVD_XT_UNET, SVD_XT_VAE  # noqa: E402
+from svdbatch.model.loading import build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
+from svdbatch.render.generate import call_pipeline, to_uint8  # noqa: E402
+from svdbatch.spec.config import ModelSpec, StepCacheSpec  # noqa: E402
 
 SVD_XT_CLIP = dict(
     hidden_size=1280,

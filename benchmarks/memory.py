@@ -29,9 +29,9 @@ def child(rows: int) -> dict:
     import pyarrow.parquet as pq
     import ray
 
-    from svdbatch.config import build_spec
     from svdbatch.demo import sample_image
     from svdbatch.ray import driver
+    from svdbatch.spec.config import build_spec
 
     me = psutil.Process()
     peaks = {"driver": 0, "worker": 0, "cluster": 0}

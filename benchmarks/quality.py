@@ -17,10 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch import quality  # noqa: E402
-from svdbatch.config import VideoSpec  # noqa: E402
 from svdbatch.demo import sample_image  # noqa: E402
-from svdbatch.video import encode_mp4  # noqa: E402
+from svdbatch.render import quality  # noqa: E402
+from svdbatch.render.video import encode_mp4  # noqa: E402
+from svdbatch.spec.config import VideoSpec  # noqa: E402
 
 
 def best_ms(action, repeats: int) -> float:

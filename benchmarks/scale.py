@@ -60,13 +60,13 @@ def build(folder: Path, rows: int, layout: str) -> None:
     import pyarrow.parquet as pq
 
     sys.path.insert(0, str(ROOT))
-    from svdbatch import commit
-    from svdbatch.config import build_spec
     from svdbatch.demo import sample_image
-    from svdbatch.items import expand_batch, legacy_fingerprint
-    from svdbatch.metadata import METADATA_SCHEMA
-    from svdbatch.model import model_identity
-    from svdbatch.stages import source_versions
+    from svdbatch.items.expand import expand_batch, legacy_fingerprint
+    from svdbatch.items.metadata import METADATA_SCHEMA
+    from svdbatch.model.loading import model_identity
+    from svdbatch.render.stages import source_versions
+    from svdbatch.spec.config import build_spec
+    from svdbatch.store import commit
 
     images = []
     for index in range(8):
@@ -149,10 +149,10 @@ def child(folder: Path, layout: str) -> dict:
     """Runs with the tree under test first on sys.path (PYTHONPATH)."""
     import ray
 
-    from svdbatch import commit
-    from svdbatch.config import build_spec
-    from svdbatch.plan import make_plan
+    from svdbatch.cli.plan import make_plan
     from svdbatch.ray import driver
+    from svdbatch.spec.config import build_spec
+    from svdbatch.store import commit
 
     publishes: list[float] = []
     publish = commit.publish

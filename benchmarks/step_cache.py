@@ -2,7 +2,7 @@
 
     python benchmarks/step_cache.py [--items 3] [--steps 25] [--models tiny,mid]
 
-1. FLOPs: the SVD-XT UNet (1024x576, 25 frames, 25 steps, CFG) counted on the meta device by svdbatch.flops, with
+1. FLOPs: the SVD-XT UNet (1024x576, 25 frames, 25 steps, CFG) counted on the meta device by svdbatch.model.flops, with
    the cache off and at several schedules; the VAE decode is added for the per-video ratio.
 2. Wall time on this CPU, one process, same items: each item is rendered off then on, alternately, so a shared
    machine's load hits both alike; the CPU seconds of this process are printed too, as they suffer less from
@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch.config import StepCacheSpec  # noqa: E402
 from svdbatch.demo import sample_image  # noqa: E402
-from svdbatch.flops import unet_step_flops, vae_decode_flops  # noqa: E402
-from svdbatch.generate import call_pipeline, to_uint8  # noqa: E402
-from svdbatch.model import build_tiny_pipeline, quiet_libraries  # noqa: E402
+from svdbatch.model.flops import unet_step_flops, vae_decode_flops  # noqa: E402
+from svdbatch.model.loading import build_tiny_pipeline, quiet_libraries  # noqa: E402
+from svdbatch.render.generate import call_pipeline, to_uint8  # noqa: E402
+from svdbatch.spec.config import StepCacheSpec  # noqa: E402
 
 DEFAULT = StepCacheSpec(enabled=True)
 SCHEDULES = [

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image, ImageDraw
 
-from svdbatch.config import TINY_MODEL
 from svdbatch.errors import JobError
+from svdbatch.spec.config import TINY_MODEL
 
 # Set by Ray's job supervisor for a `ray job submit` entrypoint: the job's runtime_env (and metadata) as JSON.
 SUBMITTED_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"

@@ -110,7 +110,7 @@ def job_spec_page() -> str:
         "command line with `--set SECTION.FIELD=VALUE` (values read as YAML). Unknown fields are refused, naming the "
         "nearest one.",
     ]
-    from svdbatch.config import spec_lines
+    from svdbatch.spec.config import spec_lines
 
     for field in spec_lines():
         if field.default is None and field.depth == 0:
@@ -170,7 +170,7 @@ def cli_page() -> str:
 
 
 def outputs_page() -> str:
-    from svdbatch.metadata import METADATA_SCHEMA
+    from svdbatch.items.metadata import METADATA_SCHEMA
 
     out = ["# Outputs reference", "", GENERATED, "", "## Files", "", OUTPUT_LAYOUT, "", "## Metadata schema", ""]
     out += ["| column | type | meaning |", "|---|---|---|"]
@@ -180,7 +180,7 @@ def outputs_page() -> str:
 
 
 def metrics_page() -> str:
-    from svdbatch.metrics import METRICS, RUN_TAGS
+    from svdbatch.run.metrics import METRICS, RUN_TAGS
 
     out = [
         "# Metrics reference",

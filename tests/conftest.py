@@ -114,7 +114,7 @@ def observed_run(_shared_ray, tmp_path_factory) -> SimpleNamespace:
     from PIL import Image
 
     from svdbatch.ray import driver
-    from svdbatch.report import write_report
+    from svdbatch.report.page import write_report
 
     ray = ensure_ray()
     folder = tmp_path_factory.mktemp("observed")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
+from svdbatch.spec.config import build_spec
 
 TEST_RENDER = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "fps": 6}
 # model_index.json of the SVD pipelines on the hub: the components a copy takes files from.
@@ -86,7 +86,7 @@ def save_variant_model(folder: Path) -> Path:
     """The tiny pipeline laid out like a hub folder: fp32 and fp16 files per component and a stray checkpoint."""
     from safetensors.torch import load_file, save_file
 
-    from svdbatch.model import ensure_tiny_model
+    from svdbatch.model.loading import ensure_tiny_model
 
     shutil.copytree(ensure_tiny_model(), folder)
     for path in list(folder.rglob("*.safetensors")):

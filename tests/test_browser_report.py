@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from helpers import make_spec, write_images
 
-from svdbatch.commit import Committer, publish
-from svdbatch.config import TINY_MODEL, VideoSpec
-from svdbatch.metadata import OK, blank_row, to_table
-from svdbatch.record import RunSummary, job_record, write_job_record
-from svdbatch.report import write_report
-from svdbatch.video import encode_mp4
+from svdbatch.items.metadata import OK, blank_row, to_table
+from svdbatch.render.video import encode_mp4
+from svdbatch.report.page import write_report
+from svdbatch.run.record import RunSummary, job_record, write_job_record
+from svdbatch.spec.config import TINY_MODEL, VideoSpec
+from svdbatch.store.commit import Committer, publish
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from test_browser_report import CHROMIUM, body_after_scripts, screenshot
 
-from svdbatch.config import VideoSpec
-from svdbatch.tune import REFERENCE, Sample, Setting, input_path, page, preview_path
-from svdbatch.video import encode_mp4
+from svdbatch.cli.tune import REFERENCE, Sample, Setting, input_path, page, preview_path
+from svdbatch.render.video import encode_mp4
+from svdbatch.spec.config import VideoSpec
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium package (apt-get install chromium)")
 

@@ -7,7 +7,7 @@ import sys
 
 import pyarrow.parquet as pq
 
-from svdbatch.video import probe
+from svdbatch.render.video import probe
 
 
 def test_demo_command_from_the_readme(tmp_path):

@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import yaml
 from helpers import make_spec, numbered_manifest, shard_samples, write_images
 
-from svdbatch import lease
-from svdbatch.commit import COMMITS
+from svdbatch.store import lease
+from svdbatch.store.commit import COMMITS
 
 
 def _driver_env() -> dict[str, str]:

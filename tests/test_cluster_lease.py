@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 from helpers import make_spec, numbered_manifest, write_images, write_manifest
 
-from svdbatch import lease
+from svdbatch.store import lease
 
 TTL_S = 60.0  # the killed holder's lease must outlast the rerun's start (imports, preflight) on a busy machine
 ITEMS = 30

@@ -17,7 +17,7 @@ from helpers import make_spec, stop_group, stop_shared_ray, write_images, write_
 from s3_server import free_port
 
 from svdbatch.ray import driver
-from svdbatch.video import probe
+from svdbatch.render.video import probe
 
 ROOT = Path(__file__).resolve().parents[1]
 

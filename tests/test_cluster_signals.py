@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from helpers import make_spec, numbered_manifest, write_images
 
-from svdbatch.commit import COMMITS, read_rows
+from svdbatch.store.commit import COMMITS, read_rows
 
 ITEMS = 24  # each stop commits a few batches; the last stopped run must still have work left
 STOP_WITHIN_S = 30

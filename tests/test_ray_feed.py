@@ -95,9 +95,10 @@ def test_the_render_plan_feeds_the_pool_from_one_fused_task(ray_cluster, tmp_pat
     them never enter the object store); a Ray Data upgrade that stops fusing them fails here by name."""
     from helpers import make_spec, write_images, write_manifest
 
-    from svdbatch import capacity, manifest
+    from svdbatch.items import manifest
     from svdbatch.ray import dataset
-    from svdbatch.stages import RunContext
+    from svdbatch.render.stages import RunContext
+    from svdbatch.run import capacity
 
     images = write_images(tmp_path / "images", 2)
     spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)

@@ -12,11 +12,11 @@ import torch
 from helpers import make_spec, write_images, write_manifest
 
 from svdbatch.cli import main
-from svdbatch.images import load_image
-from svdbatch.items import derive_seed
-from svdbatch.model import ensure_tiny_model
+from svdbatch.items.expand import derive_seed
+from svdbatch.model.loading import ensure_tiny_model
 from svdbatch.ray import driver
-from svdbatch.video import decode, probe
+from svdbatch.render.images import load_image
+from svdbatch.render.video import decode, probe
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from svdbatch.cli import main
-from svdbatch.config import StepCacheSpec
-from svdbatch.estimate import (
+from svdbatch.estimate.gpu_time import (
     GPU_TFLOPS,
     REFERENCE,
     UNET_FLOP_CACHED_STEP,
@@ -18,6 +17,7 @@ from svdbatch.estimate import (
     seconds_per_video,
     tiny_seconds,
 )
+from svdbatch.spec.config import StepCacheSpec
 
 
 def _job(tmp_path, rows: dict, **extra) -> str:

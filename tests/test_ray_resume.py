@@ -17,7 +17,7 @@ from helpers import make_spec, numbered_manifest, write_images, write_manifest
 
 from svdbatch.errors import JobError
 from svdbatch.ray import dataset, driver
-from svdbatch.video import probe
+from svdbatch.render.video import probe
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,8 @@ def test_rejected_items_stay_in_the_table_and_count_as_done_on_reruns(ray_cluste
 
 
 def test_output_of_the_single_file_version_is_resumed_without_rendering_again(ray_cluster, images, tmp_path):
-    from svdbatch import commit
-    from svdbatch.plan import make_plan
+    from svdbatch.cli.plan import make_plan
+    from svdbatch.store import commit
 
     manifest = numbered_manifest(tmp_path, images, 4)
     output = tmp_path / "out"
@@ -155,8 +155,9 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     """30,000 rows, 29,998 done: the decision happens in Ray tasks; the driver never reads the table's rows."""
     import importlib.util
 
-    from svdbatch import commit, items
-    from svdbatch.config import build_spec
+    from svdbatch.items import expand
+    from svdbatch.spec.config import build_spec
+    from svdbatch.store import commit
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
     scale = importlib.util.spec_from_file_location("scale", path)
@@ -178,8 +179,8 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
 
     monkeypatch.setattr(dataset, "BROADCAST_BYTES", 0)  # as past the size a small table is handed to every task
     monkeypatch.setattr(pq, "read_table", counting_read_table)
-    monkeypatch.setattr(items, "expand_row", refuse)
-    monkeypatch.setattr(items, "resume", refuse)
+    monkeypatch.setattr(expand, "expand_row", refuse)
+    monkeypatch.setattr(expand, "resume", refuse)
     summary = driver.run(build_spec(module._spec_data(tmp_path)), progress=False)
     assert (summary.rendered, summary.skipped) == (2, 29_998)
     largest_bucket = max(pq.read_metadata(name).num_rows for name in (tmp_path / "out" / "metadata").iterdir())
@@ -194,11 +195,12 @@ def test_small_and_large_tables_plan_alike_every_reason_and_removal(ray_cluster,
 
     import pyarrow as pa
 
-    from svdbatch import commit, manifest
-    from svdbatch.items import expand_batch
-    from svdbatch.metadata import METADATA_SCHEMA
-    from svdbatch.model import model_identity
-    from svdbatch.stages import source_versions
+    from svdbatch.items import manifest
+    from svdbatch.items.expand import expand_batch
+    from svdbatch.items.metadata import METADATA_SCHEMA
+    from svdbatch.model.loading import model_identity
+    from svdbatch.render.stages import source_versions
+    from svdbatch.store import commit
 
     keys = [f"k{index}" for index in range(9)]
     path = write_manifest(tmp_path / "m.parquet", {"key": [*keys, "bad"], "image": [*images[:1] * 9, ""]})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from svdbatch.cli import main
-from svdbatch.tune import sample_keys
+from svdbatch.cli.tune import sample_keys
 
 
 def test_tune_prints_one_line_per_setting_and_writes_table_page_and_previews(tune_run):

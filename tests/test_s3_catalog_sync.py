@@ -13,10 +13,11 @@ import pytest
 from helpers import make_spec, perturbed_weights, save_variant_model, write_images, write_manifest
 from s3_server import moto_s3
 
-from svdbatch import commit, storage
-from svdbatch.model import COPY_RECORD, cache_root
-from svdbatch.plan import make_plan
+from svdbatch import storage
+from svdbatch.cli.plan import make_plan
+from svdbatch.model.loading import COPY_RECORD, cache_root
 from svdbatch.ray import driver
+from svdbatch.store import commit
 
 BUCKET = "svdbatch-catalog"
 UNET_FP16 = "unet/diffusion_pytorch_model.fp16.safetensors"

@@ -10,8 +10,8 @@ import time
 import pytest
 from s3_server import moto_s3
 
-from svdbatch import lease
-from svdbatch.lease import LeaseHeld, LeaseLost
+from svdbatch.store import lease
+from svdbatch.store.lease import LeaseHeld, LeaseLost
 
 BUCKET = "svdbatch-lease"
 

@@ -14,7 +14,7 @@ from helpers import make_spec, write_images, write_manifest
 from s3_server import FaultyProxy, moto_s3
 
 from svdbatch.errors import JobError
-from svdbatch.model import ensure_tiny_model
+from svdbatch.model.loading import ensure_tiny_model
 from svdbatch.ray import driver
 
 BUCKET = "svdbatch-test"
@@ -157,7 +157,7 @@ def test_unwritable_output_and_missing_client_fail_before_any_work(moto_server, 
 
 
 def test_report_is_written_back_to_object_storage(runs, moto_server):
-    from svdbatch.report import write_report
+    from svdbatch.report.page import write_report
 
     port, client = moto_server
     index = write_report(f"s3://{BUCKET}/out", _options(f"http://127.0.0.1:{port}"))

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import make_spec
 
-from svdbatch import faults
-from svdbatch.capacity import CapacityError, ClusterShape, NodeType, PoolSize, check_device, check_fits, pool_size
-from svdbatch.config import SpecError
-from svdbatch.watchdog import Watchdog
+from svdbatch.render import faults
+from svdbatch.run.capacity import CapacityError, ClusterShape, NodeType, PoolSize, check_device, check_fits, pool_size
+from svdbatch.run.watchdog import Watchdog
+from svdbatch.spec.config import SpecError
 
 HEAD = {"CPU": 2}
 GPU_TYPE = NodeType("gpu", {"CPU": 4, "GPU": 1}, max_count=2)

@@ -12,10 +12,10 @@ import pytest
 from helpers import SVD_INDEX
 
 from svdbatch import storage
-from svdbatch.config import build_spec
-from svdbatch.items import RESUME_COLUMNS, expand_row, resume
-from svdbatch.model import COPY_RECORD, ModelError, _remote_copy, cache_root, model_files, model_identity
-from svdbatch.scan import build_manifest
+from svdbatch.items.expand import RESUME_COLUMNS, expand_row, resume
+from svdbatch.items.scan import build_manifest
+from svdbatch.model.loading import COPY_RECORD, ModelError, _remote_copy, cache_root, model_files, model_identity
+from svdbatch.spec.config import build_spec
 
 INDEX = {**SVD_INDEX, "safety_checker": [None, None]}  # a component the pipeline does not have
 NEEDED_FP16 = {
@@ -180,8 +180,8 @@ def test_manifest_command_writes_each_image_version_from_its_listing(tmp_path):
 
 
 def test_batch_expansion_carries_identities_bit_identical_to_the_per_row_formula():
-    from svdbatch.items import expand_batch
-    from svdbatch.metadata import to_table
+    from svdbatch.items.expand import expand_batch
+    from svdbatch.items.metadata import to_table
 
     spec = build_spec({"manifest": {"path": "m"}, "output": {"url": "/o"}, "seeds": {"variants": 2}})
     identities = {"model": 'weights "v2"', "sources": {"/i/a.png": 'ETag="x"', "/i/b.png": None}}

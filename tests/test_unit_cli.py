@@ -10,7 +10,7 @@ import pytest
 
 from svdbatch import __version__
 from svdbatch.cli import main
-from svdbatch.config import SpecError, build_spec
+from svdbatch.spec.config import SpecError, build_spec
 
 HEAVY = ("torch", "diffusers", "transformers", "ray")
 
@@ -61,7 +61,7 @@ def test_unknown_field_points_at_a_command_that_exists(capsys):
 
 
 def test_native_notice_filter_drops_only_rays_object_store_notice():
-    from svdbatch.console import _forward
+    from svdbatch.run.console import _forward
 
     source_read, source_write = os.pipe()
     target_read, target_write = os.pipe()

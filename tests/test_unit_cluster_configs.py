@@ -18,8 +18,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from svdbatch.config import build_spec, load_spec, resolve_paths
 from svdbatch.demo import demo_spec
+from svdbatch.spec.config import build_spec, load_spec, resolve_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"

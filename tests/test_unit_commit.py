@@ -8,9 +8,9 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from svdbatch import commit
-from svdbatch.items import item_id
-from svdbatch.metadata import METADATA_SCHEMA
+from svdbatch.items.expand import item_id
+from svdbatch.items.metadata import METADATA_SCHEMA
+from svdbatch.store import commit
 
 
 def _rows(keys: list[str | None], run_id: str, minute: int, status: str = "ok", fingerprint: str = "f") -> pa.Table:
@@ -84,10 +84,10 @@ def test_resume_state_carries_the_resume_columns_by_item():
 def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerprint_matches():
     """An upgrade renders nothing again: 9a19628 committed this fingerprint (printed by that version's
     ``expand_row`` for the same spec and row) and no model or source identity."""
-    from svdbatch.config import build_spec
-    from svdbatch.items import expand_row
-    from svdbatch.metadata import SKIPPED, to_table
-    from svdbatch.stages import ResumeRows, count_work
+    from svdbatch.items.expand import expand_row
+    from svdbatch.items.metadata import SKIPPED, to_table
+    from svdbatch.render.stages import ResumeRows, count_work
+    from svdbatch.spec.config import build_spec
 
     spec = build_spec(
         {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from svdbatch.config import JobSpec, SpecError, build_spec, load_spec, reference
+from svdbatch.spec.config import JobSpec, SpecError, build_spec, load_spec, reference
 
 BASE = {"manifest": {"path": "m.parquet"}, "output": {"url": "/out"}}
 

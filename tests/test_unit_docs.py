@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from svdbatch import config, reference
+from svdbatch import reference
 from svdbatch.cli import _parser
-from svdbatch.config import RENAMED, spec_lines
+from svdbatch.spec import config
+from svdbatch.spec.config import RENAMED, spec_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").rglob("*.md")])
@@ -72,7 +73,7 @@ def test_the_spec_reference_shows_nested_ranges_and_top_level_fields_at_the_marg
 
 
 def test_every_metadata_column_is_described():
-    from svdbatch.metadata import METADATA_SCHEMA
+    from svdbatch.items.metadata import METADATA_SCHEMA
 
     assert [name for name in METADATA_SCHEMA.names if name not in reference.COLUMNS] == []
     assert [name for name in reference.COLUMNS if name not in METADATA_SCHEMA.names] == []

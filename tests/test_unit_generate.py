@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from helpers import TEST_RENDER
 
-from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
-from svdbatch.generate import VideoGenerator
-from svdbatch.images import load_image
-from svdbatch.items import expand_row
-from svdbatch.metadata import fail, to_table
+from svdbatch.items.expand import expand_row
+from svdbatch.items.metadata import fail, to_table
+from svdbatch.render.generate import VideoGenerator
+from svdbatch.render.images import load_image
+from svdbatch.spec.config import build_spec
 
 
 def _items(spec, keys, **overrides):
@@ -90,7 +90,7 @@ def test_a_failing_item_does_not_take_its_batch_down(generators):
 
 
 def test_a_lost_cuda_context_ends_the_call_instead_of_failing_every_item(generators, monkeypatch):
-    from svdbatch import generate
+    from svdbatch.render import generate
 
     def poisoned(*args, **kwargs):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svdbatch.errors import JobError
-from svdbatch.items import derive_seed, safe_key, video_key
+from svdbatch.items.expand import derive_seed, safe_key, video_key
 from svdbatch.ray import driver
 
 
@@ -42,7 +42,7 @@ def test_a_file_that_is_not_parquet_fails_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("key_type", [pa.string(), pa.int64()])
 def test_duplicate_keys_are_counted_exactly_across_files_and_row_groups(tmp_path, key_type):
-    from svdbatch import manifest
+    from svdbatch.items import manifest
 
     (tmp_path / "m").mkdir()
     first = pa.table({"key": pa.array(["1", "2", "3", None, "2"] + [str(n) for n in range(10, 5000)]),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svdbatch.images import ImageError, load_image
+from svdbatch.render.images import ImageError, load_image
 
 LIMIT = 10_000_000
 

@@ -9,8 +9,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from svdbatch.config import build_spec
-from svdbatch.items import (
+from svdbatch.items.expand import (
     derive_seed,
     effective_decode_chunk,
     expand_batch,
@@ -19,7 +18,8 @@ from svdbatch.items import (
     safe_key,
     video_key,
 )
-from svdbatch.metadata import to_table
+from svdbatch.items.metadata import to_table
+from svdbatch.spec.config import build_spec
 
 SPEC = build_spec(
     {"manifest": {"path": "m.parquet"}, "output": {"url": "/out"}, "seeds": {"base_seed": 11, "variants": 3}}
@@ -180,8 +180,8 @@ def test_batch_expansion_with_integer_keys_and_overrides_matches_per_row():
 def test_column_wise_resume_decides_every_case_as_resume_does_row_by_row(retry_errors):
     """The Arrow shortcuts of ``stages._decide`` (nothing committed, same fingerprint done) against ``resume`` for
     every combination of item status and committed fingerprint, status and identities."""
-    from svdbatch.commit import COMMITTED
-    from svdbatch.stages import _decide, _explain
+    from svdbatch.render.stages import _decide, _explain
+    from svdbatch.store.commit import COMMITTED
 
     spec = build_spec({"manifest": {"path": "/m.parquet"}, "output": {"url": "/out"},
                        "failures": {"retry_errors": retry_errors}})

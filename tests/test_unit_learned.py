@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from svdbatch.config import build_spec
-from svdbatch.estimate import GPU_TFLOPS, wall_seconds
-from svdbatch.learned import add_timing, gpu_kind, same_gpu, timing_records, warm_seconds
-from svdbatch.model import applied_options
-from svdbatch.plan import learned_basis, learned_seconds
+from svdbatch.cli.plan import learned_basis, learned_seconds
+from svdbatch.estimate.gpu_time import GPU_TFLOPS, wall_seconds
+from svdbatch.estimate.learned import add_timing, gpu_kind, same_gpu, timing_records, warm_seconds
+from svdbatch.model.loading import applied_options
+from svdbatch.spec.config import build_spec
 
 SVD = "stabilityai/stable-video-diffusion-img2vid-xt"
 SHAPE = {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25, "max_guidance_scale": 3.0}
@@ -80,10 +80,10 @@ def test_plan_learns_seconds_per_video_from_earlier_runs_and_tune(tmp_path):
 
 def test_plan_with_nothing_to_render_bases_on_this_output_measured_timings(tmp_path):
     """The tiny model's output measured 0.5 s per video; a plan with nothing left says so, not the built-in 4.04 s."""
-    from svdbatch.config import TINY_MODEL
-    from svdbatch.model import dtype_name, pick_dtype
-    from svdbatch.plan import add_estimate
-    from svdbatch.plan_report import PlanReport
+    from svdbatch.cli.plan import add_estimate
+    from svdbatch.estimate.plan_report import PlanReport
+    from svdbatch.model.loading import dtype_name, pick_dtype
+    from svdbatch.spec.config import TINY_MODEL
 
     render = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "max_guidance_scale": 3.0}
     spec = build_spec({"manifest": {"path": "m"}, "output": {"url": str(tmp_path)}, "render": render})

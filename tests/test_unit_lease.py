@@ -16,8 +16,8 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from svdbatch import lease, processes
-from svdbatch.lease import Holder, LeaseHeld, LeaseLost, Standing
+from svdbatch.store import lease, processes
+from svdbatch.store.lease import Holder, LeaseHeld, LeaseLost, Standing
 
 
 def _record(output, generation: int) -> dict:
@@ -163,7 +163,7 @@ def test_the_ttl_is_a_spec_field_and_take_over_a_run_flag(capsys):
     from helpers import make_spec
 
     from svdbatch.cli import main
-    from svdbatch.config import SpecError
+    from svdbatch.spec.config import SpecError
 
     assert make_spec("m.parquet", "out").lease.ttl_s == 60.0
     with pytest.raises(SpecError, match="lease.ttl_s"):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from svdbatch import metrics
-from svdbatch.metadata import METADATA_SCHEMA
+from svdbatch.items.metadata import METADATA_SCHEMA
+from svdbatch.run import metrics
 
 
 def _rows(*rows: dict) -> pa.Table:

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from svdbatch.config import StepCacheSpec
-from svdbatch.estimate import GPU_TFLOPS, REFERENCE, TINY_MEASURED, TINY_SECONDS, seconds_per_video, tiny_seconds
+from svdbatch.estimate.gpu_time import (
+    GPU_TFLOPS,
+    REFERENCE,
+    TINY_MEASURED,
+    TINY_SECONDS,
+    seconds_per_video,
+    tiny_seconds,
+)
+from svdbatch.spec.config import StepCacheSpec
 
 
 def test_estimate_range_spans_the_published_svd_xt_figures():

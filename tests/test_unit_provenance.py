@@ -8,7 +8,7 @@ import diffusers
 import torch
 import transformers
 
-from svdbatch.provenance import PROVENANCE_COLUMNS, driver_version, provenance
+from svdbatch.model.provenance import PROVENANCE_COLUMNS, driver_version, provenance
 
 
 def test_cpu_provenance_says_cpu_and_names_the_library_versions():

@@ -10,17 +10,17 @@ import pytest
 import torch
 from helpers import TEST_RENDER
 
-from svdbatch import quality
-from svdbatch.commit import read_rows
-from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
-from svdbatch.generate import nonfinite_frames, to_uint8
-from svdbatch.items import expand_row
-from svdbatch.metadata import to_table
-from svdbatch.provenance import PROVENANCE_COLUMNS
-from svdbatch.report import write_report
-from svdbatch.stages import WriteVideos
-from svdbatch.video import probe
+from svdbatch.items.expand import expand_row
+from svdbatch.items.metadata import to_table
+from svdbatch.model.provenance import PROVENANCE_COLUMNS
+from svdbatch.render import quality
+from svdbatch.render.generate import nonfinite_frames, to_uint8
+from svdbatch.render.stages import WriteVideos
+from svdbatch.render.video import probe
+from svdbatch.report.page import write_report
+from svdbatch.spec.config import build_spec
+from svdbatch.store.commit import read_rows
 
 FRAMES, SIZE = 8, 64
 

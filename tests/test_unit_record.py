@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from svdbatch.commit import Counts
-from svdbatch.record import Progress, RunSummary
+from svdbatch.run.record import Progress, RunSummary
+from svdbatch.store.commit import Counts
 
 
 def test_progress_line_shows_done_of_total_and_an_eta(capsys):

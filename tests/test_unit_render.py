@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 from helpers import TEST_RENDER
 
-from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
-from svdbatch.items import expand_row
-from svdbatch.metadata import OK, to_rows, to_table
-from svdbatch.stages import RenderVideos
-from svdbatch.video import probe
+from svdbatch.items.expand import expand_row
+from svdbatch.items.metadata import OK, to_rows, to_table
+from svdbatch.render.stages import RenderVideos
+from svdbatch.render.video import probe
+from svdbatch.spec.config import build_spec
 
 
 class StillGenerator:

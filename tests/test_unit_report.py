@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from PIL import Image
 
-from svdbatch import charts
-from svdbatch.metadata import OK, blank_row
-from svdbatch.report import SHEET_GAP, SHEET_LABEL, contact_sheet, seconds_unit, steady_rate
+from svdbatch.items.metadata import OK, blank_row
+from svdbatch.report import charts
+from svdbatch.report.page import SHEET_GAP, SHEET_LABEL, contact_sheet, seconds_unit, steady_rate
 
 START = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
 SVG = "{http://www.w3.org/2000/svg}"

@@ -9,14 +9,14 @@ import pytest
 import torch
 from helpers import TEST_RENDER
 
-from svdbatch.config import SAMPLERS, ModelSpec, RenderParams, SchedulerSpec, SpecError, StepCacheSpec, build_spec
 from svdbatch.demo import sample_image
-from svdbatch.estimate import REFERENCE, unet_flop
-from svdbatch.flops import unet_video_flops
-from svdbatch.generate import call_pipeline, to_uint8
-from svdbatch.items import expand_row
-from svdbatch.model import applied_options, load_pipeline, resolve_source
-from svdbatch.sampler import build_scheduler, use_sampler
+from svdbatch.estimate.gpu_time import REFERENCE, unet_flop
+from svdbatch.items.expand import expand_row
+from svdbatch.model.flops import unet_video_flops
+from svdbatch.model.loading import applied_options, load_pipeline, resolve_source
+from svdbatch.model.sampler import build_scheduler, use_sampler
+from svdbatch.render.generate import call_pipeline, to_uint8
+from svdbatch.spec.config import SAMPLERS, ModelSpec, RenderParams, SchedulerSpec, SpecError, StepCacheSpec, build_spec
 
 PARAMS = {**RenderParams().model_dump(), **TEST_RENDER, "num_inference_steps": 3}  # what an item gives the call
 CONSISTENCY = SchedulerSpec(name="consistency")

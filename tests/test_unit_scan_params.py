@@ -10,9 +10,9 @@ import pytest
 import yaml
 from helpers import write_images
 
-from svdbatch.config import build_spec
-from svdbatch.manifest import inspect
-from svdbatch.scan import build_manifest, read_params
+from svdbatch.items.manifest import inspect
+from svdbatch.items.scan import build_manifest, read_params
+from svdbatch.spec.config import build_spec
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -10,14 +10,14 @@ import numpy as np
 import webdataset as wds
 from helpers import TEST_RENDER, shard_samples
 
-from svdbatch import commit
-from svdbatch.config import build_spec
 from svdbatch.demo import sample_image
-from svdbatch.items import expand_row
-from svdbatch.metadata import to_table
-from svdbatch.shards import WriteShards, reconcile, sample_key
-from svdbatch.stages import WriteVideos
-from svdbatch.video import probe
+from svdbatch.items.expand import expand_row
+from svdbatch.items.metadata import to_table
+from svdbatch.render.shards import WriteShards, reconcile, sample_key
+from svdbatch.render.stages import WriteVideos
+from svdbatch.render.video import probe
+from svdbatch.spec.config import build_spec
+from svdbatch.store import commit
 
 FRAMES, SIZE = TEST_RENDER["num_frames"], TEST_RENDER["width"]
 

@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from svdbatch.config import SpecError, load_spec, resolve_paths
 from svdbatch.demo import prepare
-from svdbatch.manifest import ManifestError, find_files
+from svdbatch.items.manifest import ManifestError, find_files
+from svdbatch.spec.config import SpecError, load_spec, resolve_paths
 
 CLI_TIMEOUT_S = 30
 

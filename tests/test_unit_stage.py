@@ -10,7 +10,7 @@ import pytest
 from helpers import SVD_INDEX, save_variant_model
 
 from svdbatch.cli import main
-from svdbatch.model import (
+from svdbatch.model.loading import (
     COPY_RECORD,
     STAGE_RECORD,
     ModelError,
@@ -20,7 +20,7 @@ from svdbatch.model import (
     is_hub_id,
     pipeline_files,
 )
-from svdbatch.stage import PROGRESS, stage
+from svdbatch.model.staging import PROGRESS, stage
 
 # stabilityai/stable-video-diffusion-img2vid-xt's files as the Hub lists them.
 SVD_XT_LISTING = [

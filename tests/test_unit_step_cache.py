@@ -9,13 +9,13 @@ import pytest
 import torch
 from helpers import TEST_RENDER
 
-from svdbatch.config import StepCacheSpec, build_spec
 from svdbatch.demo import sample_image
-from svdbatch.estimate import UNET_FLOP_CACHED_STEP, UNET_FLOP_PER_STEP, VAE_FLOP
-from svdbatch.generate import call_pipeline, to_uint8
-from svdbatch.items import expand_row
-from svdbatch.model import applied_options, build_tiny_pipeline, quiet_libraries
-from svdbatch.step_cache import cached_steps
+from svdbatch.estimate.gpu_time import UNET_FLOP_CACHED_STEP, UNET_FLOP_PER_STEP, VAE_FLOP
+from svdbatch.items.expand import expand_row
+from svdbatch.model.loading import applied_options, build_tiny_pipeline, quiet_libraries
+from svdbatch.model.step_cache import cached_steps
+from svdbatch.render.generate import call_pipeline, to_uint8
+from svdbatch.spec.config import StepCacheSpec, build_spec
 
 PARAMS = dict(
     TEST_RENDER,
@@ -107,7 +107,7 @@ def test_fingerprint_and_model_options_name_the_cache():
 
 
 def test_flop_counts_of_the_full_svd_xt_unet_match_the_plan_constants():
-    from svdbatch.flops import unet_step_flops, vae_decode_flops
+    from svdbatch.model.flops import unet_step_flops, vae_decode_flops
 
     full, cached = unet_step_flops(1024, 576, 25)
     assert abs(full / UNET_FLOP_PER_STEP - 1) < 0.01 and abs(cached / UNET_FLOP_CACHED_STEP - 1) < 0.01

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from svdbatch import stopping
+from svdbatch.run import stopping
 
 
 def test_outside_the_render_loop_a_signal_raises_stopped_where_the_driver_is():
@@ -49,7 +49,7 @@ def test_a_stop_before_any_commit_says_nothing_was_committed_not_none():
 def test_a_second_signal_exits_at_once_with_one_line():
     code = (
         "import os, signal, time\n"
-        "from svdbatch import stopping\n"
+        "from svdbatch.run import stopping\n"
         "with stopping.handled(), stopping.polled():\n"
         "    os.kill(os.getpid(), signal.SIGINT)\n"
         "    time.sleep(0.1)\n"

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from svdbatch import storage
-from svdbatch.config import SpecError, build_spec
+from svdbatch.spec.config import SpecError, build_spec
 
 REFUSED = ConnectionRefusedError(111, "Connection refused")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from svdbatch.config import SpecError
-from svdbatch.tune import breakable, parse_tries, sample_keys
+from svdbatch.cli.tune import breakable, parse_tries, sample_keys
+from svdbatch.spec.config import SpecError
 
 
 def test_tune_settings_one_per_value_and_combined_pairs():

@@ -12,11 +12,9 @@ import torch
 from helpers import TEST_RENDER, perturbed_weights
 from safetensors.torch import load_file, save_file
 
-from svdbatch.config import RenderParams, build_spec
 from svdbatch.demo import sample_image
-from svdbatch.generate import call_pipeline, to_uint8
-from svdbatch.items import expand_row
-from svdbatch.model import (
+from svdbatch.items.expand import expand_row
+from svdbatch.model.loading import (
     ModelError,
     ensure_tiny_model,
     load_pipeline,
@@ -25,6 +23,8 @@ from svdbatch.model import (
     resolve_source,
     resolve_unet,
 )
+from svdbatch.render.generate import call_pipeline, to_uint8
+from svdbatch.spec.config import RenderParams, build_spec
 
 PARAMS = {**RenderParams().model_dump(), **TEST_RENDER}  # what call_pipeline gets from an item
 

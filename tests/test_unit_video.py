@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from svdbatch.config import VideoSpec
-from svdbatch.video import decode, encode_mp4, probe
+from svdbatch.render.video import decode, encode_mp4, probe
+from svdbatch.spec.config import VideoSpec
 
 
 def frames(count=9, height=48, width=80) -> np.ndarray:

@@ -9,6 +9,5 @@ Its rooms, in the one direction data and imports flow (each imports only the one
   cluster.py    starting or joining Ray; what the cluster has and can get; the pool's size and strategy
   internals.py  every use of a Ray internal (private modules, keys, classes), one function each, version-checked
 
-The stages it runs (stages.py, shards.py, generate.py) and the rules it applies (capacity.py, watchdog.py,
-record.py, commit.py) know nothing of Ray.
+The stages it runs (render/) and the rules it applies (run/, store/) know nothing of Ray.
 """

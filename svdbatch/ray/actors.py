@@ -16,11 +16,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from svdbatch import faults, metrics
-from svdbatch.config import JobSpec
-from svdbatch.generate import DeviceLost, VideoGenerator
-from svdbatch.metadata import fail
-from svdbatch.stages import RenderVideos
+from svdbatch.items.metadata import fail
+from svdbatch.render import faults
+from svdbatch.render.generate import DeviceLost, VideoGenerator
+from svdbatch.render.stages import RenderVideos
+from svdbatch.run import metrics
+from svdbatch.spec.config import JobSpec
 
 # How long an actor that gave up on a poisoned device's items lives on, so that the call that failed them gets its
 # rows to the driver: Ray ships a call's result after the call returns, and other calls run beside it on threads.

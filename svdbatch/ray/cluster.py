@@ -10,12 +10,12 @@ import os
 import sys
 from typing import Any
 
-from svdbatch import capacity, stopping
-from svdbatch.config import JobSpec
-from svdbatch.console import filter_native_notices
 from svdbatch.errors import JobError
 from svdbatch.ray import internals
-from svdbatch.workers import Workers
+from svdbatch.run import capacity, stopping
+from svdbatch.run.console import filter_native_notices
+from svdbatch.run.workers import Workers
+from svdbatch.spec.config import JobSpec
 
 # Ray Data (2.60) runs the streaming repartition that cuts one block per pipeline call as tasks of 1 CPU, and offers
 # no setting for it (the feed task it is fused into asks for the same): next to the actors, a node needs that CPU free

@@ -24,14 +24,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-from svdbatch import capacity, commit, manifest, storage
-from svdbatch.config import JobSpec
-from svdbatch.metadata import REMOVED
+from svdbatch import storage
+from svdbatch.items import manifest
+from svdbatch.items.metadata import REMOVED
 from svdbatch.ray import internals
 from svdbatch.ray.actors import RayRenderer
 from svdbatch.ray.cluster import CALLS_PER_ACTOR, CUT_CPUS, pool_strategy
-from svdbatch.shards import WriteShards
-from svdbatch.stages import ExpandRows, RunContext, join_committed, manifest_keys, present_keys
+from svdbatch.render.shards import WriteShards
+from svdbatch.render.stages import ExpandRows, RunContext, join_committed, manifest_keys, present_keys
+from svdbatch.run import capacity
+from svdbatch.spec.config import JobSpec
+from svdbatch.store import commit
 
 CPU_STAGE_CPUS = 0.25
 JOIN_ROWS_PER_PARTITION = 500_000

@@ -15,20 +15,23 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from svdbatch import commit, lease, manifest, metrics, record, stopping, storage
-from svdbatch.config import JobSpec
+from svdbatch import storage
 from svdbatch.errors import JobError, UserError, root_message
-from svdbatch.items import TO_RENDER, Category
-from svdbatch.metadata import SKIPPED
-from svdbatch.model import model_identity
-from svdbatch.plan_report import PlanReport
+from svdbatch.estimate.plan_report import PlanReport
+from svdbatch.items import manifest
+from svdbatch.items.expand import TO_RENDER, Category
+from svdbatch.items.metadata import SKIPPED
+from svdbatch.model.loading import model_identity
 from svdbatch.ray import dataset, internals
 from svdbatch.ray.actors import RayMetrics
 from svdbatch.ray.cluster import prepare_pool, start_ray, start_workers
 from svdbatch.ray.watch import watched
-from svdbatch.record import Progress, RunSummary
-from svdbatch.stages import TALLY_COLUMNS, PruneRows, ResumeRows, RunContext, TallyItems, count_work
-from svdbatch.watchdog import Watchdog
+from svdbatch.render.stages import TALLY_COLUMNS, PruneRows, ResumeRows, RunContext, TallyItems, count_work
+from svdbatch.run import metrics, record, stopping
+from svdbatch.run.record import Progress, RunSummary
+from svdbatch.run.watchdog import Watchdog
+from svdbatch.spec.config import JobSpec
+from svdbatch.store import commit, lease
 
 MAX_PROBLEMS = 20
 

@@ -11,11 +11,11 @@ import time
 from collections.abc import Iterator
 from queue import Empty, Full, Queue
 
-from svdbatch import stopping
 from svdbatch.errors import JobError
 from svdbatch.ray import internals
 from svdbatch.ray.cluster import pending
-from svdbatch.watchdog import Watchdog
+from svdbatch.run import stopping
+from svdbatch.run.watchdog import Watchdog
 
 WATCH_EVERY_S = 1.0
 HALT_WAIT_S = 10.0  # after a stop request, the longest wait for rows Ray Data already had

@@ -1,7 +1,7 @@
 """Test-only plugins for Ray workers: put this folder on PYTHONPATH and set one of the variables below.
 
-SVDBATCH_TEST_FAULTS=<plan.json>: when a worker imports svdbatch.generate, its ``call_pipeline`` is wrapped to raise
-the errors a GPU would, as the plan (re-read at every call) says:
+SVDBATCH_TEST_FAULTS=<plan.json>: when a worker imports svdbatch.render.generate, its ``call_pipeline`` is wrapped to
+raise the errors a GPU would, as the plan (re-read at every call) says:
   {"max_batch": 1, "max_decode_chunk": 2}      CUDA out of memory above these sizes
   {"always_oom": ["k9"]}                        out of memory for these keys at any size
   {"lose_device": {"k1": 2}, "markers": DIR}    "CUDA error: an illegal memory access", for k1 twice in all processes
@@ -89,7 +89,7 @@ def _inject_faults(module):
 
 class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name != "svdbatch.generate":
+        if name != "svdbatch.render.generate":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -1,0 +1,694 @@
+"""The job spec: one pydantic model tree, loaded from YAML, overridable with ``--set section.field=value``.
+
+Every model forbids unknown fields so a typo fails before any work instead of being silently ignored, and every
+field carries a description because ``svdbatch`` prints this tree as its reference documentation.
+
+A spec travels with its files: relative paths in it (manifest.path, output.url, and model.source / model.unet when
+they name a local folder or file) resolve against the spec file's folder, or the folder of the URL it was read from,
+never against the current directory. Image URIs inside the manifest are data and are not rewritten.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import posixpath
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple, get_args
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+from svdbatch.errors import UserError
+
+TINY_MODEL = "svdbatch:tiny"
+# Fields that were renamed: a spec still using the old name gets told the new one.
+RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
+
+
+SEED_BITS = 63  # seeds fit Parquet's int64 and torch.Generator.manual_seed
+SEED_MASK = (1 << SEED_BITS) - 1
+MAX_VARIANTS = 10_000  # per manifest row, from the spec or the row's own ``variants`` column
+
+
+class SpecError(UserError, ValueError):
+    """A job spec problem, phrased as one line that says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ManifestSpec(_Strict):
+    path: str = Field(
+        description="Parquet manifest: a file, a directory of files or a glob; fsspec URL or local path (a relative "
+        "one resolves against the spec file's folder)."
+    )
+    key_column: str = Field(default="key", description="Column holding each row's unique, stable key.")
+    image_column: str = Field(
+        default="image",
+        description="Column holding each row's image URI: an absolute path or URL (as `svdbatch manifest` writes); "
+        "the manifest's URIs are data, not resolved against the spec's folder.",
+    )
+    version_column: str = Field(
+        default="image_version",
+        description="Optional column naming the version of each row's image (ETag, version id, hash); where it is "
+        "absent or null the image's version is looked up in the store.",
+    )
+
+
+class ShardSpec(_Strict):
+    enabled: bool = Field(
+        default=False,
+        description="Also write WebDataset tar shards of the ok videos ({key}.mp4, .json row, .jpg input) under "
+        "shards/, with shards/index.json listing each shard's samples.",
+    )
+    samples_per_shard: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="At most this many samples a shard; rows are grouped in blocks of this size before a shard "
+        "task writes them, so a block's MP4s are in memory together.",
+    )
+    max_shard_bytes: int = Field(
+        default=256_000_000,
+        ge=1,
+        description="A shard is closed before its MP4s pass this many bytes (a larger single sample gets its own).",
+    )
+
+
+class OutputSpec(_Strict):
+    url: str = Field(
+        description="Where videos (videos/) and the metadata table (metadata/) are written: fsspec URL or local path "
+        "(a relative one resolves against the spec file's folder)."
+    )
+    prune: bool = Field(
+        default=False,
+        description="Delete the videos of keys no longer in the manifest and mark their rows 'removed' "
+        "(`svdbatch run --prune`); off, they are kept.",
+    )
+    shards: ShardSpec = Field(default_factory=ShardSpec, description="WebDataset shards for training loaders.")
+
+
+class StepCacheSpec(_Strict):
+    """DeepCache-style reuse of the UNet's deep features between neighbouring denoising steps."""
+
+    enabled: bool = Field(
+        default=False,
+        description="On cached steps only the UNet's outermost level runs; fewer FLOPs, slightly different frames.",
+    )
+    interval: int = Field(
+        default=4, ge=1, le=1000, description="Run the whole UNet every this many steps (1: every step, no reuse)."
+    )
+    first_full: int = Field(
+        default=1, ge=1, le=1000, description="The first steps always run the whole UNet (they set the layout)."
+    )
+
+    def is_full_step(self, step: int) -> bool:
+        """Steps that run the whole UNet: every step when off, else the first ``first_full``, then every
+        ``interval``-th."""
+        return not self.enabled or step < self.first_full or step % self.interval == 0
+
+    def full_steps(self, steps: int) -> int:
+        return sum(self.is_full_step(step) for step in range(steps))
+
+
+# The samplers ``model.scheduler.name`` picks from, and the settings each takes as ``model.scheduler.config``
+# overrides: a value is a type, or the tuple of values allowed. Checked when the spec loads, before torch is imported
+# (tests/test_unit_sampler.py checks every option is a constructor argument of the class svdbatch.model.sampler builds).
+SIGMA_OPTIONS = {"sigma_min": float, "sigma_max": float, "final_sigmas_type": ("zero", "sigma_min")}
+EDM_OPTIONS = {**SIGMA_OPTIONS, "sigma_data": float, "rho": float, "sigma_schedule": ("karras", "exponential")}
+SAMPLERS: dict[str, dict[str, Any]] = {
+    "euler": {**SIGMA_OPTIONS, "use_karras_sigmas": bool, "timestep_spacing": ("linspace", "leading", "trailing")},
+    "dpmpp-2m": {**EDM_OPTIONS, "solver_order": (1, 2, 3), "solver_type": ("midpoint", "heun")},
+    "consistency": {**EDM_OPTIONS, "prediction_type": ("v_prediction", "epsilon")},
+}
+
+
+def closest(word: str, choices: list[str]) -> str | None:
+    """The choice nearest to a misspelt ``word``, or None: the did-you-mean of every spec message."""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _option_error(name: str, key: str, value: Any) -> str | None:
+    """Why ``key: value`` is not a setting of sampler ``name``, or None when it is."""
+    options = SAMPLERS[name]
+    if key not in options:
+        guess = closest(key, list(options))
+        hint = f"did you mean {guess}? " if guess else ""
+        return f"config.{key}: not a setting of sampler {name} ({hint}settings: {', '.join(options)})"
+    kind = options[key]
+    if isinstance(kind, tuple):
+        return None if value in kind else f"config.{key}: {value!r} is not one of {', '.join(map(str, kind))}"
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0):
+        return f"config.{key}: {value!r} is not a positive number"
+    if kind is bool and not isinstance(value, bool):
+        return f"config.{key}: {value!r} is not true or false"
+    return None
+
+
+class SchedulerSpec(_Strict):
+    """The sampler that turns the UNet's predictions into the next latents (svdbatch/model/sampler.py)."""
+
+    name: str = Field(
+        default="euler",
+        description="'euler': the model's own EulerDiscreteScheduler (SVD's default, unchanged); 'dpmpp-2m': "
+        "diffusers' EDM DPM-Solver++ (2nd order, one UNet call a step); 'consistency': svdbatch's multistep "
+        "consistency sampler for consistency-distilled UNets (AnimateLCM-SVD: 2-8 steps, max_guidance_scale ~1).",
+    )
+    config: dict[str, bool | int | float | str] = Field(
+        default_factory=dict,
+        description="Settings over the sampler's defaults (the model's noise levels, SVD's v-prediction): "
+        + "; ".join(f"{name}: {', '.join(options)}" for name, options in SAMPLERS.items())
+        + ".",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, name: str) -> str:
+        if name not in SAMPLERS:
+            guess = closest(name, list(SAMPLERS))
+            hint = f"did you mean {guess}? " if guess else ""
+            raise ValueError(f"unknown sampler ({hint}choices: {', '.join(SAMPLERS)})")
+        return name
+
+    @model_validator(mode="after")
+    def _known_options(self) -> SchedulerSpec:
+        for key, value in self.config.items():
+            problem = _option_error(self.name, key, value)
+            if problem:
+                raise ValueError(problem)
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        """The pipeline's own scheduler, untouched: what every run before this option used."""
+        return self.name == "euler" and not self.config
+
+
+class ModelSpec(_Strict):
+    source: str = Field(
+        default=TINY_MODEL,
+        description=f"Hub id, local diffusers directory or fsspec URL of one; '{TINY_MODEL}' is the embedded tiny "
+        "random-weight pipeline used for demos and tests. A relative folder (starting ./ or ../, or one that exists "
+        "beside a local spec) resolves against the spec file's folder; any other org/name is a hub id.",
+    )
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
+        default="auto", description="Weight and compute dtype; 'auto' is fp16 on CUDA and fp32 on CPU."
+    )
+    variant: str | None = Field(default=None, description="Weight file variant to load, e.g. 'fp16' for SVD-XT.")
+    unet: str | None = Field(
+        default=None,
+        description="UNet weights loaded over model.source's UNet (a fine-tune or a distilled UNet): a diffusers UNet "
+        "folder or a single .safetensors file; local path, hub id (org/name, org/name/sub/folder or "
+        "org/name/file.safetensors) or fsspec URL, copied once per node; a relative path resolves like model.source. "
+        "Part of the model identity.",
+    )
+    scheduler: SchedulerSpec = Field(
+        default_factory=SchedulerSpec, description="The sampler, by name, with settings (default: the model's own)."
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        default="auto",
+        description="'auto': GPU actors when the cluster has GPUs or its autoscaler may add some, else CPU actors; "
+        "'cuda' (like dtype fp16/bf16) waits for GPU workers and never falls back to the CPU.",
+    )
+    cpu_offload: bool = Field(default=False, description="diffusers model CPU offload: less GPU memory, slower.")
+    compile_unet: bool = Field(default=False, description="torch.compile the UNet once per actor.")
+    forward_chunking: bool = Field(default=False, description="UNet feed-forward chunking: less memory, slower.")
+    channels_last: bool = Field(default=True, description="channels_last memory format for UNet and VAE on CUDA.")
+    allow_tf32: bool = Field(default=True, description="Allow TF32 matmuls on Ampere and newer GPUs.")
+    step_cache: StepCacheSpec = Field(
+        default_factory=StepCacheSpec, description="Step caching for the UNet (off by default)."
+    )
+
+
+class RenderParams(_Strict):
+    """Everything the SVD call takes besides the image and the seed. Manifest rows may override any of these."""
+
+    width: int = Field(default=1024, ge=8, le=4096, multiple_of=8, description="Video width in pixels.")
+    height: int = Field(default=576, ge=8, le=4096, multiple_of=8, description="Video height in pixels.")
+    num_frames: int = Field(default=25, ge=1, le=256, description="Frames per video (SVD-XT: 25, SVD: 14).")
+    num_inference_steps: int = Field(default=25, ge=1, le=1000, description="Denoising steps.")
+    fps: int = Field(default=7, ge=1, le=120, description="Frame rate: the conditioning (as fps-1) and the MP4's.")
+    motion_bucket_id: int = Field(default=127, ge=0, le=1023, description="Amount of motion; higher moves more.")
+    noise_aug_strength: float = Field(default=0.02, ge=0.0, le=10.0, description="Noise added to the input image.")
+    min_guidance_scale: float = Field(default=1.0, ge=0.0, le=100.0, description="Guidance at the first frame.")
+    max_guidance_scale: float = Field(default=3.0, ge=0.0, le=100.0, description="Guidance at the last frame.")
+    decode_chunk_size: int = Field(
+        default=8,
+        ge=1,
+        description="Frames decoded at once; the largest divisor of num_frames not above this is used, so "
+        "batched videos never share a chunk.",
+    )
+    fit: Literal["crop", "pad", "stretch"] = Field(
+        default="crop", description="How an image of another aspect ratio is fitted to width x height."
+    )
+
+    @model_validator(mode="after")
+    def _guidance_order(self) -> RenderParams:
+        if self.min_guidance_scale > self.max_guidance_scale:
+            raise ValueError(
+                f"min_guidance_scale ({self.min_guidance_scale}) must not exceed max_guidance_scale "
+                f"({self.max_guidance_scale})"
+            )
+        return self
+
+
+def unet_branches(max_guidance_scale: float) -> int:
+    """UNet batch halves a step: diffusers' SVD pipeline runs the unconditional half only when guidance is on
+    (``do_classifier_free_guidance``: max_guidance_scale > 1)."""
+    return 2 if max_guidance_scale > 1 else 1
+
+
+class SeedSpec(_Strict):
+    base_seed: int = Field(default=0, ge=0, le=SEED_MASK, description="Job seed every item seed derives from.")
+    variants: int = Field(default=1, ge=1, le=MAX_VARIANTS, description="Videos per image, each with its own seed.")
+    motion_sweep: list[int] = Field(
+        default_factory=list,
+        description="Motion bucket ids that variants cycle through (variant v uses entry v mod length) unless the "
+        "row sets motion_bucket_id; empty: every variant uses render.motion_bucket_id.",
+    )
+
+    @model_validator(mode="after")
+    def _sweep_range(self) -> SeedSpec:
+        for value in self.motion_sweep:
+            if not 0 <= value <= 1023:
+                raise ValueError(f"motion_sweep entry {value} is outside 0..1023")
+        return self
+
+
+class VideoSpec(_Strict):
+    crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor; lower is better quality.")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = (
+        Field(default="medium", description="x264 speed/size trade-off.")
+    )
+    pixel_format: Literal["yuv420p", "yuv444p"] = Field(
+        default="yuv420p", description="yuv420p plays everywhere; yuv444p keeps full colour resolution."
+    )
+    lossless: bool = Field(
+        default=False,
+        description="Bit-exact RGB frames (libx264rgb, qp 0). Large files that most browsers cannot play; "
+        "for datasets where every pixel matters.",
+    )
+
+
+class ActorRange(_Strict):
+    """An autoscaling actor pool: Ray Data adds actors while work queues up and removes idle ones."""
+
+    min: int = Field(default=1, ge=1, description="Actors kept even when idle.")
+    max: int | None = Field(
+        default=None,
+        ge=1,
+        description="Most actors; default: one per gpus_per_actor of the GPUs the cluster has or its autoscaler can "
+        "add (unbounded when the autoscaler's node types are unknown), or 1 on CPU.",
+    )
+    initial: int | None = Field(
+        default=None,
+        ge=1,
+        description="Actors started at once; default: as many as the GPUs present now can hold, at least min.",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> ActorRange:
+        top = self.max if self.max is not None else float("inf")
+        if not self.min <= (self.initial or self.min) <= top or self.min > top:
+            raise ValueError(f"need min <= initial <= max, got {self.min}, {self.initial}, {self.max}")
+        return self
+
+
+class ComputeSpec(_Strict):
+    actors: Annotated[int, Field(ge=1)] | ActorRange = Field(
+        default_factory=ActorRange,
+        description="Generation actors: a fixed number, or {min, max, initial} for a pool that grows with the "
+        "queue (and makes the cluster autoscaler add GPU nodes) and shrinks when idle.",
+    )
+    batch_size: int = Field(default=1, ge=1, le=64, description="Items per pipeline call (same render params).")
+    gpus_per_actor: float = Field(default=1.0, gt=0, le=8, description="GPUs each actor reserves (on GPU clusters).")
+    cpus_per_actor: float = Field(
+        default=1.0,
+        gt=0,
+        le=64,
+        description="CPUs each generation actor reserves: it also loads its images and encodes and writes its "
+        "videos (docs/operations.md: sizing).",
+    )
+    cpus_per_task: float = Field(
+        default=1.0, gt=0, le=64, description="CPUs each CPU task beside the actors reserves (shard writing)."
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, le=256, description="torch threads per actor on CPU; default round(cpus_per_actor)."
+    )
+    gpu_wait_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="How long a GPU job waits for its first GPU actor (autoscaler adding nodes) before it fails.",
+    )
+    stall_report_s: float = Field(
+        default=60.0, gt=0, description="Report what is pending on which resource when no item finished this long."
+    )
+    stall_timeout_s: float = Field(
+        default=3600.0, gt=0, description="End the job when no item finished and no actor came up for this long."
+    )
+    price_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0,
+        description="What one GPU-hour costs (any currency, shown as $): the run record, summary line and report then "
+        "give the cost per video and per run from the GPU-seconds (model loads and generation x gpus_per_actor).",
+    )
+
+
+class ImageSpec(_Strict):
+    max_pixels: int = Field(
+        default=64_000_000, ge=1, description="Images with more pixels are rejected before they are decoded."
+    )
+    allowed_schemes: list[str] | None = Field(
+        default=None,
+        description="URI schemes image URIs may use; default: those of the manifest and the output (so http(s), "
+        "a server-side request forgery risk, is off unless listed).",
+    )
+    allowed_prefixes: list[str] = Field(
+        default_factory=list, description="If set, every image URI must start with one of these prefixes."
+    )
+
+
+class FailureSpec(_Strict):
+    max_error_fraction: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Abort the job when more than this share of items has failed (checked from 20 items on).",
+    )
+    retry_errors: bool = Field(default=True, description="Render items that failed in earlier runs again.")
+
+
+class QualitySpec(_Strict):
+    """Gates on the quality columns; a video that fails one is kept in the table as ``rejected``, not sharded."""
+
+    max_nonfinite_frames: int | None = Field(
+        default=None, ge=0, description="Reject above this many frames with NaN/inf in the generator's output."
+    )
+    max_black_frames: int | None = Field(default=None, ge=0, description="Reject above this many black frames.")
+    max_constant_frames: int | None = Field(
+        default=None, ge=0, description="Reject above this many single-colour frames."
+    )
+    min_motion: float | None = Field(
+        default=None, ge=0, description="Reject below this mean absolute luma change between frames (0..255)."
+    )
+    min_first_frame_psnr: float | None = Field(
+        default=None, ge=0, description="Reject below this PSNR (dB) of the first frame against the input image."
+    )
+    min_first_frame_ssim: float | None = Field(
+        default=None, ge=-1, le=1, description="Reject below this SSIM of the first frame against the input image."
+    )
+
+
+class LeaseSpec(_Strict):
+    """One live run per output: a run holds a lease in {output}/_job/lease/ and renews it while it runs."""
+
+    ttl_s: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Seconds a run's lease lasts unless renewed (it is renewed every quarter of this): how long a "
+        "run that died on another machine blocks the next one, which waits for it (`svdbatch run --lease-wait`).",
+    )
+
+
+class JobSpec(_Strict):
+    manifest: ManifestSpec = Field(description="Where the rows come from.")
+    output: OutputSpec = Field(description="Where videos and metadata go.")
+    model: ModelSpec = Field(default_factory=ModelSpec, description="Which pipeline, and how it runs.")
+    render: RenderParams = Field(default_factory=RenderParams, description="Default render parameters.")
+    seeds: SeedSpec = Field(default_factory=SeedSpec, description="Seed derivation and variants per image.")
+    video: VideoSpec = Field(default_factory=VideoSpec, description="MP4 encoding.")
+    compute: ComputeSpec = Field(default_factory=ComputeSpec, description="Actors, batching, resources.")
+    images: ImageSpec = Field(default_factory=ImageSpec, description="Input image limits.")
+    failures: FailureSpec = Field(default_factory=FailureSpec, description="Error budget and retries across runs.")
+    quality: QualitySpec = Field(default_factory=QualitySpec, description="Optional quality gates (all off).")
+    lease: LeaseSpec = Field(default_factory=LeaseSpec, description="The lease that keeps a second run off the output.")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra fsspec options (endpoint, region, ...) for every URL of the job, plus svdbatch's own "
+        "deadlines for every object-store call: connect_timeout_s (10), read_timeout_s (30) per request, and "
+        "retry_budget_s (120) for one call with its retries.",
+    )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _deadlines_are_positive(cls, options: dict[str, Any]) -> dict[str, Any]:
+        from svdbatch.storage import DEADLINES  # fsspec: only once a spec names storage options
+
+        for name in DEADLINES:
+            value = options.get(name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value <= 0):
+                raise ValueError(f"storage_options.{name} must be a positive number of seconds, not {value!r}")
+        return options
+    # Path fields as the spec file wrote them, where resolving against its folder changed them: errors show both.
+    _written: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def shown(self, field: str) -> str:
+        """A path field for an error line: ``as written (resolved: what it became)`` when it was resolved."""
+        value = lookup(self, field)
+        written = self._written.get(field)
+        return f"{written} (resolved: {value})" if written and written != value else str(value)
+
+
+def describe_error(error: ValidationError, prefix: str = "") -> str:
+    """One line per the brief: the field, the bad value and what is allowed."""
+    errors = error.errors()
+    # A misspelt field also shows up as the real one missing: name the typo, it says what to fix.
+    # For a union (compute.actors: number or range) report the branch that matches the input's kind.
+    first = next((item for item in errors if item["type"] == "extra_forbidden"), None) or next(
+        (item for item in errors if item["type"] not in ("int_type", "int_parsing", "model_type")), errors[0]
+    )
+    parts = [str(part) for part in first["loc"] if not str(part).startswith(("constrained-", "function-"))]
+    where = ".".join(parts) or "spec"
+    if prefix:
+        where = f"{prefix}.{where}" if where != "spec" else prefix
+    message = first["msg"]
+    if first["type"] == "extra_forbidden" and where in RENAMED:
+        return f"{where}: renamed, use {RENAMED[where]}"
+    if first["type"] == "extra_forbidden":
+        guess = nearest_field(parts)
+        hint = f"did you mean {guess}? " if guess else "check the spelling; "
+        return f"{where}: unknown field ({hint}'svdbatch spec' lists every field)"
+    if first["type"] == "missing":
+        return f"{where}: required field is missing"
+    if first["type"] == "value_error" and isinstance(first.get("input"), dict):  # a whole section: say only why
+        return f"{where}: {message.removeprefix('Value error, ')}"
+    return f"{where}: {first.get('input')!r} is not allowed: {message.removeprefix('Value error, ')}"
+
+
+def nearest_field(parts: list[str], root: type[BaseModel] = JobSpec) -> str | None:
+    """The spec field whose name is closest to the unknown last part of ``parts``, as a dotted path, or None."""
+    model = root
+    for part in parts[:-1]:
+        field = model.model_fields.get(part)
+        kinds = (field.annotation, *get_args(field.annotation)) if field else ()
+        models = [kind for kind in kinds if isinstance(kind, type) and issubclass(kind, BaseModel)]
+        if not models:
+            return None
+        model = models[0]
+    close = closest(parts[-1], list(model.model_fields))
+    return ".".join([*parts[:-1], close]) if close else None
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["render.fps=8", "seeds.variants=2"]`` into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise SpecError(f"--set {item!r}: expected section.field=value")
+        node = tree
+        parts = path.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SpecError(f"--set {item!r}: {part} is set twice")
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for name, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(name), dict):
+            merged[name] = _merge(merged[name], value)
+        else:
+            merged[name] = value
+    return merged
+
+
+def build_spec(data: dict[str, Any], overrides: list[str] | None = None) -> JobSpec:
+    data = _merge(data, parse_overrides(overrides or []))
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(describe_error(error)) from None
+
+
+# Binary files a spec is mistaken for, by their first bytes: named so the error says what was passed.
+MAGIC = {b"PAR1": "a Parquet file", b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"PK\x03\x04": "a zip"}
+LOCAL_PATHS = ("manifest.path", "output.url")  # always paths: a relative one is the spec folder's
+MODEL_PATHS = ("model.source", "model.unet")  # a path or a hub id: resolved when it is clearly a path
+
+
+def is_url(source: str) -> bool:
+    """An fsspec URL other than file://, read through storage.py."""
+    head, sep, _ = source.partition("://")
+    return bool(sep) and head.lower() != "file"
+
+
+def _relative(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "://" not in value and not value.startswith(("/", "~"))
+
+
+def _join(folder: str, relative: str) -> str:
+    if is_url(folder):
+        head, _, path = folder.partition("://")
+        return f"{head}://{posixpath.normpath(posixpath.join(path, relative))}"
+    return os.path.normpath(os.path.join(folder, relative))
+
+
+def spec_folder(source: str) -> str:
+    """The folder relative paths of a spec resolve against: the spec file's (absolute), or its URL's."""
+    if is_url(source):
+        return source.rsplit("/", 1)[0]
+    return str(Path(source.removeprefix("file://")).resolve().parent)
+
+
+def resolve_paths(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The spec's relative paths joined to the folder of ``source`` (the spec's file or URL), and the fields it
+    changed as they were written. model.source / model.unet are paths only when they start ./ or ../ or, for a
+    local spec, exist beside it; otherwise they stay hub ids."""
+    folder = spec_folder(source)
+    resolved, written = dict(data), {}
+    for field in (*LOCAL_PATHS, *MODEL_PATHS):
+        section, name = field.split(".")
+        values = resolved.get(section)
+        value = values.get(name) if isinstance(values, dict) else None
+        if not _relative(value) or value == TINY_MODEL:
+            continue
+        joined = _join(folder, value)
+        clearly_path = value.startswith(("./", "../")) or (not is_url(folder) and os.path.exists(joined))
+        if field in MODEL_PATHS and not clearly_path:
+            continue
+        resolved[section] = {**values, name: joined}
+        written[field] = value
+    return resolved, written
+
+
+def _read(source: str, options: dict[str, Any]) -> bytes:
+    """The spec file's bytes, local or from a URL (credentials from the environment, or ``--set
+    storage_options.*``); any failure is one line naming it."""
+    if not is_url(source):
+        try:
+            return Path(source.removeprefix("file://")).read_bytes()
+        except OSError as error:
+            raise SpecError(f"{source}: cannot read the job spec ({error.strerror})") from None
+    from svdbatch import storage  # fsspec: only for a spec given as a URL
+
+    try:
+        return storage.read_bytes(source, options)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - missing, denied, unreachable: all the same line
+        lines = str(error).strip().splitlines() or ["no message"]
+        raise SpecError(f"{source}: cannot read the job spec ({type(error).__name__}: {lines[0]})") from None
+
+
+def _parse(source: str, raw: bytes) -> dict[str, Any]:
+    kind = next((name for magic, name in MAGIC.items() if raw.startswith(magic)), None)
+    try:
+        text = None if kind or b"\0" in raw[:4096] else raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None:
+        raise SpecError(
+            f"{source} is not a job spec (YAML): it looks like {kind or 'a binary file'}; pass the spec, "
+            "e.g. svdbatch run job.yaml"
+        )
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise SpecError(f"{source}: not valid YAML ({' '.join(str(error).split())})") from None
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"{source} is not a job spec: it holds a {type(data).__name__}, and a job spec is a mapping of sections "
+            "(manifest, output, ...); 'svdbatch spec' lists them"
+        )
+    return data
+
+
+def load_spec(source: str | Path, overrides: list[str] | None = None) -> JobSpec:
+    """Read a YAML job spec from a local path or a URL; its relative paths resolve against its folder, ``--set``
+    values (typed at the shell) are taken as given."""
+    source = str(source)
+    options = parse_overrides(overrides or []).get("storage_options") or {}
+    data, written = resolve_paths(_parse(source, _read(source, options)), source)
+    spec = build_spec(data, overrides)
+    spec._written = {field: value for field, value in written.items() if lookup(spec, field) == lookup(data, field)}
+    return spec
+
+
+def lookup(tree: Any, field: str) -> Any:
+    """A dotted field of a spec, or of the dict it is built from."""
+    for part in field.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else getattr(tree, part)
+    return tree
+
+
+
+class SpecLine(NamedTuple):
+    """One line of the spec reference: a section (``default`` None) or a field with its default, at a depth."""
+
+    name: str
+    description: str
+    default: str | None
+    depth: int
+
+
+def _shown(value: Any) -> str:
+    """A default as it is written in a spec (YAML flow style), not as Python prints it."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True)
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds, alone or as a branch of a union (compute.actors: a number or a range)."""
+    for candidate in (annotation, *get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def spec_lines(model: type[BaseModel] = JobSpec, prefix: str = "", depth: int = 0) -> list[SpecLine]:
+    """Every section and field of the job spec, in the order the code declares them, generated so the reference
+    never drifts from the code (``svdbatch spec``, docs/reference/job-spec.md)."""
+    found = []
+    for name, info in model.model_fields.items():
+        dotted, nested = f"{prefix}{name}", _model_in(info.annotation)
+        if nested is not None and nested is info.annotation:
+            found.append(SpecLine(dotted, info.description or "", None, depth))
+            found.extend(spec_lines(nested, dotted + ".", depth + 1))
+            continue
+        default = "required" if info.is_required() else _shown(info.get_default(call_default_factory=True))
+        found.append(SpecLine(dotted, info.description or "", default, depth))
+        if nested is not None:  # a union with a model: its fields too, one level in
+            found.extend(spec_lines(nested, dotted + ".", depth + 1))
+    return found
+
+
+def reference() -> list[str]:
+    """``svdbatch spec``: a line per section and field, indented by depth; sections and top-level fields start at
+    the margin, so a top-level field never reads as part of the section above it."""
+    lines = []
+    for line in spec_lines():
+        indent = "  " * line.depth
+        if line.default is None:
+            lines.append(f"{indent}{line.name}: {line.description}")
+        else:
+            lines.append(f"{indent}{line.name} = {line.default}  # {line.description}")
+    return lines

@@ -1,0 +1,286 @@
+"""The commit record: what is done, what to skip on a rerun, and the one-row-per-item metadata table.
+
+An item is committed when its video is written and its metadata row is in a commit file under
+``{output}/_commits/``. The driver writes those files as finished rows stream back, every few seconds, each file
+atomically; a killed driver loses at most the rows of its last interval (their videos are simply rendered again, to
+the same key).
+
+The metadata table is ``{output}/metadata/bucket-NNNNN.parquet``: every item lives in the bucket
+``sha256(key) mod BUCKETS``, and each bucket file holds the latest row per (key, variant) of its items. Publishing a
+run merges its commit files into the buckets its rows fall in, each bucket rewritten with one atomic write, so the
+cost follows the rows of the run, not the size of the table, and a reader never sees duplicates. A table written by
+earlier versions (``metadata/metadata.parquet``) is split into buckets by the first publish.
+
+Ray Data's own checkpointing (``DataContext.checkpoint_config``) skips rows by an id column only: it would keep
+an item whose spec changed and count error rows as done, so svdbatch keeps this record itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from svdbatch import storage
+from svdbatch.errors import UserError
+from svdbatch.estimate.learned import TIMING_COLUMNS, add_timing
+from svdbatch.items.expand import RESUME_COLUMNS
+from svdbatch.items.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
+from svdbatch.model.provenance import PROVENANCE_COLUMNS
+from svdbatch.render.shards import SHARDS, reconcile
+
+COMMITS = "_commits"
+METADATA = "metadata"
+LEGACY_TABLE = "metadata/metadata.parquet"
+BUCKETS = 256
+COMMIT_INTERVAL_S = 5.0
+COMMIT_MAX_ROWS = 2000
+MIN_ITEMS_BEFORE_ABORT = 20
+
+
+class TooManyErrors(UserError, RuntimeError):
+    """More items failed than the job allows (failures.max_error_fraction)."""
+
+
+def bucket_of(key: str | None) -> int:
+    """The bucket file an item's row lives in: stable across runs, versions and machines."""
+    digest = hashlib.sha256((key or "").encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "big") % BUCKETS
+
+
+def bucket_path(output: str, bucket: int) -> str:
+    return storage.join(output, METADATA, f"bucket-{bucket:05d}.parquet")
+
+
+def item_ids(table: pa.Table) -> pa.Array:
+    """``items.item_id`` for every row, computed by Arrow; null where the key is null."""
+    variant = pc.cast(table["variant"], pa.string())
+    return pc.binary_join_element_wise(table["key"], variant, "\0").combine_chunks()
+
+
+def latest(table: pa.Table) -> pa.Table:
+    """One row per (key, variant): the most recent. Rows without a usable key are kept per run and source."""
+    table = table.filter(pc.is_in(table["status"], pa.array([OK, ERROR, REJECTED, REMOVED])))
+    keyless = pc.binary_join_element_wise("\1", table["run_id"], table["source_uri"], "\0")
+    ident = pc.coalesce(item_ids(table), keyless.combine_chunks())
+    order = pc.sort_indices(
+        pa.table({"i": ident, "f": table["finished_at"], "r": table["run_id"]}),
+        sort_keys=[("i", "ascending"), ("f", "ascending"), ("r", "ascending")],
+    )
+    table, ident = table.take(order), ident.take(order)
+    if table.num_rows == 0:
+        return table
+    last = pc.not_equal(ident.slice(0, len(ident) - 1), ident.slice(1))
+    return table.filter(pa.concat_arrays([pc.fill_null(last, True), pa.array([True])]))
+
+
+COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the join next to the item's own columns
+STATE_COLUMNS = sorted({"key", "variant", "run_id", "source_uri", "finished_at", "status", *RESUME_COLUMNS})
+
+
+def resume_state(table: pa.Table) -> pa.Table:
+    """Committed rows -> key, variant and ``committed_<column>`` for each of RESUME_COLUMNS: the join's right side."""
+    table = table.filter(pc.is_valid(table["key"]))
+    columns = {"key": table["key"], "variant": table["variant"]}
+    columns.update({COMMITTED + name: table[name] for name in RESUME_COLUMNS})
+    return pa.table(columns)
+
+
+def _read(fs, path: str, columns: list[str] | None = None) -> pa.Table:
+    """A table or commit file; read whole, it is conformed to today's schema (newer columns read as null)."""
+    with fs.open(path, "rb") as handle:
+        table = pq.read_table(handle, columns=columns)
+    if columns is None:
+        return conform(table)
+    schema = pa.schema([METADATA_SCHEMA.field(name) for name in table.column_names])
+    return table.cast(schema)
+
+
+def _parquet_sizes(fs, path: str) -> dict[str, int]:
+    """The Parquet files under a folder with their sizes, from one listing."""
+    if not fs.exists(path):
+        return {}
+    found = fs.find(path, detail=True)
+    return {name: info.get("size") or 0 for name, info in sorted(found.items()) if name.endswith(".parquet")}
+
+
+def pending_files(output: str, options: dict[str, Any] | None = None) -> list[str]:
+    """Commit files not yet merged into the table (a running job's, or a killed one's), as fsspec paths."""
+    fs, path = storage.filesystem(storage.join(output, COMMITS), options or {})
+    return list(storage.retrying(lambda: _parquet_sizes(fs, path), options))
+
+
+@dataclass(frozen=True)
+class StateFiles:
+    """The files the committed state is read from, listed once: the table's (bucket files, and the single file of a
+    table from an earlier version) and the pending commit files."""
+
+    tables: list[str]
+    pending: list[str]
+    bytes: int  # their total size: how big the resume join's right side can be
+
+
+def state_files(output: str, options: dict[str, Any] | None = None) -> StateFiles:
+    sizes = []
+    for folder in (METADATA, COMMITS):
+        fs, path = storage.filesystem(storage.join(output, folder), options or {})
+        sizes.append(storage.retrying(lambda fs=fs, path=path: _parquet_sizes(fs, path), options))
+    return StateFiles(list(sizes[0]), list(sizes[1]), sum(sizes[0].values()) + sum(sizes[1].values()))
+
+
+def read_state(output: str, files: StateFiles, options: dict[str, Any] | None = None) -> pa.Table:
+    """The committed state of a small table in one Arrow table: ``resume_state`` of the latest row per item."""
+    fs, _ = storage.filesystem(output, options or {})
+    names = files.tables + files.pending
+    tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS), options) for name in names]
+    return resume_state(latest(pa.concat_tables(tables)))
+
+
+def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
+    """Every recorded row: the published table plus the commit files of runs not yet merged into it."""
+    fs, _ = storage.filesystem(output, options or {})
+    files = state_files(output, options)
+    tables = [_read(fs, name) for name in files.tables + files.pending]
+    return pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
+
+
+def publish(output: str, options: dict[str, Any] | None = None, shards: bool = False) -> int:
+    """Merge the commit files (and a table from an earlier version) into the buckets they touch; return how many.
+
+    Each touched bucket is rewritten atomically with its latest rows; commit files are removed only afterwards, so
+    a publish that is interrupted is simply done again by the next run. With shards (on now, or written by an
+    earlier run) the shard folder is first reconciled with the commit files' rows (see ``shards.reconcile``).
+    """
+    options = options or {}
+    fs, _ = storage.filesystem(output, options)
+    pending = pending_files(output, options)
+    _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
+    has_legacy = storage.retrying(lambda: fs.exists(legacy), options)
+    tables = [storage.retrying(lambda name=name: _read(fs, name), options) for name in pending]
+    if shards or storage.exists(storage.join(output, SHARDS), options):
+        run_rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
+        reconcile(output, run_rows, latest(run_rows).to_pylist(), options)
+    if has_legacy:
+        tables.append(storage.retrying(lambda: _read(fs, legacy), options))
+    if not tables:
+        return 0
+    rows = pa.concat_tables(tables)
+    buckets = pa.array([bucket_of(key) for key in rows["key"].to_pylist()], pa.int32())
+    touched = pc.unique(buckets).to_pylist()
+    for bucket in touched:
+        _merge_bucket(output, options, bucket, rows.filter(pc.equal(buckets, bucket)))
+    if has_legacy:
+        fs.rm(legacy)
+    for name in pending:
+        fs.rm(name)
+    return len(touched)
+
+
+def _merge_bucket(output: str, options: dict[str, Any], bucket: int, rows: pa.Table) -> None:
+    url = bucket_path(output, bucket)
+    fs, path = storage.filesystem(url, options)
+    if storage.retrying(lambda: fs.exists(path), options, url):
+        rows = pa.concat_tables([storage.retrying(lambda: _read(fs, path), options, url), rows])
+    merged = latest(rows)
+    merged = merged.take(pc.sort_indices(merged, sort_keys=[("key", "ascending"), ("variant", "ascending")]))
+    buffer = io.BytesIO()
+    pq.write_table(merged, buffer)
+    storage.write_bytes(url, buffer.getvalue(), options)
+
+
+@dataclass
+class Counts:
+    rendered: int = 0
+    rejected: int = 0
+    failed: int = 0
+    skipped: int = 0
+    rerendered: int = 0
+    removed: int = 0
+    generate_seconds: float = 0.0  # of the generated videos (ok, rejected): each one's share of its pipeline call
+    errors: list[str] = field(default_factory=list)
+    environments: list[dict[str, str]] = field(default_factory=list)  # distinct provenance of the rendered rows
+    timings: dict[tuple, list] = field(default_factory=dict)  # learned.add_timing of the rendered rows
+
+
+class Committer:
+    """Receives finished rows on the driver, counts them, and writes them out as commit files."""
+
+    def __init__(self, output: str, run_id: str, options: dict[str, Any], max_error_fraction: float):
+        self.output = output
+        self.run_id = run_id
+        self.options = options
+        self.max_error_fraction = max_error_fraction
+        self.counts = Counts()
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+        self._files = 0
+        self._last_flush = time.monotonic()
+
+    def add(self, batch: pa.Table) -> None:
+        columns = sorted({"status", "error", "rerender_reason", *PROVENANCE_COLUMNS, *TIMING_COLUMNS})
+        for row in batch.select(columns).to_pylist():
+            if row["status"] == SKIPPED:
+                self.counts.skipped += 1
+                continue
+            environment = {name: row[name] for name in PROVENANCE_COLUMNS}
+            if environment["gpu_name"] and environment not in self.counts.environments:
+                self.counts.environments.append(environment)
+            if row["status"] == OK:
+                self.counts.rendered += 1
+                add_timing(self.counts.timings, row)
+            elif row["status"] == REJECTED:
+                self.counts.rejected += 1
+            else:
+                self.counts.failed += 1
+                if len(self.counts.errors) < 5:
+                    self.counts.errors.append(row["error"])
+            if row["rerender_reason"]:
+                self.counts.rerendered += 1
+        generated = batch.filter(pc.is_in(batch["status"], pa.array([OK, REJECTED])))["generate_seconds"]
+        self.counts.generate_seconds += pc.sum(generated).as_py() or 0.0
+        kept = batch.filter(pa.compute.not_equal(batch["status"], SKIPPED))
+        if kept.num_rows:
+            self._pending.append(kept.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
+            self._pending_rows += kept.num_rows
+        if self._pending_rows >= COMMIT_MAX_ROWS or time.monotonic() - self._last_flush >= COMMIT_INTERVAL_S:
+            self.flush()
+        self._check_errors()
+
+    def add_removed(self, rows: pa.Table) -> None:
+        """Commit the rows ``stages.PruneRows`` marked removed."""
+        self.counts.removed += rows.num_rows
+        if rows.num_rows:
+            self._pending.append(rows.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
+            self._pending_rows += rows.num_rows
+            self.flush()
+
+    def _check_errors(self, minimum: int = MIN_ITEMS_BEFORE_ABORT) -> None:
+        done = self.counts.rendered + self.counts.rejected + self.counts.failed
+        if done and done >= minimum and self.counts.failed / done > self.max_error_fraction:
+            self.flush()
+            raise TooManyErrors(
+                f"{self.counts.failed} of {done} items failed, more than failures.max_error_fraction="
+                f"{self.max_error_fraction}; first error: {self.counts.errors[0]}"
+            )
+
+    def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return
+        buffer = io.BytesIO()
+        pq.write_table(pa.concat_tables(self._pending), buffer)
+        name = f"{self.run_id}-{self._files:06d}.parquet"
+        storage.write_bytes(storage.join(self.output, COMMITS, name), buffer.getvalue(), self.options)
+        self._files += 1
+        self._pending, self._pending_rows = [], 0
+
+    def finish(self) -> None:
+        """Flush, and apply the error budget to the whole run (small runs never reach the in-flight check)."""
+        self.flush()
+        self._check_errors(minimum=1)
