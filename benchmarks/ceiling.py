@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PLUGIN = ROOT / "tests" / "faults"  # its simulated GPU
 SVDBATCH = Path(sys.executable).parent / "svdbatch"
 # Published SVD-XT seconds per video (1024x576, 25 frames) for the sizing rule: 25 steps with guidance on an A100
-# (the public demo's figure) and the FLOP floor of 4 guidance-free steps on an H100 (README, "SVD-XT on a GPU cluster").
+# (the public demo's figure) and the FLOP floor of 4 guidance-free steps on an H100 (docs/operations.md, "Sizing").
 TIMELINE_S = 15.0
 MODELS = {"SVD-XT, 25 steps, A100": 60.0, "SVD-XT, 25 steps, H100 floor": 5.0, "SVD-XT, 4 steps, H100 floor": 0.6}
 

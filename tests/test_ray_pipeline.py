@@ -102,7 +102,7 @@ def test_metadata_row_regenerates_its_video_with_plain_diffusers(lossless_runs):
 
     row = _table(lossless_runs["b1a1"])[3]
 
-    # Exactly the README's recipe: fit the image, then one plain diffusers call with the row's parameters.
+    # Exactly docs/design.md's recipe: fit the image, then one plain diffusers call with the row's parameters.
     pipe = StableVideoDiffusionPipeline.from_pretrained(str(ensure_tiny_model()), torch_dtype=torch.float32)
     image = load_image(Path(row["source_uri"]).read_bytes(), row["width"], row["height"], row["fit"], 10**8)
     frames = pipe(

@@ -118,9 +118,9 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
 
 
 def test_duckdb_and_pyarrow_read_one_current_row_per_item_even_while_a_publish_is_half_done(tmp_path, monkeypatch):
-    """The README's readers, without svdbatch: a glob of plain Parquet files. A publish replaces bucket files one by
-    one, each atomically, so a reader between two of them sees some items at their new row and the rest at their
-    old one: never a duplicate, never a torn file."""
+    """The readers of docs/reference/outputs.md, without svdbatch: a glob of plain Parquet files. A publish replaces
+    bucket files one by one, each atomically, so a reader between two of them sees some items at their new row and
+    the rest at their old one: never a duplicate, never a torn file."""
     import duckdb
 
     keys = [f"k{i}" for i in range(40)]

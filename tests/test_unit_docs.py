@@ -190,3 +190,16 @@ def test_the_readme_is_short_and_keeps_its_two_commands():
     assert install in text
     assert ".venv/bin/python -m pytest -q" in text
     assert ".venv/bin/python -m pytest -q" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_svdbatch_import_in_the_docs_python_resolves():
+    """The docs' Python recipes name svdbatch's modules: a module that moved must move in the docs too."""
+    import importlib
+
+    imports = []
+    for page in PAGES:
+        for block in re.findall(r"^```python\n(.*?)^```", page.read_text(), re.S | re.M):
+            imports += re.findall(r"^from (svdbatch[\w.]*) import (\w+)", block, re.M)
+    assert imports
+    for module, name in imports:
+        assert hasattr(importlib.import_module(module), name), f"from {module} import {name}"

@@ -1,6 +1,6 @@
 """Manifest row -> items: variants, seeds and output keys. Pure functions, so reruns reproduce exactly.
 
-Seed rule (documented in the README): ``seed = derive_seed(base_seed, key, variant)`` -- the first 8 bytes of
+Seed rule (docs/guides/dataset-augmentation.md): ``seed = derive_seed(base_seed, key, variant)`` -- the first 8 bytes of
 ``sha256("svdbatch-seed-v1" NUL base_seed NUL key NUL variant)`` as a big-endian integer with the top bit cleared
 (it fits Parquet's int64 and ``torch.Generator.manual_seed``). A row that gives its own ``seed`` gets ``(seed +
 variant) mod 2**63`` instead. Nothing depends on where a row sits in a file, block, batch or actor.
