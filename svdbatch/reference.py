@@ -163,8 +163,8 @@ def cli_page() -> str:
         if any(isinstance(action, argparse._SubParsersAction) for action in parser._actions):
             out += ["", f"## `{name}`", "", parser.description or ""]
             continue
-        out += ["", f"## `{name}`", "", parser.description or "", "", *TABLE_HEAD]
-        out += _option_rows(parser)
+        rows = _option_rows(parser)
+        out += ["", f"## `{name}`", "", parser.description or ""] + (["", *TABLE_HEAD, *rows] if rows else [])
     out += ["", "## Exit status", "", "```", EXIT_CODES, "```"]
     return "\n".join(out) + "\n"
 

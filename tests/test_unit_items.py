@@ -27,7 +27,7 @@ SPEC = build_spec(
 
 
 def test_seed_is_the_documented_function():
-    # The README's formula, computed independently; changing it would silently change every user's videos.
+    # docs/guides/dataset-augmentation.md's formula, computed independently; changing it changes every user's videos.
     digest = hashlib.sha256(b"svdbatch-seed-v1\x000\x00sku-1\x000").digest()
     assert derive_seed(0, "sku-1", 0) == int.from_bytes(digest[:8], "big") & (2**63 - 1)
 

@@ -36,6 +36,12 @@ DEMO_DIR_HELP = (
     "temporary copy of the working dir (required there)."
 )
 PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
+STORE_SET = {  # --set on the commands without a job spec: storage options only
+    "action": "append",
+    "default": [],
+    "metavar": "storage_options.NAME=VALUE",
+    "help": "An fsspec option for every URL the command reads or writes (endpoint, region, ...); repeatable.",
+}
 SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
 JOB_HELP = (
     "Job spec YAML: a path or a URL (s3://, gs://, az://, file://; credentials from the environment or --set "
@@ -111,17 +117,11 @@ def _add_output_commands(commands) -> None:
     scan.add_argument("-o", "--output", required=True, help="Manifest to write (.parquet, local or URL).")
     scan.add_argument("--column", action="append", default=[], metavar="NAME=VALUE", help="A constant column.")
     scan.add_argument("--params", help="CSV with a 'key' column (relative path) and per-row parameter columns.")
-    scan.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="storage_options.NAME=VALUE",
-        help="An fsspec option for the source, the CSV and the manifest written (endpoint, region, ...); repeatable.",
-    )
+    scan.add_argument("--set", **STORE_SET)
     scan.add_argument("--verbose", action="store_true", help="Full tracebacks.")
     report = commands.add_parser("report", help="Write an HTML gallery of an output: OUTPUT/report/index.html.")
     report.add_argument("output", help="The job's output URL or folder.")
-    report.add_argument("--set", action="append", default=[], metavar="storage_options.NAME=VALUE")
+    report.add_argument("--set", **STORE_SET)
     report.add_argument("--verbose", action="store_true", help="Full tracebacks.")
     commands.add_parser("spec", help="Print the job spec reference.")
     model = commands.add_parser("model", help="Model weights: stage them once in object storage.")
@@ -129,7 +129,7 @@ def _add_output_commands(commands) -> None:
     stage.add_argument("source", help="Hub id (org/name), local pipeline folder, URL of one, or svdbatch:tiny.")
     stage.add_argument("url", help="Where to stage it: an fsspec URL (s3://, gs://, az://) or a folder.")
     stage.add_argument("--variant", help="Weight variant the jobs load (model.variant), e.g. fp16 for SVD-XT.")
-    stage.add_argument("--set", action="append", default=[], metavar="storage_options.NAME=VALUE")
+    stage.add_argument("--set", **STORE_SET)
     stage.add_argument("--verbose", action="store_true", help="Full tracebacks.")
 
 
