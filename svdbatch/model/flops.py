@@ -40,13 +40,13 @@ SVD_XT_VAE = dict(
 LATENT_SCALE = 8
 
 
-def _on_meta(module_class, config: dict):
+def on_meta(module_class, config: dict):
     # Building under the meta device allocates nothing; one mixing parameter is still made on the CPU, hence .to().
     with torch.device("meta"):
         return module_class(**config).to("meta")
 
 
-def _counted(call) -> float:
+def counted(call) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
@@ -58,7 +58,7 @@ def unet_step_flops(width: int, height: int, frames: int, config: dict = SVD_XT_
     """(full step, cached step) FLOPs of one UNet call; ``batch`` 2 is one video with classifier-free guidance."""
     from diffusers import UNetSpatioTemporalConditionModel
 
-    unet = _on_meta(UNetSpatioTemporalConditionModel, config)
+    unet = on_meta(UNetSpatioTemporalConditionModel, config)
     latents = torch.zeros(batch, frames, config["in_channels"], height // LATENT_SCALE, width // LATENT_SCALE)
     args = (
         latents.to("meta"),
@@ -67,8 +67,8 @@ def unet_step_flops(width: int, height: int, frames: int, config: dict = SVD_XT_
         torch.zeros(batch, 3, device="meta"),
     )
     with cached_steps(unet, StepCacheSpec(enabled=True, interval=2)):  # step 0 in full, step 1 cached
-        full = _counted(lambda: unet(*args))
-        cached = _counted(lambda: unet(*args))
+        full = counted(lambda: unet(*args))
+        cached = counted(lambda: unet(*args))
     return full, cached
 
 
@@ -90,6 +90,6 @@ def unet_video_flops(
 def vae_decode_flops(width: int, height: int, frames: int, config: dict = SVD_XT_VAE) -> float:
     from diffusers import AutoencoderKLTemporalDecoder
 
-    vae = _on_meta(AutoencoderKLTemporalDecoder, config)
+    vae = on_meta(AutoencoderKLTemporalDecoder, config)
     latents = torch.zeros(frames, config["latent_channels"], height // LATENT_SCALE, width // LATENT_SCALE)
-    return _counted(lambda: vae.decode(latents.to("meta"), num_frames=frames))
+    return counted(lambda: vae.decode(latents.to("meta"), num_frames=frames))

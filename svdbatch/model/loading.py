@@ -29,10 +29,11 @@ import torch
 
 from svdbatch import storage
 from svdbatch.errors import UserError
-from svdbatch.spec.config import TINY_MODEL, ModelSpec
+from svdbatch.model import svd
+from svdbatch.model.families import FAMILIES, TINY_SOURCES
+from svdbatch.spec.config import TINY_MODEL, TINY_MODELS, ModelSpec
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-TINY_VERSION = "tiny-svd-v1"
 CONFIG_SUFFIXES = (".json", ".txt")
 COPY_THREADS = 8
 COPY_RECORD = "svdbatch-copy.json"
@@ -171,11 +172,14 @@ def _publish(target: Path, fill, marker: str = "model_index.json") -> Path:
     return target
 
 
-def ensure_tiny_model() -> Path:
-    """Build the tiny pipeline once per node and return its diffusers directory."""
+def ensure_tiny_model(source: str = TINY_MODEL) -> Path:
+    """Build an embedded tiny pipeline (``svdbatch:tiny``, ``-wan``, ``-ltx``) once per node; its diffusers folder."""
+    family = TINY_SOURCES[source]
+    build = build_tiny_pipeline if family is svd else family.build_tiny
+    quiet_libraries()
     return _publish(
-        cache_root() / "models" / TINY_VERSION,
-        lambda folder: build_tiny_pipeline().save_pretrained(folder, safe_serialization=True),
+        cache_root() / "models" / family.TINY_VERSION,
+        lambda folder: build().save_pretrained(folder, safe_serialization=True),
     )
 
 
@@ -363,7 +367,7 @@ def _local_folder(spec: ModelSpec) -> Path:
 
 def is_hub_id(source: str) -> bool:
     """Neither the tiny model, an object-store URL nor a local path: ``org/name`` on the Hugging Face Hub."""
-    return source != TINY_MODEL and not _is_remote(source) and not (_looks_local(source) or Path(source).exists())
+    return source not in TINY_MODELS and not _is_remote(source) and not (_looks_local(source) or Path(source).exists())
 
 
 def hub_cache() -> str | None:
@@ -381,8 +385,8 @@ def _looks_local(source: str) -> bool:
 
 def resolve_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
     """A path or hub id diffusers can load, fetching to the node cache where needed."""
-    if spec.source == TINY_MODEL:
-        return str(ensure_tiny_model())
+    if spec.source in TINY_MODELS:
+        return str(ensure_tiny_model(spec.source))
     if _is_remote(spec.source):
         return str(_remote_copy(spec.source, options or {}, spec.variant))
     if _looks_local(spec.source) or Path(spec.source).exists():
@@ -403,8 +407,8 @@ def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> st
 
 
 def _source_identity(spec: ModelSpec, options: dict[str, Any] | None) -> str:
-    if spec.source == TINY_MODEL:
-        return TINY_VERSION
+    if spec.source in TINY_MODELS:
+        return TINY_SOURCES[spec.source].TINY_VERSION
     if _is_remote(spec.source):
         fs, root = storage.filesystem(spec.source, options)
         return model_files(fs, root, spec.variant, f"model.source {spec.source}").identity
@@ -574,21 +578,40 @@ def load_pipeline(spec: ModelSpec, device: str, path: str, unet: str | None = No
     """Load once per actor from ``resolve_source``'s path (and ``resolve_unet``'s), set the sampler, apply the GPU
     options from the spec."""
     quiet_libraries()
-    from diffusers import StableVideoDiffusionPipeline
+    from diffusers import DiffusionPipeline
 
     from svdbatch.model.sampler import use_sampler
 
     dtype = pick_dtype(spec, device)
     try:
-        pipe = StableVideoDiffusionPipeline.from_pretrained(
+        pipe = DiffusionPipeline.from_pretrained(
             path, torch_dtype=dtype, variant=spec.variant, use_safetensors=True, cache_dir=hub_cache()
         )
     except Exception as error:  # noqa: BLE001 - every load failure is fatal and reported the same way
         raise ModelError(f"model.source {spec.source}: cannot load ({type(error).__name__}: {error})") from error
+    pipeline = type(pipe).__name__
+    if pipeline not in FAMILIES:
+        supported = ", ".join(FAMILIES)
+        raise ModelError(f"model.source {spec.source}: {pipeline} is not supported (svdbatch renders {supported})")
+    if FAMILIES[pipeline] is not svd:
+        refuse_unet_options(spec, pipeline)
+        return configure(pipe, spec, device)
     if unet:
         load_unet_weights(pipe.unet, unet, spec.unet, spec.variant)
     use_sampler(pipe, spec.scheduler)
     return configure(pipe, spec, device)
+
+
+def refuse_unet_options(spec: ModelSpec, pipeline: str) -> None:
+    """The options that act on SVD's UNet (step cache, consistency sampler, UNet weights, compile, chunking) fail in
+    one line for a model without one, instead of being ignored."""
+    names = ("unet", "compile_unet", "forward_chunking")
+    used = [f"model.{name}" for name in names if getattr(spec, name)]
+    used += ["model.step_cache"] if spec.step_cache.enabled else []
+    used += ["model.scheduler"] if not spec.scheduler.is_default else []
+    if used:
+        only = "StableVideoDiffusionPipeline only"
+        raise ModelError(f"{', '.join(used)}: {only}; model.source {spec.source} is {pipeline}")
 
 
 def configure(pipe, spec: ModelSpec, device: str):
@@ -600,7 +623,7 @@ def configure(pipe, spec: ModelSpec, device: str):
         torch.backends.cudnn.allow_tf32 = True
     if options["forward_chunking"]:
         pipe.unet.enable_forward_chunking()
-    if options["channels_last"]:
+    if options["channels_last"] and hasattr(pipe, "unet"):  # Wan and LTX: transformers, no convolutional UNet
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
     if options["cpu_offload"]:

@@ -36,7 +36,7 @@ from svdbatch.model.loading import (
     sha256_file,
     sha256_stream,
 )
-from svdbatch.spec.config import TINY_MODEL
+from svdbatch.spec.config import TINY_MODELS
 
 PROGRESS = ".svdbatch-stage-progress.json"
 STAGE_THREADS = 4
@@ -111,8 +111,8 @@ def hub_source(repo: str) -> Source:
 
 
 def open_source(source: str, options: dict[str, Any] | None = None) -> Source:
-    if source == TINY_MODEL:
-        return fsspec_source(str(ensure_tiny_model()), None)
+    if source in TINY_MODELS:
+        return fsspec_source(str(ensure_tiny_model(source)), None)
     if is_hub_id(source):
         return hub_source(source)
     if "://" in source and not source.startswith("file://"):

@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from svdbatch.errors import UserError
 
 TINY_MODEL = "svdbatch:tiny"
+# The embedded tiny models, one per family (SVD, Wan, LTX): built locally, never downloaded.
+TINY_MODELS = (TINY_MODEL, "svdbatch:tiny-wan", "svdbatch:tiny-ltx")
 # Fields that were renamed: a spec still using the old name gets told the new one.
 RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
 
@@ -568,7 +570,7 @@ def resolve_paths(data: dict[str, Any], source: str) -> tuple[dict[str, Any], di
         section, name = field.split(".")
         values = resolved.get(section)
         value = values.get(name) if isinstance(values, dict) else None
-        if not _relative(value) or value == TINY_MODEL:
+        if not _relative(value) or value in TINY_MODELS:
             continue
         joined = _join(folder, value)
         clearly_path = value.startswith(("./", "../")) or (not is_url(folder) and os.path.exists(joined))
