@@ -1,6 +1,6 @@
 """Resume and publish at scale: a job of N rows whose metadata table already holds N-2 done rows.
 
-    python benchmarks/scale.py [--rows 100000,1000000,10000000] [--old-tree /tmp/old-svdbatch --old-rows 100000]
+    python benchmarks/scale.py [--rows 1000000,3000000,10000000] [--old-tree /tmp/old-svdbatch --old-rows 100000]
                                [--old-layout new]
 
 For each size the done-table is built column-wise with the real seeds and fingerprints (``items.expand_batch``),
@@ -9,8 +9,9 @@ written in the layout of the code under test (bucket files; ``metadata/metadata.
 and the job is timed twice. First as a user runs it: the ``svdbatch plan`` and ``svdbatch run`` commands, each a
 fresh process that starts its own Ray (CLI plan s, CLI run s: the whole command). Then, with the output put back as
 built, inside one process whose Ray is already up: ``make_plan`` and then ``ray.driver.run`` (plan s, run s), with the
-time of the run's last publish, the driver's peak RSS and the peak RSS of the driver plus every Ray process below it
-(raylet, object store, workers), sampled every 0.2 s. Each run renders the 2 new items at 32x32, 2 frames, 1 step.
+time of the run's last publish, the driver's peak RSS, the peak of the Ray workers' RSS together (the ``ray::``
+processes) and the peak RSS of the driver plus every Ray process below it (raylet, object store, workers), sampled
+every 0.2 s. Each run renders the 2 new items at 32x32, 2 frames, 1 step.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ class Peaks:
 
     def __init__(self) -> None:
         self.me = psutil.Process()
-        self.driver = self.cluster = 0
+        self.driver = self.workers = self.cluster = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -132,12 +133,16 @@ class Peaks:
     def _sample(self) -> None:
         while not self._stop.is_set():
             total = own = self.me.memory_info().rss
+            workers = 0
             for process in self.me.children(recursive=True):
                 try:
-                    total += process.memory_info().rss
+                    rss = process.memory_info().rss
+                    workers += rss if process.name().startswith("ray::") else 0
                 except psutil.Error:
                     continue
+                total += rss
             self.driver, self.cluster = max(self.driver, own), max(self.cluster, total)
+            self.workers = max(self.workers, workers)
             time.sleep(0.2)
 
     def stop(self) -> None:
@@ -183,6 +188,7 @@ def child(folder: Path, layout: str) -> dict:
         "skipped": summary.skipped,
         "publish_s": publishes[-1],
         "driver_mib": peaks.driver / 2**20,
+        "workers_mib": peaks.workers / 2**20,
         "cluster_mib": peaks.cluster / 2**20,
     }
 
@@ -236,7 +242,7 @@ def measure(rows: int, tree: Path, layout: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rows", default="100000,1000000,10000000", help="Job sizes for this tree.")
+    parser.add_argument("--rows", default="1000000,3000000,10000000", help="Job sizes for this tree.")
     parser.add_argument("--old-tree", type=Path, help="A checkout of the code before the change, for comparison.")
     parser.add_argument("--old-rows", default="100000,1000000", help="Job sizes for the old tree.")
     parser.add_argument("--old-layout", default="old", choices=["old", "new"], help="The old tree's table layout.")
@@ -250,13 +256,14 @@ def main() -> None:
     if args.old_tree:
         runs += [(int(rows), args.old_tree, args.old_layout, "old") for rows in args.old_rows.split(",")]
     header = f"{'tree':>5}{'rows':>10}{'build s':>9}{'CLI plan s':>11}{'CLI run s':>10}{'plan s':>8}{'run s':>8}"
-    print(header + f"{'publish s':>10}{'driver MiB':>12}{'cluster MiB':>13}{'rendered':>9}{'done':>10}", flush=True)
+    columns = f"{'publish s':>10}{'driver MiB':>12}{'workers MiB':>13}{'cluster MiB':>13}{'rendered':>9}{'done':>10}"
+    print(header + columns, flush=True)
     for rows, tree, layout, label in runs:
         result = measure(rows, tree, layout)
         print(
             f"{label:>5}{result['rows']:>10}{result['build_s']:>9.1f}{result['cold_plan_s']:>11.1f}"
             f"{result['cold_run_s']:>10.1f}{result['plan_s']:>8.1f}"
-            f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}"
+            f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}{result['workers_mib']:>13.0f}"
             f"{result['cluster_mib']:>13.0f}{result['rendered']:>9}{result['skipped']:>10}",
             flush=True,
         )

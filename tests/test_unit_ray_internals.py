@@ -63,7 +63,7 @@ def test_ray_data_executions_are_threads_that_shut_down_by_force():
 
 
 def test_the_quieted_loggers_are_the_modules_loggers():
-    for name in (internals.TOKEN_SETUP_LOGGER, internals.PROGRESS_LOGGER):
+    for name in (internals.TOKEN_SETUP_LOGGER, internals.PROGRESS_LOGGER, internals.ISSUE_LOGGER):
         module = importlib.import_module(name)
         assert module.logger is logging.getLogger(name), name
 

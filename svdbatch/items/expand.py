@@ -13,6 +13,7 @@ import json
 import math
 import re
 from enum import StrEnum
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import pyarrow as pa
@@ -363,36 +364,53 @@ def expand_batch(
     version_column = spec.manifest.version_column
     listed = batch[version_column].to_pylist() if version_column in batch.column_names else [None] * batch.num_rows
     per_variant = _variant_params(spec, identities.get("model"))
+    templates = [template for _, template in per_variant]
     base = spec.seeds.base_seed
     prefix = output_url.rstrip("/") + "/videos/"
+    looked_up = identities.get("sources") or {}
+    refused: dict[Any, str | None] = {}  # a URI's verdict, once per batch (variants and repeated images share it)
+    sha256 = hashlib.sha256
     names = ("key", "variant", "source_uri", "source_version", "video_uri", "seed", "fingerprint")
     columns: dict[str, list] = {name: [] for name in names}
-    columns.update({name: [] for name in RENDER_COLUMNS})
     failed: list[dict[str, Any]] = []
     for key, source, version in zip(keys.to_pylist(), sources, listed, strict=True):
-        if _row_problem(key, source, spec, duplicates):
+        if source not in refused:
+            refused[source] = _source_problem(source, spec)
+        if not key or refused[source] or (duplicates and key in duplicates):
             row = {spec.manifest.key_column: key, spec.manifest.image_column: source, version_column: version}
             failed.extend(expand_row(row, spec, run_id, output_url, duplicates, identities))
             continue
         safe = safe_key(key)
-        quoted = json.dumps(source)
-        found = source_version(version, source, identities)
-        varying = f'"source": {quoted}, "source_version": {json.dumps(found)}'
-        for variant, (params, (head, tail)) in enumerate(per_variant):
+        found = looked_up.get(source) if version is None else str(version)
+        varying = f'"source": {_json_text(source)}, "source_version": {_json_text(found)}'
+        for variant, (head, tail) in enumerate(templates):
             seed = derive_seed(base, key, variant)
-            text = f'{head}"seed": {seed}, {varying}{tail}'
             columns["key"].append(key)
             columns["variant"].append(variant)
             columns["source_uri"].append(source)
             columns["source_version"].append(found)
             columns["video_uri"].append(f"{prefix}{safe}_v{variant:04d}.mp4")
             columns["seed"].append(seed)
-            columns["fingerprint"].append(hashlib.sha256(text.encode()).hexdigest()[:32])
-            for name in RENDER_COLUMNS:
-                columns[name].append(params[name])
+            columns["fingerprint"].append(sha256(f'{head}"seed": {seed}, {varying}{tail}'.encode()).hexdigest()[:32])
     model = {"model_source": spec.model.source, "model_identity": identities.get("model")}
+    variants = pa.array(columns["variant"], pa.int32())
+    for name in RENDER_COLUMNS:  # the same per variant: one small array, taken per item
+        values = pa.array([params[name] for params, _ in per_variant], WORK_SCHEMA.field(name).type)
+        columns[name] = values.take(variants)
     table = _work_table(columns, {"run_id": run_id, **model, "status": OK})
     return pa.concat_tables([table, to_table(failed)]) if failed else table
+
+
+def _source_problem(source: Any, spec: JobSpec) -> str | None:
+    """``_row_problem``'s verdict on the image column alone."""
+    if not isinstance(source, str) or not source.strip():
+        return "empty"
+    return check_uri(source, spec)
+
+
+def _json_text(value: str | None) -> str:
+    """``json.dumps`` of a string or None, without its per-call overhead (the fingerprint hashes this text)."""
+    return "null" if value is None else encode_basestring_ascii(value)
 
 
 def _variant_params(spec: JobSpec, weights: Any) -> list[tuple[dict[str, Any], tuple[str, str]]]:
@@ -412,7 +430,10 @@ def _work_table(columns: dict[str, list], constants: dict[str, Any]) -> pa.Table
     """The work rows as a WORK_SCHEMA table: the columns built per item, the string ``constants`` repeated, and
     nulls in every other column."""
     count = len(columns["key"])
-    arrays = {name: pa.array(values, WORK_SCHEMA.field(name).type) for name, values in columns.items()}
+    arrays = {
+        name: values if isinstance(values, pa.Array) else pa.array(values, WORK_SCHEMA.field(name).type)
+        for name, values in columns.items()
+    }
     arrays.update({name: pa.array([value] * count, pa.string()) for name, value in constants.items()})
     return pa.table(
         [

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.errors import UserError
+from svdbatch.items.expand import OVERRIDE_COLUMNS
 from svdbatch.spec.config import JobSpec
 
 
@@ -25,6 +26,7 @@ class ManifestInfo:
     rows: int
     schema: pa.Schema
     duplicate_keys: dict[str, int]
+    same_columns: bool = True  # every file has the columns of the first (``schema``)
 
 
 def list_files(url: str, options: dict | None = None, shown: str | None = None) -> list[str]:
@@ -91,6 +93,7 @@ def inspect(spec: JobSpec) -> ManifestInfo:
     fs, _ = storage.filesystem(spec.manifest.path, options)
     rows = 0
     schema = None
+    same_columns = True
     for name in files:
         try:
             metadata = storage.retrying(lambda name=name: _footer(fs, name), options, spec.manifest.path)
@@ -101,10 +104,21 @@ def inspect(spec: JobSpec) -> ManifestInfo:
         file_schema = metadata.schema.to_arrow_schema()
         _check_schema(file_schema, spec, f"manifest file {name}")
         schema = schema or file_schema
+        same_columns = same_columns and set(file_schema.names) == set(schema.names)
         rows += metadata.num_rows
     if rows == 0:
         raise ManifestError(f"manifest.path {spec.shown('manifest.path')}: the manifest has no rows")
-    return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=_duplicate_keys(fs, files, spec))
+    duplicates = _duplicate_keys(fs, files, spec)
+    return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=duplicates, same_columns=same_columns)
+
+
+def used_columns(spec: JobSpec, schema: pa.Schema, same_columns: bool = True) -> list[str] | None:
+    """The manifest columns a job reads (key, image, version and the per-row overrides), in file order; None (all)
+    when the files' columns differ, as a file may lack a column another one has."""
+    if not same_columns:
+        return None
+    used = {spec.manifest.key_column, spec.manifest.image_column, spec.manifest.version_column, *OVERRIDE_COLUMNS}
+    return [name for name in schema.names if name in used]
 
 
 def _duplicate_keys(fs, files: list[str], spec: JobSpec) -> dict[str, int]:

@@ -42,6 +42,7 @@ def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
     context.verbose_stats_logs = verbose
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
     internals.progress_log_level(logging.INFO if verbose else logging.ERROR)
+    internals.issue_log_level(logging.INFO if verbose else logging.ERROR)
 
 
 def init_ray(verbose: bool = False) -> None:

@@ -51,6 +51,15 @@ UNBOUNDED_POOL_ACTORS = 64  # items queued for a pool the spec leaves unbounded,
 # A stage's output is gathered into blocks of up to this many bytes before the cut: the items the feed task holds
 # (Ray Data's default, 128 MiB, is about 230,000 items).
 FEED_BLOCK_BYTES = 4 * 2**20
+# The memory each bookkeeping task asks Ray for, so that a head with many CPUs runs only as many at once as its memory
+# holds (by CPU alone, 0.25 each, a 64-CPU head would start 256). Measured on tiny rows, with a margin of about 2x:
+# the committed state of 1M items (78 MB of Parquet, near BROADCAST_BYTES) peaked at 570 MiB in one process; one
+# bucket file is 1/BUCKETS of the table (a 100M-row table: ~390k rows, ~150 MiB); a decide/tally task holds one feed
+# slice (EXPAND_BATCH_ROWS items, ~20 MiB).
+STATE_TABLE_MEMORY = 2**30
+STATE_SLICE_MEMORY = 512 * 2**20
+BOOKKEEPING_MEMORY = 512 * 2**20
+FEED_MEMORY = 2**30  # one manifest file's block (its used columns) and one slice of its items joined
 
 
 def _pyarrow_fs(url: str, options: dict[str, Any]):
@@ -58,12 +67,14 @@ def _pyarrow_fs(url: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def read_manifest(spec: JobSpec, info: manifest.ManifestInfo, cpus: float = CPU_STAGE_CPUS):
-    """The manifest's Parquet files as a dataset, read by CPU tasks."""
+def read_manifest(spec: JobSpec, info: manifest.ManifestInfo, cpus: float = CPU_STAGE_CPUS, **remote_args):
+    """The manifest's Parquet files as a dataset, read by CPU tasks: only the columns a job reads
+    (``manifest.used_columns``), so a wide catalog's other columns are never decoded."""
     import ray
 
     fs = _pyarrow_fs(spec.manifest.path, spec.storage_options)
-    return ray.data.read_parquet(info.files, filesystem=fs, num_cpus=cpus)
+    columns = manifest.used_columns(spec, info.schema, info.same_columns)
+    return ray.data.read_parquet(info.files, filesystem=fs, columns=columns, num_cpus=cpus, **remote_args)
 
 
 class InSlices:
@@ -137,18 +148,17 @@ def read_committed(spec: JobSpec) -> Committed | None:
     if not tables and not pending:
         return None
     if files.bytes <= BROADCAST_BYTES:
-        read = ray.remote(num_cpus=CPU_STAGE_CPUS)(commit.read_state)
+        read = ray.remote(num_cpus=CPU_STAGE_CPUS, memory=STATE_TABLE_MEMORY)(commit.read_state)
         return Committed(table=read.remote(spec.output.url, files, options))
     fs = _pyarrow_fs(spec.output.url, options)
+    slices = {"num_cpus": CPU_STAGE_CPUS, "memory": STATE_SLICE_MEMORY}
+    names = tables + pending  # one task per file: a task holds one bucket (or commit) file, whatever the table's size
     state = ray.data.read_parquet(
-        tables + pending, filesystem=fs, columns=commit.STATE_COLUMNS, num_cpus=CPU_STAGE_CPUS
+        names, filesystem=fs, columns=commit.STATE_COLUMNS, override_num_blocks=len(names), **slices
     )
-    legacy = storage.filesystem(storage.join(spec.output.url, commit.LEGACY_TABLE), options)[1]
-    if pending or (legacy in tables and len(tables) > 1):
-        state = state.groupby(["key", "variant"]).map_groups(
-            commit.latest, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS
-        )
-    return Committed(dataset=state.map_batches(commit.resume_state, batch_format="pyarrow", num_cpus=CPU_STAGE_CPUS))
+    if commit.several_rows_per_item(spec.output.url, files, options):
+        state = state.groupby(["key", "variant"]).map_groups(commit.latest, batch_format="pyarrow", **slices)
+    return Committed(dataset=state.map_batches(commit.resume_state, batch_format="pyarrow", **slices))
 
 
 def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
@@ -160,23 +170,29 @@ def tasks(dataset, stage: Callable, **options):
     ``__call__``: Ray Data runs a bound method as a plain function (a class would start an actor pool) and ships it,
     with the config the stage received once, to every task."""
     options.setdefault("num_cpus", CPU_STAGE_CPUS)
+    options.setdefault("memory", BOOKKEEPING_MEMORY)
     return dataset.map_batches(stage, batch_format="pyarrow", **options)
 
 
 def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committed: Committed | None):
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
     expand = InSlices(ExpandRows(spec, run), EXPAND_BATCH_ROWS)
-    items = tasks(read_manifest(spec, info, FEED_CPUS), expand.__call__, batch_size=None, num_cpus=FEED_CPUS)
+    # Without committed rows the feed fuses with the cut (video_rows), which Ray Data allows only when their remote
+    # arguments match, and the cut takes none: that feed asks for no memory. With committed rows the decision
+    # (ResumeRows, TallyItems) follows the feed in tasks of its own, and the feed asks for FEED_MEMORY.
+    memory = None if committed is None else FEED_MEMORY
+    feed = {"num_cpus": FEED_CPUS, "memory": memory}
+    items = tasks(read_manifest(spec, info, FEED_CPUS, memory=memory), expand.__call__, batch_size=None, **feed)
     if committed is None:
         return items, False
     if committed.table is not None:
-        return tasks(items, WithTable(join_committed, committed.table).__call__, num_cpus=FEED_CPUS), True
+        return tasks(items, WithTable(join_committed, committed.table).__call__, **feed), True
     joined = items.join(
         committed.dataset,
         join_type="left_outer",
         num_partitions=_partitions(spec, info),
         on=("key", "variant"),
-        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},  # Ray adds the memory it estimates
     )
     return joined, True
 
@@ -190,18 +206,20 @@ def removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | 
         return None
     key_column = spec.manifest.key_column
     if committed.table is not None:
-        live = ray.remote(num_cpus=CPU_STAGE_CPUS)(_live).remote(committed.table)
-        keys = ray.remote(num_cpus=CPU_STAGE_CPUS)(_keys).remote(live)
-        present = tasks(read_manifest(spec, info), WithTable(present_keys, keys, key_column).__call__)
-        absent = ray.remote(num_cpus=CPU_STAGE_CPUS)(_absent).remote(live, *present.to_arrow_refs())
+        whole = ray.remote(num_cpus=CPU_STAGE_CPUS, memory=STATE_TABLE_MEMORY)
+        live = whole(_live).remote(committed.table)
+        keys = whole(_keys).remote(live)
+        read = read_manifest(spec, info, memory=BOOKKEEPING_MEMORY)
+        present = tasks(read, WithTable(present_keys, keys, key_column).__call__)
+        absent = whole(_absent).remote(live, *present.to_arrow_refs())
         return ray.data.from_arrow_refs([absent])
-    keys = tasks(read_manifest(spec, info), manifest_keys, fn_args=(key_column,))
+    keys = tasks(read_manifest(spec, info, memory=BOOKKEEPING_MEMORY), manifest_keys, fn_args=(key_column,))
     return committed.dataset.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
         keys,
         join_type="left_anti",
         num_partitions=_partitions(spec, info),
         on=("key",),
-        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},
+        aggregator_ray_remote_args={"num_cpus": CPU_STAGE_CPUS},  # Ray adds the memory it estimates
     )
 
 
@@ -230,5 +248,5 @@ def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers
     )
     if spec.output.shards.enabled:
         rows = rows.repartition(target_num_rows_per_block=spec.output.shards.samples_per_shard)
-        rows = tasks(rows, WriteShards(spec).__call__, batch_size=None, num_cpus=compute.cpus_per_task)
+        rows = tasks(rows, WriteShards(spec).__call__, batch_size=None, num_cpus=compute.cpus_per_task, memory=None)
     return rows

@@ -18,6 +18,7 @@ RAY_CHECKED = "2.60.0"
 # Loggers of private Ray modules, each a ``logging.getLogger(__name__)`` of the module (checked on Ray 2.60.0).
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 PROGRESS_LOGGER = "ray.data._internal.progress"
+ISSUE_LOGGER = "ray.data._internal.issue_detection.issue_detector_manager"
 GUARD_RELEASE_S = 5.0
 
 
@@ -73,6 +74,13 @@ def progress_log_level(level: int) -> None:
     """The level of Ray Data's progress-bar modules, which log the bars' state ("progress bars disabled", "logged
     because not a terminal") as warnings. Checked on Ray 2.60.0."""
     logging.getLogger(PROGRESS_LOGGER).setLevel(level)
+
+
+def issue_log_level(level: int) -> None:
+    """The level of Ray Data's issue detector, which logs advice as warnings while a dataset runs ("uses 1.2GiB of
+    memory per worker ... but Ray only requests 0.0B"): svdbatch declares its tasks' memory, and the advice about
+    the tasks Ray Data cannot be told about is for --verbose. Checked on Ray 2.60.0."""
+    logging.getLogger(ISSUE_LOGGER).setLevel(level)
 
 
 def autoscaler_status() -> dict[str, Any]:

@@ -68,7 +68,8 @@ def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
     if job.manifest.version_column in batch.column_names:
         listed = batch[job.manifest.version_column].to_pylist()
         uris = [uri for uri, version in zip(uris, listed, strict=True) if version is None]
-    allowed = [uri for uri in uris if isinstance(uri, str) and uri.strip() and check_uri(uri, job) is None]
+    unique = dict.fromkeys(uris)  # a URI is checked once, however many rows name it
+    allowed = [uri for uri in unique if isinstance(uri, str) and uri.strip() and check_uri(uri, job) is None]
     return storage.versions(allowed, job.storage_options)
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +44,7 @@ BUCKETS = 256
 COMMIT_INTERVAL_S = 5.0
 COMMIT_MAX_ROWS = 2000
 MIN_ITEMS_BEFORE_ABORT = 20
+UPGRADE_BATCH_ROWS = 100_000  # rows of an earlier version's single-file table split at a time
 
 
 class TooManyErrors(UserError, RuntimeError):
@@ -139,7 +142,15 @@ def read_state(output: str, files: StateFiles, options: dict[str, Any] | None = 
     fs, _ = storage.filesystem(output, options or {})
     names = files.tables + files.pending
     tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS), options) for name in names]
-    return resume_state(latest(pa.concat_tables(tables)))
+    state = pa.concat_tables(tables)
+    return resume_state(latest(state) if several_rows_per_item(output, files, options) else state)
+
+
+def several_rows_per_item(output: str, files: StateFiles, options: dict[str, Any] | None = None) -> bool:
+    """Whether an item can have several rows in these files: commit files not yet merged, or a table half split
+    from an earlier version. Published bucket files alone hold one row per item, so no group-by is needed."""
+    legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options or {})[1]
+    return bool(files.pending) or (legacy in files.tables and len(files.tables) > 1)
 
 
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
@@ -166,20 +177,54 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
     if shards or storage.exists(storage.join(output, SHARDS), options):
         run_rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
         reconcile(output, run_rows, latest(run_rows).to_pylist(), options)
-    if has_legacy:
-        tables.append(storage.retrying(lambda: _read(fs, legacy), options))
-    if not tables:
+    if not tables and not has_legacy:
         return 0
-    rows = pa.concat_tables(tables)
-    buckets = pa.array([bucket_of(key) for key in rows["key"].to_pylist()], pa.int32())
-    touched = pc.unique(buckets).to_pylist()
-    for bucket in touched:
-        _merge_bucket(output, options, bucket, rows.filter(pc.equal(buckets, bucket)))
+    rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
+    buckets = _buckets(rows)
+    with tempfile.TemporaryDirectory(prefix="svdbatch-upgrade-") as staging:
+        split = storage.retrying(lambda: _split_legacy(fs, legacy, staging), options) if has_legacy else set()
+        touched = sorted(set(pc.unique(buckets).to_pylist()) | split)
+        for bucket in touched:
+            mine = rows.filter(pc.equal(buckets, bucket))
+            if bucket in split:
+                with pa.ipc.open_stream(_staged(staging, bucket)) as stream:
+                    mine = pa.concat_tables([stream.read_all(), mine])
+            _merge_bucket(output, options, bucket, mine)
     if has_legacy:
         fs.rm(legacy)
     for name in pending:
         fs.rm(name)
     return len(touched)
+
+
+def _buckets(rows: pa.Table) -> pa.Array:
+    return pa.array([bucket_of(key) for key in rows["key"].to_pylist()], pa.int32())
+
+
+def _staged(staging: str, bucket: int) -> str:
+    return os.path.join(staging, f"{bucket}.arrows")
+
+
+def _split_legacy(fs, path: str, staging: str) -> set[int]:
+    """The single-file table of an earlier version, split by bucket into local files ``UPGRADE_BATCH_ROWS`` rows at
+    a time: the driver holds one slice and one bucket, never the table (10M rows whole: 7.7 GB). Arrow streams, as a
+    Parquet writer keeps every row group's metadata until it closes (256 of them: gigabytes). Returns the buckets it
+    holds rows of."""
+    writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
+    compressed = pa.ipc.IpcWriteOptions(compression="zstd")
+    try:
+        with fs.open(path, "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=UPGRADE_BATCH_ROWS):
+                rows = conform(pa.Table.from_batches([batch]))
+                buckets = _buckets(rows)
+                for bucket in pc.unique(buckets).to_pylist():
+                    if bucket not in writers:
+                        writers[bucket] = pa.ipc.new_stream(_staged(staging, bucket), METADATA_SCHEMA, options=compressed)
+                    writers[bucket].write_table(rows.filter(pc.equal(buckets, bucket)))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return set(writers)
 
 
 def _merge_bucket(output: str, options: dict[str, Any], bucket: int, rows: pa.Table) -> None:
