@@ -114,3 +114,21 @@ def test_the_render_plan_feeds_the_pool_from_one_fused_task(ray_cluster, tmp_pat
         assert f"TaskPoolMapOperator[{feed}" in plan, plan
         # the feed, the manifest's file listing (and with committed rows, the cut)
         assert plan.count("TaskPoolMapOperator[") == (3 if done else 2), plan
+
+
+def test_the_resume_decision_runs_in_the_feed_task(ray_cluster, tmp_path, capsys):
+    """Read, expand, the in-task join and ResumeRows are one task per manifest file: only the items left to render
+    (and one tally row) leave it, not every item of a 10M-row manifest through the object store."""
+    from helpers import make_spec, write_images, write_manifest
+
+    from svdbatch import manifest
+    from svdbatch.ray import dataset
+    from svdbatch.stages import ResumeRows, RunContext
+
+    images = write_images(tmp_path / "images", 2)
+    spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)
+    committed = dataset.Committed(table=ray_cluster.put(pa.table({"key": ["a"], "variant": [0]})))
+    items, _ = dataset.joined_items(spec, manifest.inspect(spec), RunContext("plan-test"), committed)
+    plan = _optimized_physical_plan(dataset.decided(items, ResumeRows(spec).__call__), capsys)
+    feed = "ReadFilesParquetV2->MapBatches(InSlices.__call__)->MapBatches(WithTable.__call__)"
+    assert f"TaskPoolMapOperator[{feed}->MapBatches(ResumeRows.__call__)]" in plan, plan

@@ -56,6 +56,7 @@ def init_ray(verbose: bool = False) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     level = logging.INFO if verbose else logging.WARNING
     internals.quiet_token_notice()
+    internals.limit_footer_readers()
     # Workers' own output (library chatter) reaches the terminal only with --verbose: their failures come back as
     # exceptions or error rows.
     address = os.environ.get("RAY_ADDRESS")
@@ -69,7 +70,15 @@ def init_ray(verbose: bool = False) -> None:
             raise JobError(f"RAY_ADDRESS={address}: could not join the Ray cluster ({cause})") from error
     else:
         # "local": a cluster of our own. Without it Ray joins whatever `ray start` cluster runs on this machine.
-        ray.init(address="local", include_dashboard=False, logging_level=level, log_to_driver=verbose)
+        # Workers start as tasks need them: Ray's default starts one per logical CPU up front, 32 idle processes
+        # (~5 GiB) on a node that says it has 32 CPUs, and the raylet warns about the start-up storm.
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            logging_level=level,
+            log_to_driver=verbose,
+            _system_config={"prestart_worker_first_driver": False},
+        )
 
 
 def check_head(address: str) -> None:

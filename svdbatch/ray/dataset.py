@@ -54,8 +54,9 @@ FEED_BLOCK_BYTES = 4 * 2**20
 # The memory each bookkeeping task asks Ray for, so that a head with many CPUs runs only as many at once as its memory
 # holds (by CPU alone, 0.25 each, a 64-CPU head would start 256). Measured on tiny rows, with a margin of about 2x:
 # the committed state of 1M items (78 MB of Parquet, near BROADCAST_BYTES) peaked at 570 MiB in one process; one
-# bucket file is 1/BUCKETS of the table (a 100M-row table: ~390k rows, ~150 MiB); a decide/tally task holds one feed
-# slice (EXPAND_BATCH_ROWS items, ~20 MiB).
+# bucket file is 1/BUCKETS of the table (a 100M-row table: ~390k rows, ~150 MiB); the feed and the decision fused
+# into it hold one manifest file's block and one slice of its items (EXPAND_BATCH_ROWS, ~20 MiB); the other tasks
+# (counts, the prune's keys) one block of keys or tallies.
 STATE_TABLE_MEMORY = 2**30
 STATE_SLICE_MEMORY = 512 * 2**20
 BOOKKEEPING_MEMORY = 512 * 2**20
@@ -172,6 +173,13 @@ def tasks(dataset, stage: Callable, **options):
     options.setdefault("num_cpus", CPU_STAGE_CPUS)
     options.setdefault("memory", BOOKKEEPING_MEMORY)
     return dataset.map_batches(stage, batch_format="pyarrow", **options)
+
+
+def decided(items, stage: Callable):
+    """``stage`` (ResumeRows, TallyItems) on the joined items, with the feed's CPU and memory: Ray Data fuses it into
+    the feed task when the join is done there (a small committed table), so the items of a manifest file are read,
+    expanded, joined and decided in one task and only its survivors (or tallies) enter the object store."""
+    return tasks(items, stage, num_cpus=FEED_CPUS, memory=FEED_MEMORY)
 
 
 def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committed: Committed | None):

@@ -64,7 +64,7 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanRepor
     shape, the first problems, and how many committed items left the manifest (what ``output.prune`` removes)."""
     committed = dataset.read_committed(spec)  # read once: the resume join and the prune anti-join see the same state
     items, _ = dataset.joined_items(spec, info, RunContext("plan", info.duplicate_keys, identity), committed)
-    tallies = dataset.tasks(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
+    tallies = dataset.decided(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
     report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
     shapes: Counter = Counter()
     for tally in tallies:
@@ -168,7 +168,7 @@ def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, comm
     items, resumed = dataset.joined_items(spec, info, run, committed)
     if not resumed:
         return items, info.rows * spec.seeds.variants
-    items = dataset.tasks(items, ResumeRows(spec).__call__).materialize()
+    items = dataset.decided(items, ResumeRows(spec).__call__).materialize()
     tallies = dataset.tasks(items, count_work, batch_size=None).take_all()
     committer.counts.skipped = sum(tally["skipped"] for tally in tallies)
     return items.filter(expr=f"status != '{SKIPPED}'"), sum(tally["to_render"] for tally in tallies)
