@@ -263,7 +263,8 @@ def main() -> None:
         print(
             f"{label:>5}{result['rows']:>10}{result['build_s']:>9.1f}{result['cold_plan_s']:>11.1f}"
             f"{result['cold_run_s']:>10.1f}{result['plan_s']:>8.1f}"
-            f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}{result['workers_mib']:>13.0f}"
+            f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}"
+            f"{result['workers_mib']:>13.0f}"
             f"{result['cluster_mib']:>13.0f}{result['rendered']:>9}{result['skipped']:>10}",
             flush=True,
         )

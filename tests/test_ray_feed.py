@@ -121,9 +121,9 @@ def test_the_resume_decision_runs_in_the_feed_task(ray_cluster, tmp_path, capsys
     (and one tally row) leave it, not every item of a 10M-row manifest through the object store."""
     from helpers import make_spec, write_images, write_manifest
 
-    from svdbatch import manifest
+    from svdbatch.items import manifest
     from svdbatch.ray import dataset
-    from svdbatch.stages import ResumeRows, RunContext
+    from svdbatch.render.stages import ResumeRows, RunContext
 
     images = write_images(tmp_path / "images", 2)
     spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)

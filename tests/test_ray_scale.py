@@ -29,11 +29,11 @@ TOTAL_RSS_BOUND = 4 * 2**30
 
 def _publish_all_but_two(spec, manifest: pa.Table, output) -> None:
     """The output as a publish leaves it after an earlier run rendered every row but the last two."""
-    from svdbatch import commit
-    from svdbatch.items import expand_batch
-    from svdbatch.metadata import METADATA_SCHEMA
-    from svdbatch.model import model_identity
-    from svdbatch.stages import source_versions
+    from svdbatch.items.expand import expand_batch
+    from svdbatch.items.metadata import METADATA_SCHEMA
+    from svdbatch.model.loading import model_identity
+    from svdbatch.render.stages import source_versions
+    from svdbatch.store import commit
 
     done = manifest.slice(0, manifest.num_rows - 2)
     identities = {"model": model_identity(spec.model, spec.storage_options), "sources": source_versions(done, spec)}

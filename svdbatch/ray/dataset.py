@@ -51,16 +51,11 @@ UNBOUNDED_POOL_ACTORS = 64  # items queued for a pool the spec leaves unbounded,
 # A stage's output is gathered into blocks of up to this many bytes before the cut: the items the feed task holds
 # (Ray Data's default, 128 MiB, is about 230,000 items).
 FEED_BLOCK_BYTES = 4 * 2**20
-# The memory each bookkeeping task asks Ray for, so that a head with many CPUs runs only as many at once as its memory
-# holds (by CPU alone, 0.25 each, a 64-CPU head would start 256). Measured on tiny rows, with a margin of about 2x:
-# the committed state of 1M items (78 MB of Parquet, near BROADCAST_BYTES) peaked at 570 MiB in one process; one
-# bucket file is 1/BUCKETS of the table (a 100M-row table: ~390k rows, ~150 MiB); the feed and the decision fused
-# into it hold one manifest file's block and one slice of its items (EXPAND_BATCH_ROWS, ~20 MiB); the other tasks
-# (counts, the prune's keys) one block of keys or tallies.
-STATE_TABLE_MEMORY = 2**30
-STATE_SLICE_MEMORY = 512 * 2**20
-BOOKKEEPING_MEMORY = 512 * 2**20
-FEED_MEMORY = 2**30  # one manifest file's block (its used columns) and one slice of its items joined
+# The memory each bookkeeping task asks Ray for (a 64-CPU head runs as many as its memory holds, not 256 by CPU),
+# measured with a ~2x margin: 1M items' committed state (78 MB of Parquet) peaked at 570 MiB; a bucket file is 1/256
+# of the table (100M rows: ~150 MiB); the feed holds one manifest file's block and one slice of its items.
+STATE_TABLE_MEMORY = FEED_MEMORY = 2**30
+STATE_SLICE_MEMORY = BOOKKEEPING_MEMORY = 512 * 2**20
 
 
 def _pyarrow_fs(url: str, options: dict[str, Any]):
@@ -68,14 +63,14 @@ def _pyarrow_fs(url: str, options: dict[str, Any]):
     return PyFileSystem(FSSpecHandler(fs))
 
 
-def read_manifest(spec: JobSpec, info: manifest.ManifestInfo, cpus: float = CPU_STAGE_CPUS, **remote_args):
+def read_manifest(spec: JobSpec, info: manifest.ManifestInfo, cpus: float = CPU_STAGE_CPUS, memory=BOOKKEEPING_MEMORY):
     """The manifest's Parquet files as a dataset, read by CPU tasks: only the columns a job reads
     (``manifest.used_columns``), so a wide catalog's other columns are never decoded."""
     import ray
 
     fs = _pyarrow_fs(spec.manifest.path, spec.storage_options)
     columns = manifest.used_columns(spec, info.schema, info.same_columns)
-    return ray.data.read_parquet(info.files, filesystem=fs, columns=columns, num_cpus=cpus, **remote_args)
+    return ray.data.read_parquet(info.files, filesystem=fs, columns=columns, num_cpus=cpus, memory=memory)
 
 
 class InSlices:
@@ -154,9 +149,8 @@ def read_committed(spec: JobSpec) -> Committed | None:
     fs = _pyarrow_fs(spec.output.url, options)
     slices = {"num_cpus": CPU_STAGE_CPUS, "memory": STATE_SLICE_MEMORY}
     names = tables + pending  # one task per file: a task holds one bucket (or commit) file, whatever the table's size
-    state = ray.data.read_parquet(
-        names, filesystem=fs, columns=commit.STATE_COLUMNS, override_num_blocks=len(names), **slices
-    )
+    columns = commit.STATE_COLUMNS
+    state = ray.data.read_parquet(names, filesystem=fs, columns=columns, override_num_blocks=len(names), **slices)
     if commit.several_rows_per_item(spec.output.url, files, options):
         state = state.groupby(["key", "variant"]).map_groups(commit.latest, batch_format="pyarrow", **slices)
     return Committed(dataset=state.map_batches(commit.resume_state, batch_format="pyarrow", **slices))
@@ -167,27 +161,23 @@ def _partitions(spec: JobSpec, info: manifest.ManifestInfo) -> int:
 
 
 def tasks(dataset, stage: Callable, **options):
-    """``map_batches`` of a stage on Ray tasks, over pyarrow batches. A stage object goes in as its bound
-    ``__call__``: Ray Data runs a bound method as a plain function (a class would start an actor pool) and ships it,
-    with the config the stage received once, to every task."""
+    """``map_batches`` of a stage on Ray tasks, over pyarrow batches. A stage object goes in as its bound ``__call__``:
+    Ray Data runs it as a plain function (a class would start an actor pool), shipped with its config to every task."""
     options.setdefault("num_cpus", CPU_STAGE_CPUS)
     options.setdefault("memory", BOOKKEEPING_MEMORY)
     return dataset.map_batches(stage, batch_format="pyarrow", **options)
 
 
 def decided(items, stage: Callable):
-    """``stage`` (ResumeRows, TallyItems) on the joined items, with the feed's CPU and memory: Ray Data fuses it into
-    the feed task when the join is done there (a small committed table), so the items of a manifest file are read,
-    expanded, joined and decided in one task and only its survivors (or tallies) enter the object store."""
+    """``stage`` (ResumeRows, TallyItems) on the joined items, fused into the feed task where the join is (a small
+    committed table): only the items left (or tallies) enter the object store."""
     return tasks(items, stage, num_cpus=FEED_CPUS, memory=FEED_MEMORY)
 
 
 def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committed: Committed | None):
     """Expanded items joined with their committed rows: ``resume`` decides per item, in the tasks."""
     expand = InSlices(ExpandRows(spec, run), EXPAND_BATCH_ROWS)
-    # Without committed rows the feed fuses with the cut (video_rows), which Ray Data allows only when their remote
-    # arguments match, and the cut takes none: that feed asks for no memory. With committed rows the decision
-    # (ResumeRows, TallyItems) follows the feed in tasks of its own, and the feed asks for FEED_MEMORY.
+    # Without committed rows the feed fuses with the cut (video_rows), which takes no remote arguments: no memory.
     memory = None if committed is None else FEED_MEMORY
     feed = {"num_cpus": FEED_CPUS, "memory": memory}
     items = tasks(read_manifest(spec, info, FEED_CPUS, memory=memory), expand.__call__, batch_size=None, **feed)
@@ -217,11 +207,10 @@ def removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | 
         whole = ray.remote(num_cpus=CPU_STAGE_CPUS, memory=STATE_TABLE_MEMORY)
         live = whole(_live).remote(committed.table)
         keys = whole(_keys).remote(live)
-        read = read_manifest(spec, info, memory=BOOKKEEPING_MEMORY)
-        present = tasks(read, WithTable(present_keys, keys, key_column).__call__)
+        present = tasks(read_manifest(spec, info), WithTable(present_keys, keys, key_column).__call__)
         absent = whole(_absent).remote(live, *present.to_arrow_refs())
         return ray.data.from_arrow_refs([absent])
-    keys = tasks(read_manifest(spec, info, memory=BOOKKEEPING_MEMORY), manifest_keys, fn_args=(key_column,))
+    keys = tasks(read_manifest(spec, info), manifest_keys, fn_args=(key_column,))
     return committed.dataset.filter(expr=f"{commit.COMMITTED}status != '{REMOVED}'").join(
         keys,
         join_type="left_anti",

@@ -219,7 +219,8 @@ def _split_legacy(fs, path: str, staging: str) -> set[int]:
                 buckets = _buckets(rows)
                 for bucket in pc.unique(buckets).to_pylist():
                     if bucket not in writers:
-                        writers[bucket] = pa.ipc.new_stream(_staged(staging, bucket), METADATA_SCHEMA, options=compressed)
+                        staged = _staged(staging, bucket)
+                        writers[bucket] = pa.ipc.new_stream(staged, METADATA_SCHEMA, options=compressed)
                     writers[bucket].write_table(rows.filter(pc.equal(buckets, bucket)))
     finally:
         for writer in writers.values():
