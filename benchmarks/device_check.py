@@ -10,6 +10,7 @@ of its own with one actor: the default settings, ``model.step_cache``, ``model.c
 guidance (max_guidance_scale 1) with the consistency sampler (``model.scheduler.name``; SAMPLER in the script).
 Seconds per video are warm: the mean leaving out the slowest video of each run, an actor's first call (warm-up, or
 the UNet's compilation), as plan's learned figures do; peak memory is the rows' ``peak_gpu_bytes``.
+First, a row per model family (Wan 2.2 TI2V 5B, LTX-Video 2B): one transformer step at full size, random weights.
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ def main() -> None:
         os.environ["TORCHDYNAMO_DISABLE"] = "1"
     folder = Path(args.dir or tempfile.mkdtemp(prefix="svdbatch-device-check-"))
     shape = REDUCED if args.reduced else FULL
+    family_rows(args.reduced)
     source, pipe, device = prepare_model(args.reduced, folder)
     print(f"device: {device}; {shape['width']}x{shape['height']}, {shape['num_frames']} frames", flush=True)
     rows = [("bare diffusers", shape["num_inference_steps"], *bare(pipe, shape, args.videos, device), args.videos)]
@@ -154,6 +156,52 @@ def main() -> None:
         driver.run(spec, progress=False)
         rows.append((name, spec.render.num_inference_steps, *measured(spec)))
     print_table(rows)
+
+
+def family_rows(reduced: bool) -> None:
+    """A row per model family: one transformer step (both guidance halves) of Wan 2.2 TI2V 5B at 704x1280x121 and
+    LTX-Video 2B at 512x704x121 with random bf16 weights on the GPU, bare module, warm; its FLOPs (the meta-device
+    count plan uses) over the seconds is the rate reached. --reduced: the tiny transformers at 64x64x9 on the CPU."""
+    import torch
+    from diffusers import LTXVideoTransformer3DModel, WanTransformer3DModel
+
+    from svdbatch.model import ltx, wan
+    from svdbatch.model.loading import quiet_libraries
+
+    quiet_libraries()
+    device, dtype = ("cpu", torch.float32) if reduced else ("cuda", torch.bfloat16)
+    wan_full, ltx_full = wan.FULL_SIZE["Wan 2.2 TI2V 5B"], ltx.FULL_SIZE["LTX-Video 2B"]
+    cases = [
+        ("Wan 2.2 TI2V 5B", WanTransformer3DModel, wan.TINY_TRANSFORMER if reduced else wan_full["transformer"]),
+        ("LTX-Video 2B", LTXVideoTransformer3DModel, ltx.TINY_TRANSFORMER if reduced else ltx_full["transformer"]),
+    ]
+    print(f"{'family step, random weights':<34}{'size':>14}{'s/step':>10}{'TFLOP':>10}{'TFLOP/s':>10}", flush=True)
+    for (name, module_class, config), full in zip(cases, (wan_full, ltx_full), strict=True):
+        width, height, frames = (64, 64, 9) if reduced else (full["width"], full["height"], full["num_frames"])
+        with torch.device(device):
+            model = module_class(**config).to(dtype).eval()
+        if module_class is WanTransformer3DModel:
+            spatial = 8 if reduced else full["vae"]["scale_factor_spatial"]
+            args = wan.transformer_inputs(model, width, height, frames, spatial, 2, device)
+            flops = wan.transformer_flops(config, width, height, frames, spatial, 2)
+        else:
+            args = ltx.transformer_inputs(model, width, height, frames, 2, device)
+            flops = ltx.transformer_flops(config, width, height, frames, 2)
+        args = {key: value.to(dtype) if torch.is_tensor(value) else value for key, value in args.items()}
+        with torch.inference_mode():
+            model(**args)  # warm-up
+            if device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            model(**args)
+            if device == "cuda":
+                torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+        size = f"{height}x{width}x{frames}"
+        print(f"{name:<34}{size:>14}{seconds:>10.3f}{flops / 1e12:>10.1f}{flops / seconds / 1e12:>10.1f}", flush=True)
+        del model, args
+        if device == "cuda":
+            torch.cuda.empty_cache()
 
 
 def print_table(rows: list[tuple]) -> None:

@@ -100,25 +100,29 @@ def call(pipe, image, params: dict, seed: int, device: str) -> torch.Tensor:
     return render(pipe, image, params, seed, device, frame_rate=params["fps"])
 
 
-def transformer_flops(config: dict, width: int, height: int, frames: int, branches: int) -> float:
-    """One transformer call (``branches`` 2: both classifier-free guidance halves) at a video's latent size, with
-    the per-token timesteps image-to-video passes (the first frame's tokens are conditioning)."""
-    from diffusers import LTXVideoTransformer3DModel
-
-    model = on_meta(LTXVideoTransformer3DModel, config)
+def transformer_inputs(model, width: int, height: int, frames: int, branches: int, device) -> dict:
+    """One transformer call's arguments at a video's latent size (``branches`` 2: both classifier-free guidance
+    halves), with the per-token timesteps image-to-video passes (the first frame's tokens are conditioning)."""
     latent = ((frames - 1) // LTX_TEMPORAL + 1, height // LTX_SPATIAL, width // LTX_SPATIAL)
     tokens = latent[0] * latent[1] * latent[2]
-    channels = model.config.in_channels
-    args = dict(
-        hidden_states=torch.zeros(branches, tokens, channels, device="meta"),
-        encoder_hidden_states=torch.zeros(branches, TEXT_TOKENS, model.config.caption_channels, device="meta"),
-        timestep=torch.zeros(branches, tokens, device="meta"),
-        encoder_attention_mask=torch.ones(branches, TEXT_TOKENS, device="meta"),
+    return dict(
+        hidden_states=torch.zeros(branches, tokens, model.config.in_channels, device=device),
+        encoder_hidden_states=torch.zeros(branches, TEXT_TOKENS, model.config.caption_channels, device=device),
+        timestep=torch.zeros(branches, tokens, device=device),
+        encoder_attention_mask=torch.ones(branches, TEXT_TOKENS, device=device),
         num_frames=latent[0],
         height=latent[1],
         width=latent[2],
         rope_interpolation_scale=(LTX_TEMPORAL / 25, LTX_SPATIAL, LTX_SPATIAL),
     )
+
+
+def transformer_flops(config: dict, width: int, height: int, frames: int, branches: int) -> float:
+    """One transformer call at a video's latent size, counted on the meta device."""
+    from diffusers import LTXVideoTransformer3DModel
+
+    model = on_meta(LTXVideoTransformer3DModel, config)
+    args = transformer_inputs(model, width, height, frames, branches, "meta")
     return counted(lambda: model(**args))
 
 

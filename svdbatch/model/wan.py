@@ -154,25 +154,29 @@ def call(pipe, image, params: dict, seed: int, device: str) -> torch.Tensor:
     return render(pipe, image, params, seed, device)
 
 
-def transformer_flops(config: dict, width: int, height: int, frames: int, vae_spatial: int, branches: int) -> float:
-    """One transformer call (``branches`` 2: both classifier-free guidance halves) at a video's latent size.
+def transformer_inputs(model, width: int, height: int, frames: int, vae_spatial: int, branches: int, device) -> dict:
+    """One transformer call's arguments at a video's latent size (``branches`` 2: both classifier-free guidance
+    halves). A model without an image encoder (Wan 2.2 TI2V) takes one timestep per token (``expand_timesteps``)."""
+    config = model.config
+    latent_frames = (frames - 1) // FRAME_STEP + 1
+    shape = (branches, config.in_channels, latent_frames, height // vae_spatial, width // vae_spatial)
+    tokens = latent_frames * (shape[3] // config.patch_size[1]) * (shape[4] // config.patch_size[2])
+    image_dim = config.image_dim
+    image = torch.zeros(branches, IMAGE_TOKENS, image_dim, device=device) if image_dim else None
+    return dict(
+        hidden_states=torch.zeros(shape, device=device),
+        timestep=torch.zeros((branches,) if image_dim else (branches, tokens), device=device),
+        encoder_hidden_states=torch.zeros(branches, TEXT_TOKENS, config.text_dim, device=device),
+        encoder_hidden_states_image=image,
+    )
 
-    A model without an image encoder (Wan 2.2 TI2V) takes one timestep per token (``expand_timesteps``)."""
+
+def transformer_flops(config: dict, width: int, height: int, frames: int, vae_spatial: int, branches: int) -> float:
+    """One transformer call at a video's latent size, counted on the meta device."""
     from diffusers import WanTransformer3DModel
 
     model = on_meta(WanTransformer3DModel, config)
-    latent_frames = (frames - 1) // FRAME_STEP + 1
-    shape = (branches, config["in_channels"], latent_frames, height // vae_spatial, width // vae_spatial)
-    patch = config["patch_size"]
-    tokens = latent_frames * (shape[3] // patch[1]) * (shape[4] // patch[2])
-    image_dim = config.get("image_dim")
-    image = torch.zeros(branches, IMAGE_TOKENS, image_dim, device="meta") if image_dim else None
-    args = dict(
-        hidden_states=torch.zeros(shape, device="meta"),
-        timestep=torch.zeros((branches,) if image_dim else (branches, tokens), device="meta"),
-        encoder_hidden_states=torch.zeros(branches, TEXT_TOKENS, config["text_dim"], device="meta"),
-        encoder_hidden_states_image=image,
-    )
+    args = transformer_inputs(model, width, height, frames, vae_spatial, branches, "meta")
     return counted(lambda: model(**args))
 
 
