@@ -70,7 +70,7 @@ def lookups(objects: int, options: dict) -> None:
 
 
 def model_copy(scale: int, options: dict) -> None:
-    from svdbatch.model.loading import COPY_RECORD, _remote_copy
+    from svdbatch.model.cache import COPY_RECORD, remote_copy
 
     source = f"s3://{BUCKET}/svd-xt"
     fs, _ = storage.filesystem(source, options)
@@ -82,7 +82,7 @@ def model_copy(scale: int, options: dict) -> None:
     total = sum(info["size"] for info in fs.find(f"{BUCKET}/svd-xt", detail=True).values())
     with tempfile.TemporaryDirectory() as cache:
         os.environ["SVDBATCH_CACHE"] = cache
-        record = json.loads((_remote_copy(source, options, "fp16") / COPY_RECORD).read_text())
+        record = json.loads((remote_copy(source, options, "fp16") / COPY_RECORD).read_text())
     print(f"model copy (SVD-XT layout / {scale}): prefix {total / 1e6:.1f} MB; copied {record['bytes'] / 1e6:.1f} MB "
           f"({record['bytes'] / total:.0%}) in {record['files']} files, {record['seconds']:.2f}s; "
           f"at full size: {total * scale / 1e9:.1f} GB -> {record['bytes'] * scale / 1e9:.1f} GB")

@@ -64,7 +64,7 @@ def build(folder: Path, rows: int, layout: str) -> None:
     from svdbatch.demo import sample_image
     from svdbatch.items.expand import expand_batch, legacy_fingerprint
     from svdbatch.items.metadata import METADATA_SCHEMA
-    from svdbatch.model.loading import model_identity
+    from svdbatch.model.identity import model_identity
     from svdbatch.render.stages import source_versions
     from svdbatch.spec.config import build_spec
     from svdbatch.store import commit

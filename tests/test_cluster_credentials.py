@@ -18,7 +18,7 @@ from helpers import TEST_RENDER, stop_shared_ray, write_images
 from s3_server import moto_s3
 
 from svdbatch.cli import main
-from svdbatch.model.loading import STAGE_RECORD
+from svdbatch.model.cache import STAGE_RECORD
 
 BUCKET = "svdbatch-env"
 SECRET = "env-only-secret-7c41f09e2b"

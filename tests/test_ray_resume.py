@@ -198,7 +198,7 @@ def test_small_and_large_tables_plan_alike_every_reason_and_removal(ray_cluster,
     from svdbatch.items import manifest
     from svdbatch.items.expand import expand_batch
     from svdbatch.items.metadata import METADATA_SCHEMA
-    from svdbatch.model.loading import model_identity
+    from svdbatch.model.identity import model_identity
     from svdbatch.render.stages import source_versions
     from svdbatch.store import commit
 

@@ -31,7 +31,7 @@ def _publish_all_but_two(spec, manifest: pa.Table, output) -> None:
     """The output as a publish leaves it after an earlier run rendered every row but the last two."""
     from svdbatch.items.expand import expand_batch
     from svdbatch.items.metadata import METADATA_SCHEMA
-    from svdbatch.model.loading import model_identity
+    from svdbatch.model.identity import model_identity
     from svdbatch.render.stages import source_versions
     from svdbatch.store import commit
 

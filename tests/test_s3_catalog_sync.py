@@ -15,7 +15,8 @@ from s3_server import moto_s3
 
 from svdbatch import storage
 from svdbatch.cli.plan import make_plan
-from svdbatch.model.loading import COPY_RECORD, cache_root
+from svdbatch.model.cache import COPY_RECORD
+from svdbatch.model.identity import cache_root
 from svdbatch.ray import driver
 from svdbatch.store import commit
 

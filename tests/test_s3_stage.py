@@ -11,7 +11,8 @@ from helpers import make_spec, save_variant_model, write_images, write_manifest
 from s3_server import moto_s3
 
 from svdbatch.cli import main
-from svdbatch.model.loading import COPY_RECORD, STAGE_RECORD, cache_root
+from svdbatch.model.cache import COPY_RECORD, STAGE_RECORD
+from svdbatch.model.identity import cache_root
 from svdbatch.model.staging import PROGRESS, stage
 from svdbatch.ray import driver
 from svdbatch.render.video import probe

@@ -14,7 +14,8 @@ from helpers import SVD_INDEX
 from svdbatch import storage
 from svdbatch.items.expand import RESUME_COLUMNS, expand_row, resume
 from svdbatch.items.scan import build_manifest
-from svdbatch.model.loading import COPY_RECORD, ModelError, _remote_copy, cache_root, model_files, model_identity
+from svdbatch.model.cache import COPY_RECORD, remote_copy
+from svdbatch.model.identity import ModelError, cache_root, model_files, model_identity
 from svdbatch.spec.config import build_spec
 
 INDEX = {**SVD_INDEX, "safety_checker": [None, None]}  # a component the pipeline does not have
@@ -95,15 +96,15 @@ def test_model_identity_of_a_folder_without_model_index_fails_before_work(tmp_pa
 
 
 def test_copy_takes_only_the_needed_files_and_records_bytes_and_seconds(hub_folder):
-    copy = _remote_copy(str(hub_folder), {}, "fp16")
+    copy = remote_copy(str(hub_folder), {}, "fp16")
     copied = {str(path.relative_to(copy)) for path in copy.rglob("*") if path.is_file()}
     assert copied == NEEDED_FP16 | {COPY_RECORD}
     record = json.loads((copy / COPY_RECORD).read_text())
     assert record["files"] == len(NEEDED_FP16) and record["bytes"] == _files(hub_folder, "fp16").bytes
     assert record["seconds"] >= 0 and record["identity"] == _files(hub_folder, "fp16").identity
-    assert _remote_copy(str(hub_folder), {}, "fp16") == copy  # once per node
+    assert remote_copy(str(hub_folder), {}, "fp16") == copy  # once per node
     (hub_folder / "vae" / "diffusion_pytorch_model.fp16.safetensors").write_bytes(b"new weights")
-    fresh = _remote_copy(str(hub_folder), {}, "fp16")
+    fresh = remote_copy(str(hub_folder), {}, "fp16")
     assert fresh != copy and fresh.parent == cache_root() / "models"
     assert (fresh / "vae" / "diffusion_pytorch_model.fp16.safetensors").read_bytes() == b"new weights"
 

@@ -7,7 +7,8 @@ from PIL import Image
 
 from svdbatch.model import ltx, wan
 from svdbatch.model.families import FAMILIES, pipeline_class
-from svdbatch.model.loading import ModelError, ensure_tiny_model, load_pipeline, resolve_source
+from svdbatch.model.identity import ModelError
+from svdbatch.model.loading import ensure_tiny_model, load_pipeline, resolve_source
 from svdbatch.render.quality import psnr
 from svdbatch.spec.config import ModelSpec
 

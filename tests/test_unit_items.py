@@ -180,8 +180,8 @@ def test_batch_expansion_with_integer_keys_and_overrides_matches_per_row():
 def test_column_wise_resume_decides_every_case_as_resume_does_row_by_row(retry_errors):
     """The Arrow shortcuts of ``stages._decide`` (nothing committed, same fingerprint done) against ``resume`` for
     every combination of item status and committed fingerprint, status and identities."""
+    from svdbatch.items.expand import COMMITTED
     from svdbatch.render.stages import _decide, _explain
-    from svdbatch.store.commit import COMMITTED
 
     spec = build_spec({"manifest": {"path": "/m.parquet"}, "output": {"url": "/out"},
                        "failures": {"retry_errors": retry_errors}})

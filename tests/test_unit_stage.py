@@ -10,16 +10,8 @@ import pytest
 from helpers import SVD_INDEX, save_variant_model
 
 from svdbatch.cli import main
-from svdbatch.model.loading import (
-    COPY_RECORD,
-    STAGE_RECORD,
-    ModelError,
-    _remote_copy,
-    cache_root,
-    hub_cache,
-    is_hub_id,
-    pipeline_files,
-)
+from svdbatch.model.cache import COPY_RECORD, STAGE_RECORD, remote_copy
+from svdbatch.model.identity import ModelError, cache_root, hub_cache, is_hub_id, pipeline_files
 from svdbatch.model.staging import PROGRESS, stage
 
 # stabilityai/stable-video-diffusion-img2vid-xt's files as the Hub lists them.
@@ -170,12 +162,12 @@ def test_changed_source_weights_are_staged_again(pipeline, tmp_path):
 def test_node_copy_is_verified_against_the_stage_record(pipeline, tmp_path):
     staged = tmp_path / "staged"
     stage(str(pipeline), str(staged), "fp16")
-    copy = _remote_copy(str(staged), {}, "fp16")
+    copy = remote_copy(str(staged), {}, "fp16")
     assert json.loads((copy / COPY_RECORD).read_text())["verified"] == STAGE_RECORD
     vae = staged / "vae" / "diffusion_pytorch_model.fp16.safetensors"
     vae.write_bytes(bytes(vae.stat().st_size))  # damaged after staging: a new identity, a new node copy
     with pytest.raises(ModelError, match=r"vae/diffusion_pytorch_model.fp16.safetensors differs from svdbatch-stage"):
-        _remote_copy(str(staged), {}, "fp16")
+        remote_copy(str(staged), {}, "fp16")
 
 
 def test_node_copy_of_files_the_stage_record_does_not_list_fails_naming_the_staged_variant(pipeline, tmp_path):
@@ -183,7 +175,7 @@ def test_node_copy_of_files_the_stage_record_does_not_list_fails_naming_the_stag
     stage(str(pipeline), str(staged), None)
     stage(str(pipeline), str(staged), "fp16")  # the record now lists the fp16 files only
     with pytest.raises(ModelError, match=r"is not in svdbatch-stage.json \(staged with variant fp16\)"):
-        _remote_copy(str(staged), {}, None)
+        remote_copy(str(staged), {}, None)
 
 
 def test_a_variant_that_was_not_staged_fails_in_one_line_naming_model_variant(pipeline, tmp_path):
@@ -191,7 +183,7 @@ def test_a_variant_that_was_not_staged_fails_in_one_line_naming_model_variant(pi
     stage(str(pipeline), str(staged), "fp16")
     expected = rf"^model.source {staged}: \w+/: no plain .safetensors weights .found [a-z_]+.fp16.safetensors.; "
     with pytest.raises(ModelError, match=expected):
-        _remote_copy(str(staged), {}, None)
+        remote_copy(str(staged), {}, None)
 
 
 def test_stage_of_a_folder_that_is_no_pipeline_fails_in_one_line(tmp_path, capsys):

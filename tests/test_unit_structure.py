@@ -1,16 +1,42 @@
 """The code's shape, read with ast from svdbatch/ (nothing imported): imports flow one way (no circle, counting
-imports inside functions), no function is over 60 lines, Ray is imported only inside svdbatch/ray/, and each module
-there is under 250 lines and says what it owns."""
+imports inside functions), packages import only the packages below them (LAYERS), no function is over 60 lines, no
+module over 300, at most 8 modules at the top, Ray is imported only inside svdbatch/ray/, each module there is under
+250 lines and says what it owns, and importing the driver loads no torch."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "svdbatch"
 RAY_PACKAGE = PACKAGE / "ray"
 MAX_FUNCTION_LINES = 60
 MAX_RAY_MODULE_LINES = 250
+MAX_MODULE_LINES = 300
+MAX_TOP_LEVEL_MODULES = 8
+# The packages from the bottom up: each may import only the ones before it (and the foundation). The tree is the
+# architecture: the spec, the model and the items at the bottom, the render stages over them, the output's record,
+# the run's rules, the report, Ray's adapter, and the commands at the top.
+LAYERS = ["spec", "model", "items", "estimate", "render", "store", "run", "report", "ray", "cli"]
+# Top-level modules every package may import: they import only each other.
+FOUNDATION = {"svdbatch", "svdbatch.errors", "svdbatch.storage"}
+# The other top-level modules are entry points beside cli/: no package but cli/ imports them.
+ENTRY_POINTS = {"svdbatch.__main__", "svdbatch.demo", "svdbatch.reference"}
+# Modules still over MAX_MODULE_LINES, with their length when the limit came: each may shrink, none may grow, no other
+# module may join them.
+OVER_LIMIT = {
+    "svdbatch.cli": 307,
+    "svdbatch.cli.tune": 382,
+    "svdbatch.items.expand": 445,
+    "svdbatch.render.stages": 367,
+    "svdbatch.report.page": 400,
+    "svdbatch.spec.config": 696,
+    "svdbatch.storage": 493,
+    "svdbatch.store.commit": 331,
+    "svdbatch.store.lease": 332,
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -86,6 +112,59 @@ def test_no_import_circle_anywhere():
     graph = import_graph()
     assert "svdbatch.ray.driver" in graph["svdbatch.cli.plan"]  # function-level imports are seen
     assert cycles(graph) == []
+
+
+def package_of(name: str) -> str:
+    """The package a module belongs to (``svdbatch.model.cache`` -> ``model``), or the module itself at the top."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() else name
+
+
+def against_layers(graph: dict[str, set[str]]) -> list[str]:
+    """Every import of a package from one below it, or of an entry point (demo...) from a package other than cli."""
+    wrong = []
+    for name, imported in sorted(graph.items()):
+        source = package_of(name)
+        for other in sorted(imported):
+            target = package_of(other)
+            if source == target or target in FOUNDATION:
+                continue
+            if source in FOUNDATION:
+                wrong.append(f"{name} -> {other}: the foundation imports only itself")
+            elif source in LAYERS[:-1] and (target not in LAYERS or LAYERS.index(target) > LAYERS.index(source)):
+                wrong.append(f"{name} -> {other}")
+    return wrong
+
+
+def test_layer_check_sees_an_import_upward():
+    graph = {"svdbatch.spec.config": {"svdbatch.store.commit"}, "svdbatch.store.commit": {"svdbatch.spec.config"}}
+    assert against_layers(graph) == ["svdbatch.spec.config -> svdbatch.store.commit"]
+    assert against_layers({"svdbatch.storage": {"svdbatch.spec.config"}}) != []
+    assert against_layers({"svdbatch.render.stages": {"svdbatch.demo"}}) == ["svdbatch.render.stages -> svdbatch.demo"]
+
+
+def test_packages_import_only_the_packages_below_them():
+    assert {package_of(name) for name in _modules()} - FOUNDATION - ENTRY_POINTS == set(LAYERS)
+    assert against_layers(import_graph()) == []
+
+
+def test_each_package_says_what_it_owns():
+    for package in LAYERS:
+        assert ast.get_docstring(ast.parse((PACKAGE / package / "__init__.py").read_text())), package
+
+
+def test_at_most_8_modules_at_the_top_and_none_over_300_lines():
+    assert len(list(PACKAGE.glob("*.py"))) <= MAX_TOP_LEVEL_MODULES
+    lengths = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    over = {name: lines for name, lines in lengths.items() if lines > MAX_MODULE_LINES}
+    assert {name: lines for name, lines in over.items() if lines > OVER_LIMIT.get(name, MAX_MODULE_LINES)} == {}
+
+
+def test_importing_the_driver_loads_no_torch_or_diffusers():
+    """``svdbatch run``'s process stays light: torch is loaded only where a pipeline runs (the generation actors)."""
+    code = "import sys, svdbatch.ray.driver; print(sorted({'torch', 'diffusers', 'transformers'} & sys.modules.keys()))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 def test_no_function_over_60_lines():

@@ -14,15 +14,9 @@ from safetensors.torch import load_file, save_file
 
 from svdbatch.demo import sample_image
 from svdbatch.items.expand import expand_row
-from svdbatch.model.loading import (
-    ModelError,
-    ensure_tiny_model,
-    load_pipeline,
-    load_unet_weights,
-    model_identity,
-    resolve_source,
-    resolve_unet,
-)
+from svdbatch.model.cache import resolve_unet
+from svdbatch.model.identity import ModelError, model_identity
+from svdbatch.model.loading import ensure_tiny_model, load_pipeline, load_unet_weights, resolve_source
 from svdbatch.render.generate import call_pipeline, to_uint8
 from svdbatch.spec.config import RenderParams, build_spec
 

@@ -160,6 +160,7 @@ def fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
 
 # The committed columns the resume decision reads, carried from the metadata table through the join by item id.
 RESUME_COLUMNS = ["fingerprint", "status", "source_version", "model_identity"]
+COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the join next to the item's own columns
 
 
 def legacy_fingerprint(item: dict[str, Any], spec: JobSpec) -> str:

@@ -7,47 +7,29 @@ diffusers format under the cache so every process on a node loads the same weigh
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import hashlib
-import json
 import logging
 import os
-import posixpath
-import re
-import shutil
-import tempfile
-import time
 import warnings
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from svdbatch import storage
-from svdbatch.errors import UserError
 from svdbatch.model import svd
+from svdbatch.model.cache import publish_folder, remote_copy
 from svdbatch.model.families import FAMILIES, TINY_SOURCES
+from svdbatch.model.identity import (
+    ModelError,
+    cache_root,
+    hub_cache,
+    is_remote,
+    local_folder,
+    looks_local,
+    pick_weights,
+)
 from svdbatch.spec.config import TINY_MODEL, TINY_MODELS, ModelSpec
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-CONFIG_SUFFIXES = (".json", ".txt")
-COPY_THREADS = 8
-COPY_RECORD = "svdbatch-copy.json"
-STAGE_RECORD = "svdbatch-stage.json"  # written last by `svdbatch model stage`: files, sizes, sha256
-HASH_CHUNK = 8 << 20
-HUB_TIMEOUT_S = 10
-
-
-class ModelError(UserError, RuntimeError):
-    """The model cannot be loaded: fatal for the job."""
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SVDBATCH_CACHE", Path.home() / ".cache" / "svdbatch"))
 
 
 def quiet_libraries() -> None:
@@ -139,380 +121,26 @@ def build_tiny_pipeline():
     )
 
 
-@contextlib.contextmanager
-def node_lock(name: str) -> Iterator[None]:
-    """An exclusive file lock shared by every process on this node, so concurrent actors wait instead of racing."""
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _publish(target: Path, fill, marker: str = "model_index.json") -> Path:
-    """Fill a temporary folder next to ``target`` and rename it into place: a partial copy is never visible.
-    ``marker`` is the file whose presence says the copy is complete."""
-    if (target / marker).exists():
-        return target
-    with node_lock(target.name):
-        if (target / marker).exists():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        try:
-            fill(staging)
-            if target.exists():
-                shutil.rmtree(target)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
-
-
 def ensure_tiny_model(source: str = TINY_MODEL) -> Path:
     """Build an embedded tiny pipeline (``svdbatch:tiny``, ``-wan``, ``-ltx``) once per node; its diffusers folder."""
     family = TINY_SOURCES[source]
     build = build_tiny_pipeline if family is svd else family.build_tiny
     quiet_libraries()
-    return _publish(
+    return publish_folder(
         cache_root() / "models" / family.TINY_VERSION,
         lambda folder: build().save_pretrained(folder, safe_serialization=True),
     )
-
-
-def _weight_pattern(variant: str | None) -> re.Pattern:
-    """diffusers weight file names: ``model.safetensors``, ``model.fp16.safetensors``, shards ``-00001-of-00002``."""
-    infix = rf"\.{re.escape(variant)}" if variant else ""
-    return re.compile(rf"^[^./]+{infix}(-\d+-of-\d+)?\.safetensors$")
-
-
-def pick_weights(names: list[str], variant: str | None) -> list[str]:
-    """The weight files diffusers loads from a folder's file names: the variant's, else the plain ones."""
-    chosen = [name for name in names if _weight_pattern(variant).match(name)]
-    if variant and not chosen:
-        chosen = [name for name in names if _weight_pattern(None).match(name)]
-    return chosen
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth")
-
-
-def pipeline_files(names: Iterable[str], index: dict[str, Any], variant: str | None) -> tuple[list[str], list[str]]:
-    """(configs, weights) that loading the pipeline reads, chosen from a folder's relative file names and its
-    model_index.json: the index, each component's .json/.txt files and its weights in ``variant`` (else the plain
-    ones, as diffusers falls back). Only safetensors load; a component with other weights only fails here.
-    """
-    names = list(names)
-    configs, weights = ["model_index.json"], []
-    components = [name for name, value in index.items() if isinstance(value, list) and value and value[0]]
-    for component in components:
-        inside = {path.split("/", 1)[1]: path for path in names if path.startswith(f"{component}/")}
-        configs += [path for name, path in inside.items() if name.endswith(CONFIG_SUFFIXES)]
-        chosen = pick_weights(list(inside), variant)
-        found = sorted(name for name in inside if name.endswith(WEIGHT_SUFFIXES))
-        if found and not chosen:
-            wanted = f"'{variant}' or plain" if variant else "plain"
-            raise ModelError(
-                f"{component}/: no {wanted} .safetensors weights (found {', '.join(found[:3])}); svdbatch loads "
-                "safetensors only: check model.variant"
-            )
-        weights += [inside[name] for name in chosen]
-    return configs, weights
-
-
-def sha256_stream(handle) -> str:
-    digest = hashlib.sha256()
-    while chunk := handle.read(HASH_CHUNK):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return sha256_stream(handle)
-
-
-def _hash_files(digest, files: dict[str, dict[str, Any]]) -> None:
-    """Add listed files to an identity: each one's path, version (ETag / version id, or size + mtime) and size."""
-    for path in sorted(files):
-        digest.update(f"{path}\0{storage.object_version(files[path])}\0{files[path]['size']}\n".encode())
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """What a pipeline folder holds that the pipeline loads, and the identity of exactly those files."""
-
-    configs: dict[str, bytes]
-    weights: dict[str, dict[str, Any]]
-    identity: str
-
-    @property
-    def bytes(self) -> int:
-        return sum(len(data) for data in self.configs.values()) + sum(info["size"] for info in self.weights.values())
-
-
-def model_files(fs, root: str, variant: str | None, label: str | None = None) -> ModelFiles:
-    """From ONE listing: model_index.json, the configs and the variant's weight files of each component it names.
-
-    Other files (other variants, single-file checkpoints, stray folders) are neither copied nor part of the
-    identity. A component without files of the requested variant uses its plain weights, as diffusers does.
-    The identity hashes the configs' content and each weight file's version (ETag / version id, or size + mtime).
-    Errors start with ``label`` (default: the folder).
-    """
-    root = root.rstrip("/")
-    label = label or root
-    fs.invalidate_cache(root)  # a listing cached by this process would hide new weights
-    found = storage.retrying(lambda: fs.find(root, detail=True))
-    listing = {posixpath.relpath(path, root): info for path, info in found.items() if info.get("type") != "directory"}
-    if "model_index.json" not in listing:
-        raise ModelError(f"{label}: not a diffusers pipeline folder (no model_index.json there)")
-
-    def read(relative: str) -> bytes:
-        return storage.retrying(lambda: fs.cat_file(f"{root}/{relative}"))
-
-    index = read("model_index.json")
-    try:
-        config_names, weight_names = pipeline_files(listing, json.loads(index), variant)
-    except ModelError as error:
-        raise ModelError(f"{label}: {error}") from error
-    configs = {"model_index.json": index, **{path: read(path) for path in config_names if path != "model_index.json"}}
-    weights = {path: listing[path] for path in weight_names}
-    digest = hashlib.sha256()
-    for path in sorted(configs):
-        digest.update(f"{path}\0sha256={hashlib.sha256(configs[path]).hexdigest()}\n".encode())
-    _hash_files(digest, weights)
-    return ModelFiles(configs=configs, weights=weights, identity=digest.hexdigest()[:32])
-
-
-def _remote_copy(source: str, options: dict[str, Any], variant: str | None) -> Path:
-    """Copy what the pipeline needs once per node, weights in parallel, into a folder named by the model's identity.
-
-    New weights under the same URL get a new folder, so a node never loads a stale copy. The copy's size and time
-    are kept beside it (``COPY_RECORD``) for the run record.
-    """
-    fs, root = storage.filesystem(source, options)
-    root = root.rstrip("/")
-    files = model_files(fs, root, variant, f"model.source {source}")
-    digest = hashlib.sha256(f"{source.rstrip('/')}\0{files.identity}".encode()).hexdigest()[:16]
-
-    def fill(folder: Path) -> None:
-        started = time.perf_counter()
-        staged = _stage_record(fs, root)
-        for relative, data in files.configs.items():
-            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
-            (folder / relative).write_bytes(data)
-
-        def fetch(relative: str) -> None:
-            storage.retrying(lambda: fs.get_file(f"{root}/{relative}", str(folder / relative)))
-
-        with ThreadPoolExecutor(COPY_THREADS) as pool:
-            list(pool.map(fetch, files.weights))
-        if staged is not None:
-            check_staged(folder, [*files.configs, *files.weights], staged, source)
-        record = {
-            "source": source,
-            "identity": files.identity,
-            "files": len(files.configs) + len(files.weights),
-            "bytes": files.bytes,
-            "seconds": round(time.perf_counter() - started, 3),
-            "verified": STAGE_RECORD if staged is not None else None,
-            "copied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        }
-        (folder / COPY_RECORD).write_text(json.dumps(record))
-
-    return _publish(cache_root() / "models" / f"remote-{digest}", fill)
-
-
-def _stage_record(fs, root: str) -> dict[str, Any] | None:
-    """The record ``svdbatch model stage`` wrote at ``root``, or None where the model was not staged."""
-    try:
-        return json.loads(storage.retrying(lambda: fs.cat_file(f"{root}/{STAGE_RECORD}")))
-    except FileNotFoundError:
-        return None
-
-
-def check_staged(folder: Path, names: list[str], staged: dict[str, Any], source: str) -> None:
-    """The node copy holds exactly what was staged: every file listed in the stage record, with its sha256."""
-    for name in names:
-        entry = staged["files"].get(name)
-        if entry is None:
-            raise ModelError(
-                f"model.source {source}: {name} is not in {STAGE_RECORD} (staged with variant "
-                f"{staged.get('variant')}); set model.variant to that or stage again"
-            )
-        if sha256_file(folder / name) != entry["sha256"]:
-            raise ModelError(f"model.source {source}: {name} differs from {STAGE_RECORD} (sha256); stage it again")
-
-
-def copy_record(path: str) -> dict[str, Any] | None:
-    """The record of the node copy a pipeline was loaded from; None for a model that was not copied."""
-    record = Path(path) / COPY_RECORD
-    return json.loads(record.read_text()) if record.exists() else None
-
-
-def _is_remote(source: str) -> bool:
-    return "://" in source and storage.scheme(source) != "file"
-
-
-def _local_folder(spec: ModelSpec) -> Path:
-    """A local model folder, checked to be a diffusers pipeline."""
-    local = Path(spec.source.removeprefix("file://")).expanduser()
-    if not (local / "model_index.json").exists():
-        raise ModelError(f"model.source {spec.source}: not a diffusers pipeline folder (no model_index.json)")
-    return local
-
-
-def is_hub_id(source: str) -> bool:
-    """Neither the tiny model, an object-store URL nor a local path: ``org/name`` on the Hugging Face Hub."""
-    return source not in TINY_MODELS and not _is_remote(source) and not (_looks_local(source) or Path(source).exists())
-
-
-def hub_cache() -> str | None:
-    """Where Hub downloads go: ``HF_HUB_CACHE``/``HF_HOME`` when set, else inside the node cache, so they land on the
-    volume that outlives pods (not in a container's writable layer)."""
-    if os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME"):
-        return None
-    return str(cache_root() / "huggingface" / "hub")
-
-
-def _looks_local(source: str) -> bool:
-    """A path rather than a hub id ("org/name"): absolute, relative with ./ or ../, home-relative, or file://."""
-    return source.startswith(("/", "./", "../", "~", "file://"))
 
 
 def resolve_source(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
     """A path or hub id diffusers can load, fetching to the node cache where needed."""
     if spec.source in TINY_MODELS:
         return str(ensure_tiny_model(spec.source))
-    if _is_remote(spec.source):
-        return str(_remote_copy(spec.source, options or {}, spec.variant))
-    if _looks_local(spec.source) or Path(spec.source).exists():
-        return str(_local_folder(spec))
+    if is_remote(spec.source):
+        return str(remote_copy(spec.source, options or {}, spec.variant))
+    if looks_local(spec.source) or Path(spec.source).exists():
+        return str(local_folder(spec))
     return spec.source
-
-
-def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
-    """Which weights ``model.source`` (and ``model.unet``) name right now, checked on the driver before any work (a
-    typo fails here): new UNet weights change it, so catalog sync renders again with them.
-
-    Folders and object-store prefixes: ``model_files``' identity from one listing. Hub ids: the resolved commit
-    (online, else the local cache's snapshot), or the bare id when neither is known. Without ``model.unet`` the
-    identity is what it was before that option existed.
-    """
-    base = _source_identity(spec, options)
-    return f"{base}+unet:{unet_identity(spec, options)}" if spec.unet else base
-
-
-def _source_identity(spec: ModelSpec, options: dict[str, Any] | None) -> str:
-    if spec.source in TINY_MODELS:
-        return TINY_SOURCES[spec.source].TINY_VERSION
-    if _is_remote(spec.source):
-        fs, root = storage.filesystem(spec.source, options)
-        return model_files(fs, root, spec.variant, f"model.source {spec.source}").identity
-    if _looks_local(spec.source) or Path(spec.source).exists():
-        fs, root = storage.filesystem(str(_local_folder(spec)))
-        return model_files(fs, root, spec.variant, f"model.source {spec.source}").identity
-    return _hub_identity(spec.source)
-
-
-def _hub_identity(repo: str) -> str:
-    from huggingface_hub import HfApi, try_to_load_from_cache
-
-    try:
-        return f"hub:{repo}@{HfApi().model_info(repo, timeout=HUB_TIMEOUT_S).sha}"
-    except Exception:  # noqa: BLE001 - offline or unreachable: fall back to what this machine has cached
-        cached = try_to_load_from_cache(repo, "model_index.json", cache_dir=hub_cache())
-    if isinstance(cached, str) and "/snapshots/" in cached:
-        return f"hub:{repo}@{cached.split('/snapshots/')[1].split('/')[0]}"
-    return f"hub:{repo}"
-
-
-def _hub_file(unet: str) -> tuple[str, str] | None:
-    """(repo, path inside it) of a hub UNet: ``org/name`` (the repo's root), ``org/name/sub/folder`` or
-    ``org/name/file.safetensors``; None for a local path or a URL."""
-    if _is_remote(unet) or _looks_local(unet) or Path(unet).exists():
-        return None
-    parts = unet.split("/")
-    if len(parts) < 2:
-        raise ModelError(f"model.unet {unet}: no such file or folder, and not a hub id (org/name)")
-    return "/".join(parts[:2]), "/".join(parts[2:])
-
-
-def unet_files(fs, root: str, variant: str | None) -> dict[str, dict[str, Any]]:
-    """The weight files of a UNet source, by name: the file itself, or a diffusers UNet folder's weights."""
-    fs.invalidate_cache(root)
-    try:
-        info = storage.retrying(lambda: fs.info(root))
-    except FileNotFoundError:
-        raise ModelError(f"model.unet {root}: no such file or folder") from None
-    if info.get("type") != "directory":
-        return {posixpath.basename(root): info}
-    found = storage.retrying(lambda: fs.find(root, maxdepth=1, detail=True))
-    listing = {posixpath.basename(path): item for path, item in found.items()}
-    names = pick_weights(list(listing), variant)
-    if not names:
-        raise ModelError(f"model.unet {root}: no .safetensors UNet weights in this folder")
-    return {name: listing[name] for name in names}
-
-
-def unet_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
-    """Which weights ``model.unet`` names right now: its files' versions, or the hub commit and path."""
-    hub = _hub_file(spec.unet)
-    if hub:
-        return f"{_hub_identity(hub[0])}/{hub[1]}"
-    fs, root = storage.filesystem(_unet_location(spec.unet), options)
-    digest = hashlib.sha256()
-    _hash_files(digest, unet_files(fs, root.rstrip("/"), spec.variant))
-    return digest.hexdigest()[:32]
-
-
-def _unet_location(unet: str) -> str:
-    """An object-store URL as given, a local path made absolute."""
-    return unet if _is_remote(unet) else str(Path(unet.removeprefix("file://")).expanduser())
-
-
-def resolve_unet(spec: ModelSpec, options: dict[str, Any] | None = None) -> str | None:
-    """A local file or folder holding ``model.unet``'s weights, copied once per node from a hub or object store."""
-    if spec.unet is None:
-        return None
-    hub = _hub_file(spec.unet)
-    if hub:
-        return _hub_download(*hub)
-    if not _is_remote(spec.unet):
-        return _unet_location(spec.unet)
-    fs, root = storage.filesystem(spec.unet, options)
-    root = root.rstrip("/")
-    files = unet_files(fs, root, spec.variant)
-    digest = hashlib.sha256()
-    _hash_files(digest, files)
-    name = hashlib.sha256(f"{spec.unet.rstrip('/')}\0{digest.hexdigest()}".encode()).hexdigest()[:16]
-    single = list(files) == [posixpath.basename(root)] and len(files) == 1
-
-    def fill(folder: Path) -> None:
-        for file in files:
-            remote = root if single else f"{root}/{file}"
-            storage.retrying(lambda remote=remote, file=file: fs.get_file(remote, str(folder / file)))
-        (folder / COPY_RECORD).write_text(json.dumps({"source": spec.unet, "files": sorted(files)}))
-
-    folder = _publish(cache_root() / "unets" / f"remote-{name}", fill, marker=COPY_RECORD)
-    return str(folder / next(iter(files))) if single else str(folder)
-
-
-def _hub_download(repo: str, inside: str) -> str:
-    """A hub UNet in the node's hub cache: one file, or a folder's config and safetensors weights."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-
-    try:
-        if inside.endswith(".safetensors"):
-            return hf_hub_download(repo, inside, cache_dir=hub_cache())
-        prefix = f"{inside}/" if inside else ""
-        patterns = [f"{prefix}*.safetensors"]
-        return str(Path(snapshot_download(repo, allow_patterns=patterns, cache_dir=hub_cache())) / inside)
-    except Exception as error:  # noqa: BLE001 - any hub failure is fatal and reported the same way
-        raise ModelError(f"model.unet {repo}/{inside}: cannot download ({type(error).__name__}: {error})") from error
 
 
 def unet_misfit(expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor]) -> str | None:

@@ -27,15 +27,9 @@ from fsspec.implementations.local import LocalFileSystem
 
 from svdbatch import storage
 from svdbatch.errors import UserError
-from svdbatch.model.loading import (
-    HUB_TIMEOUT_S,
-    STAGE_RECORD,
-    ensure_tiny_model,
-    is_hub_id,
-    pipeline_files,
-    sha256_file,
-    sha256_stream,
-)
+from svdbatch.model.cache import STAGE_RECORD, sha256_file, sha256_stream
+from svdbatch.model.identity import HUB_TIMEOUT_S, is_hub_id, pipeline_files
+from svdbatch.model.loading import ensure_tiny_model
 from svdbatch.spec.config import TINY_MODELS
 
 PROGRESS = ".svdbatch-stage-progress.json"

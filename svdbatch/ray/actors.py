@@ -1,9 +1,9 @@
-"""The generation pool's actor classes and the metrics through Ray.
+"""The generation pool's actor classes.
 
 ``RayRenderer`` is the class Ray Data starts as the pool's actors (tests find its processes by that name):
 RenderVideos around a ``RayVideoGenerator``, the VideoGenerator that stamps node and GPU ids on rows, reports to the
 job's Workers actor and leaves its process when its device is lost, so Ray restarts it and retries its items.
-``RayMetrics`` records the ``svdbatch_*`` metrics (metrics.py) of one process, the driver or an actor.
+Each actor records its ``svdbatch_*`` metrics through meter.py's ``RayMetrics``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 
 from svdbatch.items.metadata import fail
+from svdbatch.ray.meter import RayMetrics
 from svdbatch.render import faults
 from svdbatch.render.generate import DeviceLost, VideoGenerator
 from svdbatch.render.stages import RenderVideos
@@ -26,38 +27,6 @@ from svdbatch.spec.config import JobSpec
 # How long an actor that gave up on a poisoned device's items lives on, so that the call that failed them gets its
 # rows to the driver: Ray ships a call's result after the call returns, and other calls run beside it on threads.
 EXIT_AFTER_S = 5.0
-
-
-class RayMetrics:
-    """The ``svdbatch_*`` metrics (metrics.METRICS) of one process, the driver or a generation actor, through
-    ``ray.util.metrics``: the node's Ray metrics agent exports them on its Prometheus endpoint, with these tags."""
-
-    def __init__(self, spec: JobSpec, run_id: str, node_id: str | None = None):
-        import ray
-        from ray.util import metrics as ray_metrics
-
-        node_id = node_id or ray.get_runtime_context().get_node_id()
-        kinds = {"counter": ray_metrics.Counter, "gauge": ray_metrics.Gauge, "histogram": ray_metrics.Histogram}
-        self.node_id = node_id
-        self.tags = {"job": spec.output.url, "run_id": run_id, "node_id": node_id}
-        self.metrics = {}
-        for metric in metrics.METRICS:
-            options = {"boundaries": list(metric.boundaries)} if metric.boundaries else {}
-            self.metrics[metric.name] = kinds[metric.kind](
-                metric.name, description=metric.description, tag_keys=metric.tags, **options
-            )
-
-    def record(self, observations: list[metrics.Observation]) -> None:
-        from ray.util import metrics as ray_metrics
-
-        for seen in observations:
-            metric, tags = self.metrics[seen.metric], {**self.tags, **seen.tags}
-            if isinstance(metric, ray_metrics.Histogram):
-                metric.observe(seen.value, tags)
-            elif isinstance(metric, ray_metrics.Gauge):
-                metric.set(seen.value, tags)
-            elif seen.value > 0:  # a Ray counter refuses to add 0
-                metric.inc(seen.value, tags)
 
 
 class RayVideoGenerator(VideoGenerator):

@@ -28,7 +28,6 @@ from svdbatch import storage
 from svdbatch.items import manifest
 from svdbatch.items.metadata import REMOVED
 from svdbatch.ray import internals
-from svdbatch.ray.actors import RayRenderer
 from svdbatch.ray.cluster import CALLS_PER_ACTOR, CUT_CPUS, pool_strategy
 from svdbatch.render.shards import WriteShards
 from svdbatch.render.stages import ExpandRows, RunContext, join_committed, manifest_keys, present_keys
@@ -228,6 +227,7 @@ def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers
     all at once, and the feed waits while a few rows per call the pool can run are queued for it (a bound in rows:
     Ray Data's own bound is in bytes, and half-kilobyte rows would queue by the million).
     """
+    from svdbatch.ray.actors import RayRenderer  # here, not at the top: the generation stage imports torch
     compute = spec.compute
     items = items.repartition(target_num_rows_per_block=compute.batch_size)
     actors = pool.max if pool.max is not None else UNBOUNDED_POOL_ACTORS

@@ -21,10 +21,10 @@ from svdbatch.estimate.plan_report import PlanReport
 from svdbatch.items import manifest
 from svdbatch.items.expand import TO_RENDER, Category
 from svdbatch.items.metadata import SKIPPED
-from svdbatch.model.loading import model_identity
+from svdbatch.model.identity import model_identity
 from svdbatch.ray import dataset, internals
-from svdbatch.ray.actors import RayMetrics
 from svdbatch.ray.cluster import prepare_pool, start_ray, start_workers
+from svdbatch.ray.meter import RayMetrics
 from svdbatch.ray.watch import watched
 from svdbatch.render.stages import TALLY_COLUMNS, PruneRows, ResumeRows, RunContext, TallyItems, count_work
 from svdbatch.run import metrics, record, stopping

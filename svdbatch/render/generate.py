@@ -19,16 +19,9 @@ import torch
 from PIL import Image
 
 from svdbatch.items.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
-from svdbatch.model.loading import (
-    ModelError,
-    applied_options,
-    copy_record,
-    dtype_name,
-    load_pipeline,
-    pick_dtype,
-    resolve_source,
-    resolve_unet,
-)
+from svdbatch.model.cache import copy_record, resolve_unet
+from svdbatch.model.identity import ModelError
+from svdbatch.model.loading import applied_options, dtype_name, load_pipeline, pick_dtype, resolve_source
 from svdbatch.model.provenance import provenance
 from svdbatch.model.step_cache import cached_steps
 from svdbatch.render import faults

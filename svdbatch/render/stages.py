@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 
 from svdbatch import storage
 from svdbatch.items.expand import (
+    COMMITTED,
     RESUME_COLUMNS,
     check_uri,
     expand_batch,
@@ -49,7 +50,6 @@ from svdbatch.render import quality
 from svdbatch.render.images import ImageError, load_image
 from svdbatch.render.video import codec_name, encode_mp4
 from svdbatch.spec.config import JobSpec
-from svdbatch.store.commit import COMMITTED
 
 DELETE_THREADS = 16
 

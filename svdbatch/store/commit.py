@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from svdbatch import storage
 from svdbatch.errors import UserError
 from svdbatch.estimate.learned import TIMING_COLUMNS, add_timing
-from svdbatch.items.expand import RESUME_COLUMNS
+from svdbatch.items.expand import COMMITTED, RESUME_COLUMNS
 from svdbatch.items.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
 from svdbatch.model.provenance import PROVENANCE_COLUMNS
 from svdbatch.render.shards import SHARDS, reconcile
@@ -83,7 +83,6 @@ def latest(table: pa.Table) -> pa.Table:
     return table.filter(pa.concat_arrays([pc.fill_null(last, True), pa.array([True])]))
 
 
-COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the join next to the item's own columns
 STATE_COLUMNS = sorted({"key", "variant", "run_id", "source_uri", "finished_at", "status", *RESUME_COLUMNS})
 
 
