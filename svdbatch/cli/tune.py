@@ -206,16 +206,12 @@ def breakable(key: str) -> str:
     return re.sub(r"([_\-./])", r"\1<wbr>", html.escape(key))
 
 
-def _mean(values: list) -> float | None:
-    values = [value for value in values if value is not None]
-    return sum(values) / len(values) if values else None
-
-
 def summarize(setting: Setting, spec: JobSpec, rows: dict[str, dict], distance: dict[tuple, dict]) -> dict[str, Any]:
     """One line of the table: warm seconds per video, peak GPU memory, SVD-XT FLOPs per video, distance to the
     reference and the quality signals, averaged over the sample."""
     from svdbatch.estimate.gpu_time import video_flop
     from svdbatch.estimate.learned import warm_seconds
+    from svdbatch.report.page import mean
 
     found = list(rows.values())
     peaks = [row["peak_gpu_bytes"] for row in found if row["peak_gpu_bytes"] is not None]
@@ -225,12 +221,12 @@ def summarize(setting: Setting, spec: JobSpec, rows: dict[str, dict], distance: 
         "videos": len(found),
         "seconds_per_video": warm_seconds([row["generate_seconds"] for row in found]) if found else None,
         "peak_gpu_bytes": max(peaks) if peaks else None,
-        "pflop_per_video": _mean([video_flop(row, spec.model.step_cache) / 1e15 for row in found]),
-        "psnr": _mean([distance[setting.folder, key]["psnr"] for key in rows]),
-        "ssim": _mean([distance[setting.folder, key]["ssim"] for key in rows]),
-        "motion_mean": _mean([row["motion_mean"] for row in found]),
-        "black_frames": _mean([row["black_frames"] for row in found]),
-        "first_frame_psnr": _mean([row["first_frame_psnr"] for row in found]),
+        "pflop_per_video": mean([video_flop(row, spec.model.step_cache) / 1e15 for row in found]),
+        "psnr": mean([distance[setting.folder, key]["psnr"] for key in rows]),
+        "ssim": mean([distance[setting.folder, key]["ssim"] for key in rows]),
+        "motion_mean": mean([row["motion_mean"] for row in found]),
+        "black_frames": mean([row["black_frames"] for row in found]),
+        "first_frame_psnr": mean([row["first_frame_psnr"] for row in found]),
     }
 
 

@@ -21,6 +21,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -146,9 +147,10 @@ def _fit(label: str, draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont) ->
     return shown
 
 
-def _mean(rows: list[dict[str, Any]], column: str) -> float:
-    values = [row[column] for row in rows if row[column] is not None]
-    return sum(values) / len(values) if values else 0.0
+def mean(values: Iterable[float | None]) -> float | None:
+    """The mean of the values that are set (None: not measured), or None when none is: the report's and tune's."""
+    values = [value for value in values if value is not None]
+    return sum(values) / len(values) if values else None
 
 
 def write_report(output: str, options: dict[str, Any] | None = None) -> str:
@@ -369,7 +371,7 @@ def _table(head: list[str], body: str) -> str:
 
 def _page(rows, ok, failed, rejected, rate: str, cards, has_sheet: bool, charts_section: str) -> str:
     timings = " · ".join(
-        f"{stage} {_mean(ok, column):.2f}s"
+        f"{stage} {mean(row[column] for row in ok) or 0.0:.2f}s"
         for stage, column in (
             ("load", "load_seconds"),
             ("generate", "generate_seconds"),
