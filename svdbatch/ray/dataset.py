@@ -51,9 +51,9 @@ UNBOUNDED_POOL_ACTORS = 64  # items queued for a pool the spec leaves unbounded,
 # (Ray Data's default, 128 MiB, is about 230,000 items).
 FEED_BLOCK_BYTES = 4 * 2**20
 # The memory each bookkeeping task asks Ray for (a 64-CPU head runs as many as its memory holds, not 256 by CPU),
-# measured with a ~2x margin: 1M items' committed state (78 MB of Parquet) peaked at 570 MiB; a bucket file is 1/256
-# of the table (100M rows: ~150 MiB); the feed holds one manifest file's block and one slice of its items.
-STATE_TABLE_MEMORY = FEED_MEMORY = 2**30
+# measured, with a margin: 1M items' committed state (78 MB of Parquet) peaked at 570 MiB, a plan's tally of them
+# at 820 MiB per worker (Ray Data's figure); a bucket file is 1/256 of the table (100M rows: ~150 MiB).
+STATE_TABLE_MEMORY = FEED_MEMORY = 3 * 2**29
 STATE_SLICE_MEMORY = BOOKKEEPING_MEMORY = 512 * 2**20
 
 
