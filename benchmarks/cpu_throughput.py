@@ -31,7 +31,7 @@ from svdbatch.demo import sample_image  # noqa: E402
 from svdbatch.items.expand import derive_seed  # noqa: E402
 from svdbatch.model.loading import ensure_tiny_model, quiet_libraries  # noqa: E402
 from svdbatch.ray import driver  # noqa: E402
-from svdbatch.spec.config import build_spec  # noqa: E402
+from svdbatch.spec.load import build_spec  # noqa: E402
 
 
 def hand_loop(images: list[str], out: Path, width: int, height: int, frames: int, steps: int) -> tuple[float, float]:

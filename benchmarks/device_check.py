@@ -25,7 +25,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdbatch.estimate.learned import warm_seconds  # noqa: E402
-from svdbatch.spec.config import SpecError, build_spec  # noqa: E402
+from svdbatch.spec.config import SpecError  # noqa: E402
+from svdbatch.spec.load import build_spec
 
 FULL = dict(width=1024, height=576, num_frames=25, num_inference_steps=25, decode_chunk_size=5)
 REDUCED = dict(width=64, height=64, num_frames=4, num_inference_steps=6, decode_chunk_size=4)

@@ -31,7 +31,7 @@ def child(rows: int) -> dict:
 
     from svdbatch.demo import sample_image
     from svdbatch.ray import driver
-    from svdbatch.spec.config import build_spec
+    from svdbatch.spec.load import build_spec
 
     me = psutil.Process()
     peaks = {"driver": 0, "worker": 0, "cluster": 0}

@@ -66,7 +66,7 @@ def build(folder: Path, rows: int, layout: str) -> None:
     from svdbatch.items.metadata import METADATA_SCHEMA
     from svdbatch.model.identity import model_identity
     from svdbatch.render.stages import source_versions
-    from svdbatch.spec.config import build_spec
+    from svdbatch.spec.load import build_spec
     from svdbatch.store import commit
 
     images = []
@@ -156,7 +156,7 @@ def child(folder: Path, layout: str) -> dict:
 
     from svdbatch.cli.plan import make_plan
     from svdbatch.ray import driver
-    from svdbatch.spec.config import build_spec
+    from svdbatch.spec.load import build_spec
     from svdbatch.store import commit
 
     publishes: list[float] = []

@@ -110,7 +110,7 @@ def job_spec_page() -> str:
         "command line with `--set SECTION.FIELD=VALUE` (values read as YAML). Unknown fields are refused, naming the "
         "nearest one.",
     ]
-    from svdbatch.spec.config import spec_lines
+    from svdbatch.spec.reference import spec_lines
 
     for field in spec_lines():
         if field.default is None and field.depth == 0:

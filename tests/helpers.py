@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from svdbatch.demo import sample_image
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 TEST_RENDER = {"width": 64, "height": 64, "num_frames": 8, "num_inference_steps": 2, "fps": 6}
 # model_index.json of the SVD pipelines on the hub: the components a copy takes files from.

@@ -156,7 +156,7 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     import importlib.util
 
     from svdbatch.items import expand
-    from svdbatch.spec.config import build_spec
+    from svdbatch.spec.load import build_spec
     from svdbatch.store import commit
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"

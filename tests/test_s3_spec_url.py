@@ -16,7 +16,8 @@ import yaml
 from helpers import TEST_COMPUTE, TEST_RENDER, write_images
 from s3_server import moto_s3
 
-from svdbatch.spec.config import SpecError, load_spec
+from svdbatch.spec.config import SpecError
+from svdbatch.spec.load import load_spec
 
 BUCKET = "svdbatch-spec"
 SECRET = "spec-s3cr3t-9d2e"

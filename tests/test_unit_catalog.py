@@ -16,7 +16,7 @@ from svdbatch.items.expand import RESUME_COLUMNS, expand_row, resume
 from svdbatch.items.scan import build_manifest
 from svdbatch.model.cache import COPY_RECORD, remote_copy
 from svdbatch.model.identity import ModelError, cache_root, model_files, model_identity
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 INDEX = {**SVD_INDEX, "safety_checker": [None, None]}  # a component the pipeline does not have
 NEEDED_FP16 = {

@@ -10,7 +10,8 @@ import pytest
 
 from svdbatch import __version__
 from svdbatch.cli import main
-from svdbatch.spec.config import SpecError, build_spec
+from svdbatch.spec.config import SpecError
+from svdbatch.spec.load import build_spec
 
 HEAVY = ("torch", "diffusers", "transformers", "ray")
 

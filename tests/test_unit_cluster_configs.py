@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from svdbatch.demo import demo_spec
-from svdbatch.spec.config import build_spec, load_spec, resolve_paths
+from svdbatch.spec.load import build_spec, load_spec, resolve_paths
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "cluster"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from svdbatch.spec.config import JobSpec, SpecError, build_spec, load_spec, reference
+from svdbatch.spec.config import JobSpec, SpecError
+from svdbatch.spec.load import build_spec, load_spec
+from svdbatch.spec.reference import reference
 
 BASE = {"manifest": {"path": "m.parquet"}, "output": {"url": "/out"}}
 

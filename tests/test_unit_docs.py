@@ -15,8 +15,9 @@ import pytest
 
 from svdbatch import reference
 from svdbatch.cli import _parser
-from svdbatch.spec import config
-from svdbatch.spec.config import RENAMED, spec_lines
+from svdbatch.spec import reference as spec_reference
+from svdbatch.spec.config import RENAMED
+from svdbatch.spec.reference import spec_lines
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", ROOT / "CHANGELOG.md", *(ROOT / "docs").rglob("*.md")])
@@ -66,7 +67,7 @@ def test_the_reference_pages_equal_what_the_code_generates():
 
 
 def test_the_spec_reference_shows_nested_ranges_and_top_level_fields_at_the_margin():
-    lines = config.reference()
+    lines = spec_reference.reference()
     assert "  render.fps = 7  # Frame rate: the conditioning (as fps-1) and the MP4's." in lines
     assert any(line.startswith("  compute.actors = {min: 1}  # Generation actors") for line in lines)
     assert any(line.startswith("    compute.actors.max = null  # Most actors") for line in lines)

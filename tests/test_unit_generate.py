@@ -11,7 +11,7 @@ from svdbatch.items.expand import expand_row
 from svdbatch.items.metadata import fail, to_table
 from svdbatch.render.generate import VideoGenerator
 from svdbatch.render.images import load_image
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 
 def _items(spec, keys, **overrides):

@@ -19,7 +19,7 @@ from svdbatch.items.expand import (
     video_key,
 )
 from svdbatch.items.metadata import to_table
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 SPEC = build_spec(
     {"manifest": {"path": "m.parquet"}, "output": {"url": "/out"}, "seeds": {"base_seed": 11, "variants": 3}}

@@ -10,7 +10,7 @@ from svdbatch.cli.plan import learned_basis, learned_seconds
 from svdbatch.estimate.gpu_time import GPU_TFLOPS, wall_seconds
 from svdbatch.estimate.learned import add_timing, gpu_kind, same_gpu, timing_records, warm_seconds
 from svdbatch.model.loading import applied_options
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 SVD = "stabilityai/stable-video-diffusion-img2vid-xt"
 SHAPE = {"width": 1024, "height": 576, "num_frames": 25, "num_inference_steps": 25, "max_guidance_scale": 3.0}

@@ -19,7 +19,7 @@ from svdbatch.render.generate import nonfinite_frames, to_uint8
 from svdbatch.render.stages import WriteVideos
 from svdbatch.render.video import probe
 from svdbatch.report.page import write_report
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 from svdbatch.store.commit import read_rows
 
 FRAMES, SIZE = 8, 64

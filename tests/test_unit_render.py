@@ -15,7 +15,7 @@ from svdbatch.items.expand import expand_row
 from svdbatch.items.metadata import OK, to_rows, to_table
 from svdbatch.render.stages import RenderVideos
 from svdbatch.render.video import probe
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 
 class StillGenerator:

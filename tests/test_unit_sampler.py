@@ -16,7 +16,8 @@ from svdbatch.model.flops import unet_video_flops
 from svdbatch.model.loading import applied_options, load_pipeline, resolve_source
 from svdbatch.model.sampler import build_scheduler, use_sampler
 from svdbatch.render.generate import call_pipeline, to_uint8
-from svdbatch.spec.config import SAMPLERS, ModelSpec, RenderParams, SchedulerSpec, SpecError, StepCacheSpec, build_spec
+from svdbatch.spec.config import SAMPLERS, ModelSpec, RenderParams, SchedulerSpec, SpecError, StepCacheSpec
+from svdbatch.spec.load import build_spec
 
 PARAMS = {**RenderParams().model_dump(), **TEST_RENDER, "num_inference_steps": 3}  # what an item gives the call
 CONSISTENCY = SchedulerSpec(name="consistency")

@@ -12,7 +12,7 @@ from helpers import write_images
 
 from svdbatch.items.manifest import inspect
 from svdbatch.items.scan import build_manifest, read_params
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

@@ -16,7 +16,7 @@ from svdbatch.items.metadata import to_table
 from svdbatch.render.shards import WriteShards, reconcile, sample_key
 from svdbatch.render.stages import WriteVideos
 from svdbatch.render.video import probe
-from svdbatch.spec.config import build_spec
+from svdbatch.spec.load import build_spec
 from svdbatch.store import commit
 
 FRAMES, SIZE = TEST_RENDER["num_frames"], TEST_RENDER["width"]

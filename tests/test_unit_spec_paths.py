@@ -13,7 +13,8 @@ import yaml
 
 from svdbatch.demo import prepare
 from svdbatch.items.manifest import ManifestError, find_files
-from svdbatch.spec.config import SpecError, load_spec, resolve_paths
+from svdbatch.spec.config import SpecError
+from svdbatch.spec.load import load_spec, resolve_paths
 
 CLI_TIMEOUT_S = 30
 

@@ -15,7 +15,8 @@ from svdbatch.items.expand import expand_row
 from svdbatch.model.loading import applied_options, build_tiny_pipeline, quiet_libraries
 from svdbatch.model.step_cache import cached_steps
 from svdbatch.render.generate import call_pipeline, to_uint8
-from svdbatch.spec.config import StepCacheSpec, build_spec
+from svdbatch.spec.config import StepCacheSpec
+from svdbatch.spec.load import build_spec
 
 PARAMS = dict(
     TEST_RENDER,

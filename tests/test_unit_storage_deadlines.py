@@ -9,7 +9,8 @@ import time
 import pytest
 
 from svdbatch import storage
-from svdbatch.spec.config import SpecError, build_spec
+from svdbatch.spec.config import SpecError
+from svdbatch.spec.load import build_spec
 
 REFUSED = ConnectionRefusedError(111, "Connection refused")
 

@@ -18,7 +18,8 @@ from svdbatch.model.cache import resolve_unet
 from svdbatch.model.identity import ModelError, model_identity
 from svdbatch.model.loading import ensure_tiny_model, load_pipeline, load_unet_weights, resolve_source
 from svdbatch.render.generate import call_pipeline, to_uint8
-from svdbatch.spec.config import RenderParams, build_spec
+from svdbatch.spec.config import RenderParams
+from svdbatch.spec.load import build_spec
 
 PARAMS = {**RenderParams().model_dump(), **TEST_RENDER}  # what call_pipeline gets from an item
 

@@ -17,7 +17,9 @@ from svdbatch import __version__
 from svdbatch.cli.plan import DEFAULT_GPU, DEFAULT_GPUS
 from svdbatch.errors import JobError, UserError
 from svdbatch.run import stopping
-from svdbatch.spec.config import JobSpec, SpecError, load_spec, reference
+from svdbatch.spec.config import JobSpec, SpecError
+from svdbatch.spec.load import load_spec
+from svdbatch.spec.reference import reference
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -209,7 +211,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 
 def _manifest(args: argparse.Namespace) -> int:
     from svdbatch.items.scan import IMAGE_EXTENSIONS, build_manifest, parse_constants, read_params
-    from svdbatch.spec.config import parse_overrides
+    from svdbatch.spec.load import parse_overrides
 
     options = parse_overrides(args.set).get("storage_options", {})
     try:
@@ -226,7 +228,7 @@ def _manifest(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from svdbatch.report.page import write_report
-    from svdbatch.spec.config import parse_overrides
+    from svdbatch.spec.load import parse_overrides
 
     options = parse_overrides(args.set).get("storage_options", {})
     try:
@@ -239,7 +241,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _model_stage(args: argparse.Namespace) -> int:
     from svdbatch.model.staging import STAGE_RECORD, stage
-    from svdbatch.spec.config import parse_overrides
+    from svdbatch.spec.load import parse_overrides
 
     options = parse_overrides(args.set).get("storage_options", {})
     try:

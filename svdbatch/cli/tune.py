@@ -21,7 +21,8 @@ from typing import Any
 
 from svdbatch import storage
 from svdbatch.estimate.learned import TUNE
-from svdbatch.spec.config import TINY_MODEL, JobSpec, SpecError, load_spec
+from svdbatch.spec.config import TINY_MODEL, JobSpec, SpecError
+from svdbatch.spec.load import load_spec
 
 REFERENCE = "reference"
 # What tune decides for every setting's run: where it reads and writes, and that each video is compared bit-exactly.

@@ -33,7 +33,8 @@ from svdbatch.items.metadata import (
     fail,
     to_table,
 )
-from svdbatch.spec.config import MAX_VARIANTS, SEED_MASK, JobSpec, RenderParams, describe_error
+from svdbatch.spec.config import MAX_VARIANTS, SEED_MASK, JobSpec, RenderParams
+from svdbatch.spec.load import describe_error
 
 MAX_SLUG = 80
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
