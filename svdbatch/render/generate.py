@@ -106,6 +106,11 @@ class VideoGenerator:
         self.model_copy = copy_record(path)
         unet = resolve_unet(self.spec.model, self.spec.storage_options)
         self.pipe = load_pipeline(self.spec.model, self.device, path, unet)
+        if type(self.pipe).__name__ != "StableVideoDiffusionPipeline":  # Wan and LTX load, but jobs do not drive them
+            raise ModelError(
+                f"model.source {self.spec.model.source}: {type(self.pipe).__name__} is not rendered by jobs yet "
+                "(svdbatch.model.wan / ltx drive it directly); jobs render StableVideoDiffusionPipeline models"
+            )
         # Where this pipeline runs, stamped on every row; the Ray adapter adds the node and GPU ids.
         self.placement: dict[str, Any] = {
             "device": self.device,
