@@ -91,7 +91,7 @@ def _optimized_physical_plan(dataset, capsys) -> str:
 
 
 def test_the_render_plan_feeds_the_pool_from_one_fused_task(ray_cluster, tmp_path, capsys):
-    """Read, expand, the in-task resume join and the cut run as one task per manifest file (so the items between
+    """Read, expand, the in-task resume join and the cut run as one task per manifest part (so the items between
     them never enter the object store); a Ray Data upgrade that stops fusing them fails here by name."""
     from helpers import make_spec, write_images, write_manifest
 
@@ -103,21 +103,21 @@ def test_the_render_plan_feeds_the_pool_from_one_fused_task(ray_cluster, tmp_pat
     images = write_images(tmp_path / "images", 2)
     spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)
     info, run, pool = manifest.inspect(spec), RunContext("plan-test"), capacity.PoolSize(1, 1, 1)
-    committed = dataset.Committed(table=ray_cluster.put(pa.table({"key": ["a"], "variant": [0]})))
+    committed = dataset.Committed([ray_cluster.put(pa.table({"key": ["a"], "variant": [0]}))])
     for done in (None, committed):
         items, _ = dataset.joined_items(spec, info, run, done)
         plan = _optimized_physical_plan(dataset.video_rows(spec, items, False, pool, None, 0.0, "run"), capsys)
         # With committed rows the feed declares its memory and the cut, which takes none, runs in tasks of its own
         # (the driver materializes the decided items before the cut anyway).
-        after = "->MapBatches(WithTable.__call__)" if done else "->StreamingRepartition"
-        feed = f"ReadFilesParquetV2->MapBatches(InSlices.__call__){after}"
+        after = "->MapBatches(WithPieces.__call__)" if done else "->StreamingRepartition"
+        feed = f"MapBatches(ReadParts.__call__)->MapBatches(ExpandRows.__call__){after}"
         assert f"TaskPoolMapOperator[{feed}" in plan, plan
-        # the feed, the manifest's file listing (and with committed rows, the cut)
-        assert plan.count("TaskPoolMapOperator[") == (3 if done else 2), plan
+        # the feed (and with committed rows, the cut)
+        assert plan.count("TaskPoolMapOperator[") == (2 if done else 1), plan
 
 
 def test_the_resume_decision_runs_in_the_feed_task(ray_cluster, tmp_path, capsys):
-    """Read, expand, the in-task join and ResumeRows are one task per manifest file: only the items left to render
+    """Read, expand, the in-task join and ResumeRows are one task per manifest part: only the items left to render
     (and one tally row) leave it, not every item of a 10M-row manifest through the object store."""
     from helpers import make_spec, write_images, write_manifest
 
@@ -127,8 +127,8 @@ def test_the_resume_decision_runs_in_the_feed_task(ray_cluster, tmp_path, capsys
 
     images = write_images(tmp_path / "images", 2)
     spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)
-    committed = dataset.Committed(table=ray_cluster.put(pa.table({"key": ["a"], "variant": [0]})))
+    committed = dataset.Committed([ray_cluster.put(pa.table({"key": ["a"], "variant": [0]}))])
     items, _ = dataset.joined_items(spec, manifest.inspect(spec), RunContext("plan-test"), committed)
     plan = _optimized_physical_plan(dataset.decided(items, ResumeRows(spec).__call__), capsys)
-    feed = "ReadFilesParquetV2->MapBatches(InSlices.__call__)->MapBatches(WithTable.__call__)"
+    feed = "MapBatches(ReadParts.__call__)->MapBatches(ExpandRows.__call__)->MapBatches(WithPieces.__call__)"
     assert f"TaskPoolMapOperator[{feed}->MapBatches(ResumeRows.__call__)]" in plan, plan

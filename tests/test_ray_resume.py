@@ -16,8 +16,9 @@ import pytest
 from helpers import make_spec, numbered_manifest, write_images, write_manifest
 
 from svdbatch.errors import JobError
-from svdbatch.ray import dataset, driver
+from svdbatch.ray import driver
 from svdbatch.render.video import probe
+from svdbatch.store import state
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +178,7 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     def refuse(*args, **kwargs):
         raise AssertionError("a per-row path ran on the driver")
 
-    monkeypatch.setattr(dataset, "BROADCAST_BYTES", 0)  # as past the size a small table is handed to every task
+    monkeypatch.setattr(state, "PIECE_BYTES", 2**18)  # as a large table: read in several pieces
     monkeypatch.setattr(pq, "read_table", counting_read_table)
     monkeypatch.setattr(expand, "expand_row", refuse)
     monkeypatch.setattr(expand, "resume", refuse)
@@ -188,9 +189,9 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     assert len(list((tmp_path / "out" / "metadata").iterdir())) == commit.BUCKETS
 
 
-def test_small_and_large_tables_plan_alike_every_reason_and_removal(ray_cluster, images, tmp_path, monkeypatch):
-    """The two resume joins -- a small table handed to every task, a large one shuffle-joined by Ray -- decide
-    every case the same, with a commit file newer than the table and rows removed or gone from the manifest."""
+def test_one_piece_and_several_plan_alike_every_reason_and_removal(ray_cluster, images, tmp_path, monkeypatch):
+    """The committed state read as one piece or as several (a large table) decides every case the same, with a
+    commit file newer than the table and rows removed or gone from the manifest."""
     import datetime as dt
 
     import pyarrow as pa
@@ -230,7 +231,7 @@ def test_small_and_large_tables_plan_alike_every_reason_and_removal(ray_cluster,
 
     info = manifest.inspect(spec)
     small = driver.plan(spec, info, identity)
-    monkeypatch.setattr(dataset, "BROADCAST_BYTES", 0)
+    monkeypatch.setattr(state, "piece_count", lambda files: 5)
     large = driver.plan(spec, info, identity)
     assert small == large
     assert small.counts == {"new": 2, "done": 2, "changed": 1, "source_changed": 1, "model_changed": 1, "retry": 2,

@@ -74,17 +74,10 @@ def test_a_single_file_table_of_an_earlier_version_is_split_into_buckets(tmp_pat
     assert sorted(rows) == ["a", "b", "c", "d"] and rows["c"]["run_id"] == "killed" and rows["a"]["run_id"] == "old"
 
 
-def test_resume_state_carries_the_resume_columns_by_item():
-    state = commit.resume_state(_rows(["a", None], "r", 1, fingerprint="f1"))
-    committed = {"committed_fingerprint": "f1", "committed_status": "ok"}
-    identities = {"committed_source_version": None, "committed_model_identity": None}
-    assert state.to_pylist() == [{"key": "a", "variant": 0, **committed, **identities}]
-
-
 def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerprint_matches():
     """An upgrade renders nothing again: 9a19628 committed this fingerprint (printed by that version's
     ``expand_row`` for the same spec and row) and no model or source identity."""
-    from svdbatch.items.expand import expand_row
+    from svdbatch.items.expand import COMMITTED, expand_row
     from svdbatch.items.metadata import SKIPPED, to_table
     from svdbatch.render.stages import ResumeRows, count_work
     from svdbatch.spec.load import build_spec
@@ -103,9 +96,9 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
     def decided(old_fingerprint: str) -> pa.Table:
         batch = to_table([item])
         for name, value in {"fingerprint": old_fingerprint, "status": "ok"}.items():
-            batch = batch.append_column(commit.COMMITTED + name, pa.array([value], pa.string()))
+            batch = batch.append_column(COMMITTED + name, pa.array([value], pa.string()))
         for name in ("source_version", "model_identity"):
-            batch = batch.append_column(commit.COMMITTED + name, pa.nulls(1, pa.string()))
+            batch = batch.append_column(COMMITTED + name, pa.nulls(1, pa.string()))
         return ResumeRows(spec)(batch)
 
     done = decided("9d74e2a2fd3aab93fa411404dafd5c0c")

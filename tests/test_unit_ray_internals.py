@@ -148,10 +148,3 @@ def test_gcs_refusal_asks_the_gcs_service_ray_init_waits_on():
         assert callable(getattr(AuthenticationTokenLoader, name)), name
     code, details = internals.gcs_refusal(f"127.0.0.1:{free_port()}", 10.0)
     assert code == "UNAVAILABLE" and "Connection refused" in details
-
-
-def test_the_footer_reader_pool_size_is_read_from_the_environment_variable_svdbatch_sets():
-    from ray.data._internal.datasource_v2.formats.parquet import footer_file_indexer
-
-    assert internals.FOOTER_ACTORS_ENV in inspect.getsource(footer_file_indexer)
-    assert "FooterReaderActor" in inspect.getsource(footer_file_indexer.FooterFileIndexer.list_files)

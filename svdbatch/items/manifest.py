@@ -1,9 +1,9 @@
-"""Find the manifest's Parquet files and check their schema before any work starts."""
+"""Find the manifest's Parquet files and check their schema before any work starts; read them in parts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -27,6 +27,43 @@ class ManifestInfo:
     schema: pa.Schema
     duplicate_keys: dict[str, int]
     same_columns: bool = True  # every file has the columns of the first (``schema``)
+    parts: list[tuple[str, int, int]] = field(default_factory=list)  # ``split``: (file, first row group, end)
+
+
+# A part of the manifest is read and expanded by one task: consecutive row groups of one file, up to this many rows
+# (a manifest of one large file is still read in parallel; one small file is one part).
+PART_ROWS = 200_000
+SLICE_ROWS = 20_000  # rows a part is read (and expanded) at a time: a whole 200k-row part at once held ~2 GB
+
+
+def split(name: str, metadata: pq.FileMetaData) -> list[tuple[str, int, int]]:
+    """A file's parts: runs of its row groups of up to PART_ROWS rows (a larger row group is a part alone)."""
+    parts, first, rows = [], 0, 0
+    for group in range(metadata.num_row_groups):
+        if rows and rows + metadata.row_group(group).num_rows > PART_ROWS:
+            parts.append((name, first, group))
+            first, rows = group, 0
+        rows += metadata.row_group(group).num_rows
+    return [*parts, (name, first, metadata.num_row_groups)]
+
+
+class ReadParts:
+    """Manifest parts (a table of ``file``, ``first``, ``end``) -> their rows, SLICE_ROWS at a time, only the
+    ``columns`` a job reads: a plain callable, so the read fuses with the stages after it into one task per part."""
+
+    def __init__(self, spec: JobSpec, columns: list[str] | None):
+        self.url = spec.manifest.path
+        self.options = spec.storage_options
+        self.columns = columns
+
+    def __call__(self, parts: pa.Table) -> Iterator[pa.Table]:
+        fs, _ = storage.filesystem(self.url, self.options)
+        for part in parts.to_pylist():
+            with storage.retrying(lambda part=part: fs.open(part["file"], "rb"), self.options) as handle:
+                parquet = pq.ParquetFile(handle)
+                groups = list(range(part["first"], part["end"]))
+                for batch in parquet.iter_batches(SLICE_ROWS, row_groups=groups, columns=self.columns):
+                    yield pa.Table.from_batches([batch])
 
 
 def list_files(url: str, options: dict | None = None, shown: str | None = None) -> list[str]:
@@ -94,6 +131,7 @@ def inspect(spec: JobSpec) -> ManifestInfo:
     rows = 0
     schema = None
     same_columns = True
+    parts = []
     for name in files:
         try:
             metadata = storage.retrying(lambda name=name: _footer(fs, name), options, spec.manifest.path)
@@ -106,10 +144,11 @@ def inspect(spec: JobSpec) -> ManifestInfo:
         schema = schema or file_schema
         same_columns = same_columns and set(file_schema.names) == set(schema.names)
         rows += metadata.num_rows
+        parts += split(name, metadata)
     if rows == 0:
         raise ManifestError(f"manifest.path {spec.shown('manifest.path')}: the manifest has no rows")
     duplicates = _duplicate_keys(fs, files, spec)
-    return ManifestInfo(files=files, rows=rows, schema=schema, duplicate_keys=duplicates, same_columns=same_columns)
+    return ManifestInfo(files, rows, schema, duplicates, same_columns, parts)
 
 
 def used_columns(spec: JobSpec, schema: pa.Schema, same_columns: bool = True) -> list[str] | None:

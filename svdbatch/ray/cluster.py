@@ -56,7 +56,6 @@ def init_ray(verbose: bool = False) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     level = logging.INFO if verbose else logging.WARNING
     internals.quiet_token_notice()
-    internals.limit_footer_readers()
     # Workers' own output (library chatter) reaches the terminal only with --verbose: their failures come back as
     # exceptions or error rows.
     address = os.environ.get("RAY_ADDRESS")

@@ -63,6 +63,7 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanRepor
     """Expand and decide the whole manifest as a run would (no images, no model): items per category and render
     shape, the first problems, and how many committed items left the manifest (what ``output.prune`` removes)."""
     committed = dataset.read_committed(spec)  # read once: the resume join and the prune anti-join see the same state
+    removals = dataset.removals(spec, info, committed)
     items, _ = dataset.joined_items(spec, info, RunContext("plan", info.duplicate_keys, identity), committed)
     tallies = dataset.decided(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
     report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
@@ -77,8 +78,7 @@ def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanRepor
             shapes[tuple(tally[name] for name in TALLY_COLUMNS)] += tally["items"]
     report.shapes = [{**dict(zip(TALLY_COLUMNS, shape, strict=True)), "items": n} for shape, n in shapes.items()]
     del report.problems[MAX_PROBLEMS:]
-    removals = dataset.removals(spec, info, committed)
-    report.to_remove = removals.count() if removals is not None else 0
+    report.to_remove = dataset.row_count(removals)
     return report
 
 
@@ -153,10 +153,12 @@ def _stopped(spec: JobSpec, committer: commit.Committer, held: lease.Lease) -> i
 def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:
     """Delete the videos of items that left the manifest and commit their rows as ``removed``, then publish, so the
     resume join reads one row per item."""
+    import ray
+
     removals = dataset.removals(spec, info, dataset.read_committed(spec))
-    if removals is None:
+    if not removals:
         return
-    pruned = removals.map_batches(PruneRows(spec, run_id).__call__, batch_format="pyarrow")
+    pruned = ray.data.from_arrow_refs(removals).map_batches(PruneRows(spec, run_id).__call__, batch_format="pyarrow")
     for batch in pruned.iter_batches(batch_format="pyarrow", batch_size=None):
         committer.add_removed(batch)
     commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from typing import Any
 
@@ -75,19 +74,6 @@ def progress_log_level(level: int) -> None:
     """The level of Ray Data's progress-bar modules, which log the bars' state ("progress bars disabled", "logged
     because not a terminal") as warnings. Checked on Ray 2.60.0."""
     logging.getLogger(PROGRESS_LOGGER).setLevel(level)
-
-
-FOOTER_ACTORS_ENV = "RAY_DATA_PARQUET_FOOTER_NUM_ACTORS"
-FOOTER_ACTORS = 2
-
-
-def limit_footer_readers() -> None:
-    """Ray Data's Parquet reader starts a pool of FooterReader actors (32 by default, one Python process of ~190 MiB
-    each) for every read_parquet, whatever the number of files, to read footers svdbatch has already checked
-    (manifest.inspect): 6 GiB and the raylet's "worker processes have been started" warnings on a node with 32 CPUs.
-    Set before Ray starts, so a local cluster's workers inherit it. Checked on Ray 2.60.0: read by
-    ``ray.data._internal.datasource_v2.formats.parquet.footer_file_indexer`` with ``env_integer``."""
-    os.environ.setdefault(FOOTER_ACTORS_ENV, str(FOOTER_ACTORS))
 
 
 def issue_log_level(level: int) -> None:

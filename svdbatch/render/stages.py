@@ -98,17 +98,6 @@ class ExpandRows:
         return expand_batch(batch, self.job, self.run.run_id, self.job.output.url, self.run.duplicates, identities)
 
 
-def join_committed(batch: pa.Table, committed: pa.Table) -> pa.Table:
-    """Items -> items with the ``committed_*`` columns of their committed row (null when none): the resume join done
-    in the task, against a table small enough to hand to every task whole (``commit.read_state``).
-
-    The committed rows of this batch's keys are picked first (a hash of the batch's keys, probed by the committed
-    ones): joining with the whole table would hash all of it in every task (1M committed rows: 0.35 s per 20k-item
-    batch, against 0.02 s)."""
-    mine = committed.filter(pc.is_in(committed["key"], value_set=pc.unique(batch["key"])))
-    return batch.join(mine, keys=["key", "variant"], join_type="left outer")
-
-
 def _decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
     """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet).
 
@@ -336,17 +325,6 @@ class RenderVideos:
         with self.device_lock:
             generated = self.generate(loaded)
         return self.write(generated)
-
-
-def manifest_keys(batch: pa.Table, key_column: str) -> pa.Table:
-    """Manifest rows -> their keys as a ``key`` string column: the right side of the prune anti-join."""
-    return pa.table({"key": pc.cast(batch[key_column], pa.string())})
-
-
-def present_keys(batch: pa.Table, keys: pa.Array, key_column: str) -> pa.Table:
-    """Manifest rows -> which of ``keys`` (the committed ones) they hold, as a ``key`` column."""
-    present = pc.cast(batch[key_column], pa.string())
-    return pa.table({"key": pc.unique(keys.filter(pc.is_in(keys, value_set=present.combine_chunks())))})
 
 
 class PruneRows:

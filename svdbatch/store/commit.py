@@ -32,7 +32,6 @@ import pyarrow.parquet as pq
 from svdbatch import storage
 from svdbatch.errors import UserError
 from svdbatch.estimate.learned import TIMING_COLUMNS, add_timing
-from svdbatch.items.expand import COMMITTED, RESUME_COLUMNS
 from svdbatch.items.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
 from svdbatch.model.provenance import PROVENANCE_COLUMNS
 from svdbatch.render.shards import SHARDS, reconcile
@@ -83,17 +82,6 @@ def latest(table: pa.Table) -> pa.Table:
     return table.filter(pa.concat_arrays([pc.fill_null(last, True), pa.array([True])]))
 
 
-STATE_COLUMNS = sorted({"key", "variant", "run_id", "source_uri", "finished_at", "status", *RESUME_COLUMNS})
-
-
-def resume_state(table: pa.Table) -> pa.Table:
-    """Committed rows -> key, variant and ``committed_<column>`` for each of RESUME_COLUMNS: the join's right side."""
-    table = table.filter(pc.is_valid(table["key"]))
-    columns = {"key": table["key"], "variant": table["variant"]}
-    columns.update({COMMITTED + name: table[name] for name in RESUME_COLUMNS})
-    return pa.table(columns)
-
-
 def _read(fs, path: str, columns: list[str] | None = None) -> pa.Table:
     """A table or commit file; read whole, it is conformed to today's schema (newer columns read as null)."""
     with fs.open(path, "rb") as handle:
@@ -134,22 +122,6 @@ def state_files(output: str, options: dict[str, Any] | None = None) -> StateFile
         fs, path = storage.filesystem(storage.join(output, folder), options or {})
         sizes.append(storage.retrying(lambda fs=fs, path=path: _parquet_sizes(fs, path), options))
     return StateFiles(list(sizes[0]), list(sizes[1]), sum(sizes[0].values()) + sum(sizes[1].values()))
-
-
-def read_state(output: str, files: StateFiles, options: dict[str, Any] | None = None) -> pa.Table:
-    """The committed state of a small table in one Arrow table: ``resume_state`` of the latest row per item."""
-    fs, _ = storage.filesystem(output, options or {})
-    names = files.tables + files.pending
-    tables = [storage.retrying(lambda name=name: _read(fs, name).select(STATE_COLUMNS), options) for name in names]
-    state = pa.concat_tables(tables)
-    return resume_state(latest(state) if several_rows_per_item(output, files, options) else state)
-
-
-def several_rows_per_item(output: str, files: StateFiles, options: dict[str, Any] | None = None) -> bool:
-    """Whether an item can have several rows in these files: commit files not yet merged, or a table half split
-    from an earlier version. Published bucket files alone hold one row per item, so no group-by is needed."""
-    legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options or {})[1]
-    return bool(files.pending) or (legacy in files.tables and len(files.tables) > 1)
 
 
 def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
