@@ -7,7 +7,8 @@ For each size the done-table is built column-wise with the real seeds and finger
 written in the layout of the code under test (bucket files; ``metadata/metadata.parquet`` for the old tree, e.g.
 ``git worktree add /tmp/old-svdbatch 9a19628``; ``--old-layout new`` for an old tree that already wrote buckets),
 and the job is timed twice. First as a user runs it: the ``svdbatch plan`` and ``svdbatch run`` commands, each a
-fresh process that starts its own Ray (CLI plan s, CLI run s: the whole command). Then, with the output put back as
+fresh process that starts its own Ray (CLI plan s, CLI run s: the whole command; stderr lines: what the two wrote
+to stderr with --quiet, piped, i.e. Ray's warnings, if any). Then, with the output put back as
 built, inside one process whose Ray is already up: ``make_plan`` and then ``ray.driver.run`` (plan s, run s), with the
 time of the run's last publish, the driver's peak RSS, the peak of the Ray workers' RSS together (the ``ray::``
 processes) and the peak RSS of the driver plus every Ray process below it (raylet, object store, workers), sampled
@@ -211,6 +212,8 @@ def cold(folder: Path, tree: Path, layout: str) -> dict:
             cwd=tree,
         )
         times[f"cold_{command}_s"] = time.perf_counter() - started
+        # --quiet, piped: the command's own lines only (plan's report, run's summary); anything else is noise
+        times[f"cold_{command}_noise"] = sum(1 for line in done.stderr.splitlines() if line.strip())
         if done.returncode:
             sys.exit(f"svdbatch {command} of {tree} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
     shutil.rmtree(folder / "out")
@@ -257,6 +260,7 @@ def main() -> None:
         runs += [(int(rows), args.old_tree, args.old_layout, "old") for rows in args.old_rows.split(",")]
     header = f"{'tree':>5}{'rows':>10}{'build s':>9}{'CLI plan s':>11}{'CLI run s':>10}{'plan s':>8}{'run s':>8}"
     columns = f"{'publish s':>10}{'driver MiB':>12}{'workers MiB':>13}{'cluster MiB':>13}{'rendered':>9}{'done':>10}"
+    columns += f"{'stderr lines':>13}"
     print(header + columns, flush=True)
     for rows, tree, layout, label in runs:
         result = measure(rows, tree, layout)
@@ -265,7 +269,8 @@ def main() -> None:
             f"{result['cold_run_s']:>10.1f}{result['plan_s']:>8.1f}"
             f"{result['run_s']:>8.1f}{result['publish_s']:>10.2f}{result['driver_mib']:>12.0f}"
             f"{result['workers_mib']:>13.0f}"
-            f"{result['cluster_mib']:>13.0f}{result['rendered']:>9}{result['skipped']:>10}",
+            f"{result['cluster_mib']:>13.0f}{result['rendered']:>9}{result['skipped']:>10}"
+            f"{result['cold_plan_noise'] + result['cold_run_noise']:>13}",
             flush=True,
         )
 
