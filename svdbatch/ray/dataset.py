@@ -5,8 +5,9 @@ manifest parts -> ExpandRows -> left join with the committed rows by (key, varia
   [-> repartition into shard-sized blocks -> WriteShards (CPU tasks), with output.shards]
 
 The feed (read, expand, the in-task join, the cut into one block per pipeline call) runs as one fused task per
-part of the manifest (``manifest.split``), and waits while ``ROWS_AHEAD_PER_CALL`` rows per concurrent pipeline call are queued for the pool
-(internals.limit_rows_ahead): a job's rows never pile up in the object store ahead of its GPUs, whatever its size.
+part of the manifest (``manifest.split``), and waits while ``ROWS_AHEAD_PER_CALL`` rows per concurrent pipeline call
+are queued for the pool (internals.limit_rows_ahead): a job's rows never pile up in the object store ahead of its
+GPUs, whatever its size.
 
 What is done is decided by the join, where the data is: the committed state is read in pieces by a few tasks into
 the object store (``store/state.py``: one piece per group of buckets, sorted by a hash of the item), and every feed
@@ -45,9 +46,12 @@ UNBOUNDED_POOL_ACTORS = 64  # items queued for a pool the spec leaves unbounded,
 # (Ray Data's default, 128 MiB, is about 230,000 items).
 FEED_BLOCK_BYTES = 4 * 2**20
 # The memory each bookkeeping task asks Ray for (a 64-CPU head runs as many as its memory holds, not 256 by CPU),
-# measured, with a margin: a piece of committed state (up to state.PIECE_BYTES of Parquet, ~1.2M items) peaked at
-# 570 MiB, a plan's tally of 1M items at 820 MiB per worker (Ray Data's figure).
-STATE_PIECE_MEMORY = FEED_MEMORY = 3 * 2**29
+# measured, with a margin: a piece of committed state (state.PIECE_BYTES of Parquet, ~400k items) peaked at 400 MiB
+# (337k items; the whole 1M-item state as one piece: 800 MiB), a plan's tally of 1M items at 820 MiB per worker (Ray
+# Data's figure). A piece is one bucket at least: past ~8M items per bucket (2 billion rows) it outgrows this.
+STATE_PIECE_MEMORY = 768 * 2**20
+FEED_MEMORY = 3 * 2**29
+KEY_HASH_BYTES = 24  # per manifest row, in the prune anti-join's merge: the hashes, their sorted copy, a margin
 BOOKKEEPING_MEMORY = 512 * 2**20
 
 
@@ -133,17 +137,20 @@ def joined_items(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, co
 
 def removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | None) -> list:
     """Committed items (not removed already) whose key is not in the manifest, as ray.ObjectRefs of tables (one per
-    piece): the key hashes of each manifest part, then per piece a task keeping the live rows none of them holds
-    (``state.absent``). Plain tasks, submitted at once: a plan counts the items to render meanwhile."""
+    piece): the key hashes of each manifest part, merged into one sorted column, then per piece a task keeping the
+    live rows whose key is not there (``state.absent``). Plain tasks, submitted at once: a plan counts the items to
+    render meanwhile."""
     import ray
 
     if committed is None:
         return []
-    remote = ray.remote(num_cpus=STATE_CPUS, memory=BOOKKEEPING_MEMORY)
-    found = [remote(state.present).remote(spec, part) for part in info.parts]
-    whole = ray.remote(num_cpus=STATE_CPUS, memory=STATE_PIECE_MEMORY)
-    keys = whole(state.listed).remote(*found)
-    return [whole(state.absent).remote(piece, keys) for piece in committed.pieces]
+    present = ray.remote(num_cpus=STATE_CPUS, memory=BOOKKEEPING_MEMORY)(state.present)
+    found = [present.remote(spec, part) for part in info.parts]
+    # the merged hashes are 8 bytes per manifest row, sorted once (a copy) and searched by each piece's task
+    hashes = ray.remote(num_cpus=STATE_CPUS, memory=BOOKKEEPING_MEMORY + KEY_HASH_BYTES * info.rows)
+    keys = hashes(state.listed).remote(*found)
+    absent = ray.remote(num_cpus=STATE_CPUS, memory=STATE_PIECE_MEMORY + KEY_HASH_BYTES * info.rows)(state.absent)
+    return [absent.remote(piece, keys) for piece in committed.pieces]
 
 
 def row_count(tables: list) -> int:

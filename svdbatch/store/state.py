@@ -54,8 +54,9 @@ def item_hashes(keys: pa.Array | pa.ChunkedArray, variants: pa.Array | pa.Chunke
     """A 64-bit hash of each (key, variant)."""
     import polars as pl
 
-    columns = {"key": pl.from_arrow(pc.cast(keys, pa.string())), "variant": pl.from_arrow(pc.cast(variants, pa.int64()))}
-    return pl.DataFrame(columns).hash_rows(seed=0).to_numpy()
+    key = pl.from_arrow(pc.cast(keys, pa.string()))
+    variant = pl.from_arrow(pc.cast(variants, pa.int64()))
+    return pl.DataFrame({"key": key, "variant": variant}).hash_rows(seed=0).to_numpy()
 
 
 def _bucket(name: str) -> int | None:
