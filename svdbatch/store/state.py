@@ -4,7 +4,7 @@ A piece is the latest row per item of a group of buckets (``commit.bucket_of``: 
 ``b mod pieces``), as ``key``, ``variant`` and ``committed_<column>`` for each of RESUME_COLUMNS, sorted by a 64-bit
 hash of (key, variant). Every item lives in one piece, so a piece is read by one task from its own bucket files
 (plus the rows of its buckets in commit files not yet merged, and in a table of an earlier layout), and the feed
-finds an item's committed row by a binary search in each piece: no shuffle, no hash table rebuilt per batch, and a
+finds an item's committed row by a binary search in the piece of its bucket: no shuffle, no hash table rebuilt per batch, and a
 cost that grows with the log of the table's size, not with its size. A hash match is confirmed on the key and the
 variant, so two items whose hashes collide are never taken for each other.
 
@@ -32,6 +32,7 @@ from svdbatch.store.commit import BUCKETS, LEGACY_TABLE, StateFiles, bucket_of, 
 PIECE_BYTES = 32 * 2**20
 STATE_COLUMNS = sorted({"key", "variant", "run_id", "source_uri", "finished_at", "status", *RESUME_COLUMNS})
 STATE_SCHEMA = pa.schema([METADATA_SCHEMA.field(name) for name in STATE_COLUMNS])
+COMMITTED_SCHEMA = pa.schema([METADATA_SCHEMA.field(name).with_name(COMMITTED + name) for name in RESUME_COLUMNS])
 HASH = "item_hash"
 KEY_HASH = "key_hash"
 _BUCKET_FILE = re.compile(r"bucket-(\d+)\.parquet$")
@@ -121,28 +122,35 @@ def index(rows: pa.Table) -> pa.Table:
 
 
 def join(items: pa.Table, pieces: list[pa.Table]) -> pa.Table:
-    """Items -> items with the ``committed_*`` columns of their committed row (null where none): the resume join."""
+    """Items -> items with the ``committed_*`` columns of their committed row (null where none): the resume join.
+    ``pieces`` in order (piece ``n`` holds the buckets ``b`` with ``b mod len(pieces) == n``): each item is looked up
+    in its own piece only, and the rows found are gathered with one take."""
     wanted = items.select(["key", "variant"])
     hashes = item_hashes(wanted["key"], wanted["variant"])
-    found_piece = np.full(items.num_rows, -1, dtype=np.int64)
-    found_row = np.zeros(items.num_rows, dtype=np.int64)
+    route = _pieces_of(wanted["key"], len(pieces))
+    order = np.argsort(route, kind="stable")
+    bounds = np.searchsorted(route[order], np.arange(len(pieces) + 1))
+    found, positions = [COMMITTED_SCHEMA.empty_table()], np.full(items.num_rows, -1, dtype=np.int64)
+    count = 0
     for number, piece in enumerate(pieces):
-        rows = _find(wanted, hashes, piece)
+        mine = order[bounds[number] : bounds[number + 1]]
+        rows = _find(wanted.take(pa.array(mine)), hashes[mine], piece) if len(mine) else mine
         hit = rows >= 0
-        found_piece[hit], found_row[hit] = number, rows[hit]
-    names = [COMMITTED + name for name in RESUME_COLUMNS]
-    columns = []
-    for name in names:
-        parts = [pa.nulls(items.num_rows, pieces[0].schema.field(name).type if pieces else pa.string())]
-        for number, piece in enumerate(pieces):
-            mask = found_piece == number
-            if mask.any():
-                taken = piece[name].take(pa.array(found_row[mask]))
-                parts[0] = pc.replace_with_mask(parts[0], pa.array(mask), taken.combine_chunks())
-        columns.append(parts[0])
-    for name, column in zip(names, columns, strict=True):
-        items = items.append_column(name, column)
+        found.append(piece.select(COMMITTED_SCHEMA.names).take(pa.array(rows[hit])))
+        positions[mine[hit]] = count + np.arange(np.count_nonzero(hit))
+        count += np.count_nonzero(hit)
+    joined = pa.concat_tables(found).take(pa.array(positions, mask=positions < 0))
+    for name in COMMITTED_SCHEMA.names:
+        items = items.append_column(COMMITTED_SCHEMA.field(name), joined[name])
     return items
+
+
+def _pieces_of(keys: pa.ChunkedArray, count: int) -> np.ndarray:
+    """Each key's piece, its bucket mod ``count``: a SHA-256 per key (~1 us), where searching every piece cost
+    ~0.4 us per item and piece. One piece needs none."""
+    if count == 1:
+        return np.zeros(len(keys), dtype=np.int64)
+    return np.fromiter((bucket_of(key) % count for key in keys.to_pylist()), dtype=np.int64, count=len(keys))
 
 
 def _find(wanted: pa.Table, hashes: np.ndarray, piece: pa.Table) -> np.ndarray:
