@@ -28,7 +28,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdbatch.demo import sample_image  # noqa: E402
-from svdbatch.items.expand import derive_seed  # noqa: E402
+from svdbatch.items.keys import derive_seed  # noqa: E402
 from svdbatch.model.loading import ensure_tiny_model, quiet_libraries  # noqa: E402
 from svdbatch.ray import driver  # noqa: E402
 from svdbatch.spec.load import build_spec  # noqa: E402

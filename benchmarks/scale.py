@@ -63,7 +63,8 @@ def build(folder: Path, rows: int, layout: str) -> None:
 
     sys.path.insert(0, str(ROOT))
     from svdbatch.demo import sample_image
-    from svdbatch.items.expand import expand_batch, legacy_fingerprint
+    from svdbatch.items.expand import expand_batch
+    from svdbatch.items.fingerprint import legacy_fingerprint
     from svdbatch.items.metadata import METADATA_SCHEMA
     from svdbatch.model.identity import model_identity
     from svdbatch.render.stages import source_versions

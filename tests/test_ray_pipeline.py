@@ -12,7 +12,7 @@ import torch
 from helpers import make_spec, write_images, write_manifest
 
 from svdbatch.cli import main
-from svdbatch.items.expand import derive_seed
+from svdbatch.items.keys import derive_seed
 from svdbatch.model.loading import ensure_tiny_model
 from svdbatch.ray import driver
 from svdbatch.render.images import load_image

@@ -156,7 +156,7 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     """30,000 rows, 29,998 done: the decision happens in Ray tasks; the driver never reads the table's rows."""
     import importlib.util
 
-    from svdbatch.items import expand
+    from svdbatch.items import decide, expand
     from svdbatch.spec.load import build_spec
     from svdbatch.store import commit
 
@@ -181,7 +181,7 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     monkeypatch.setattr(state, "PIECE_BYTES", 2**18)  # as a large table: read in several pieces
     monkeypatch.setattr(pq, "read_table", counting_read_table)
     monkeypatch.setattr(expand, "expand_row", refuse)
-    monkeypatch.setattr(expand, "resume", refuse)
+    monkeypatch.setattr(decide, "resume", refuse)
     summary = driver.run(build_spec(module._spec_data(tmp_path)), progress=False)
     assert (summary.rendered, summary.skipped) == (2, 29_998)
     largest_bucket = max(pq.read_metadata(name).num_rows for name in (tmp_path / "out" / "metadata").iterdir())

@@ -12,7 +12,8 @@ import pytest
 from helpers import SVD_INDEX
 
 from svdbatch import storage
-from svdbatch.items.expand import RESUME_COLUMNS, expand_row, resume
+from svdbatch.items.decide import RESUME_COLUMNS, resume
+from svdbatch.items.expand import expand_row
 from svdbatch.items.scan import build_manifest
 from svdbatch.model.cache import COPY_RECORD, remote_copy
 from svdbatch.model.identity import ModelError, cache_root, model_files, model_identity

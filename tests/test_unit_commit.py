@@ -8,7 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from svdbatch.items.expand import item_id
+from svdbatch.items.keys import item_id
 from svdbatch.items.metadata import METADATA_SCHEMA
 from svdbatch.store import commit
 
@@ -77,7 +77,8 @@ def test_a_single_file_table_of_an_earlier_version_is_split_into_buckets(tmp_pat
 def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerprint_matches():
     """An upgrade renders nothing again: 9a19628 committed this fingerprint (printed by that version's
     ``expand_row`` for the same spec and row) and no model or source identity."""
-    from svdbatch.items.expand import COMMITTED, expand_row
+    from svdbatch.items.decide import COMMITTED
+    from svdbatch.items.expand import expand_row
     from svdbatch.items.metadata import SKIPPED, to_table
     from svdbatch.render.stages import ResumeRows, count_work
     from svdbatch.spec.load import build_spec

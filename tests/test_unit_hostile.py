@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from svdbatch.errors import JobError
-from svdbatch.items.expand import derive_seed, safe_key, video_key
+from svdbatch.items.keys import derive_seed, safe_key, video_key
 from svdbatch.ray import driver
 
 

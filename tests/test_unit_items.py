@@ -9,16 +9,11 @@ import math
 import pyarrow as pa
 import pytest
 
-from svdbatch.items.expand import (
-    derive_seed,
-    effective_decode_chunk,
-    expand_batch,
-    expand_row,
-    resume,
-    safe_key,
-    video_key,
-)
+from svdbatch.items.decide import resume
+from svdbatch.items.expand import expand_batch, expand_row
+from svdbatch.items.keys import derive_seed, safe_key, video_key
 from svdbatch.items.metadata import to_table
+from svdbatch.items.params import effective_decode_chunk
 from svdbatch.spec.load import build_spec
 
 SPEC = build_spec(
@@ -180,7 +175,7 @@ def test_batch_expansion_with_integer_keys_and_overrides_matches_per_row():
 def test_column_wise_resume_decides_every_case_as_resume_does_row_by_row(retry_errors):
     """The Arrow shortcuts of ``stages._decide`` (nothing committed, same fingerprint done) against ``resume`` for
     every combination of item status and committed fingerprint, status and identities."""
-    from svdbatch.items.expand import COMMITTED
+    from svdbatch.items.decide import COMMITTED
     from svdbatch.render.stages import _decide, _explain
 
     spec = build_spec({"manifest": {"path": "/m.parquet"}, "output": {"url": "/out"},

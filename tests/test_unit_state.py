@@ -15,7 +15,7 @@ import pytest
 from helpers import make_spec, write_manifest
 
 from svdbatch.items import manifest
-from svdbatch.items.expand import COMMITTED, RESUME_COLUMNS
+from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS
 from svdbatch.items.metadata import METADATA_SCHEMA
 from svdbatch.store import commit, state
 

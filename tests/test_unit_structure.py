@@ -29,7 +29,6 @@ ENTRY_POINTS = {"svdbatch.__main__", "svdbatch.demo", "svdbatch.reference"}
 OVER_LIMIT = {
     "svdbatch.cli": 309,
     "svdbatch.cli.tune": 379,
-    "svdbatch.items.expand": 446,
     "svdbatch.render.stages": 367,
     "svdbatch.report.page": 402,
     "svdbatch.spec.config": 456,

@@ -32,12 +32,12 @@ class PlanReport:
 
     @property
     def to_render(self) -> int:
-        from svdbatch.items.expand import TO_RENDER
+        from svdbatch.items.decide import TO_RENDER
 
         return sum(self.counts[category] for category in TO_RENDER)
 
     def lines(self) -> list[str]:
-        from svdbatch.items.expand import Category
+        from svdbatch.items.decide import Category
 
         counts = self.counts
         lines = [

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.errors import UserError
-from svdbatch.items.expand import OVERRIDE_COLUMNS
+from svdbatch.items.params import OVERRIDE_COLUMNS
 from svdbatch.spec.config import JobSpec
 
 

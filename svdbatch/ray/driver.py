@@ -19,7 +19,7 @@ from svdbatch import storage
 from svdbatch.errors import JobError, UserError, root_message
 from svdbatch.estimate.plan_report import PlanReport
 from svdbatch.items import manifest
-from svdbatch.items.expand import TO_RENDER, Category
+from svdbatch.items.decide import TO_RENDER, Category
 from svdbatch.items.metadata import SKIPPED
 from svdbatch.model.identity import model_identity
 from svdbatch.ray import dataset, internals

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from svdbatch.items.expand import effective_decode_chunk
+from svdbatch.items.params import effective_decode_chunk
 
 MAX_ACTORS_LOST = 3  # fresh actors one batch may kill before its items become error rows
 

@@ -27,7 +27,7 @@ import pyarrow as pa
 from PIL import Image
 
 from svdbatch import storage
-from svdbatch.items.expand import safe_key
+from svdbatch.items.keys import safe_key
 from svdbatch.items.metadata import METADATA_SCHEMA, OK, to_rows, to_table
 from svdbatch.spec.config import JobSpec
 

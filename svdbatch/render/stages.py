@@ -21,17 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from svdbatch import storage
-from svdbatch.items.expand import (
-    COMMITTED,
-    RESUME_COLUMNS,
-    check_uri,
-    expand_batch,
-    legacy_fingerprint,
-    plan_category,
-    predates_identities,
-    resume,
-    video_key,
-)
+from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS, plan_category, predates_identities, resume
+from svdbatch.items.expand import ImagePolicy, expand_batch
+from svdbatch.items.fingerprint import legacy_fingerprint
+from svdbatch.items.keys import video_uri
 from svdbatch.items.metadata import (
     ERROR,
     METADATA_SCHEMA,
@@ -69,7 +62,8 @@ def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
         listed = batch[job.manifest.version_column].to_pylist()
         uris = [uri for uri, version in zip(uris, listed, strict=True) if version is None]
     unique = dict.fromkeys(uris)  # a URI is checked once, however many rows name it
-    allowed = [uri for uri in unique if isinstance(uri, str) and uri.strip() and check_uri(uri, job) is None]
+    policy = ImagePolicy(job)
+    allowed = [uri for uri in unique if policy.problem(uri) is None]
     return storage.versions(allowed, job.storage_options)
 
 
@@ -337,7 +331,7 @@ class PruneRows:
     def __call__(self, batch: pa.Table) -> pa.Table:
         job = self.job
         items = batch.select(["key", "variant"]).to_pylist()
-        videos = [storage.join(job.output.url, video_key(item["key"], item["variant"])) for item in items]
+        videos = [video_uri(job.output.url, item["key"], item["variant"]) for item in items]
         with ThreadPoolExecutor(DELETE_THREADS) as pool:
             list(pool.map(lambda url: storage.delete(url, job.storage_options), videos))
         now = dt.datetime.now(dt.timezone.utc)

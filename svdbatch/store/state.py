@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svdbatch import storage
-from svdbatch.items.expand import COMMITTED, RESUME_COLUMNS
+from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS
 from svdbatch.items.manifest import ReadParts
 from svdbatch.items.metadata import METADATA_SCHEMA, REMOVED
 from svdbatch.spec.config import JobSpec
