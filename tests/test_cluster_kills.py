@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import yaml
 from helpers import make_spec, numbered_manifest, shard_samples, write_images
 
-from svdbatch.store import lease
+from svdbatch.store import lease_records
 from svdbatch.store.commit import COMMITS
 
 
@@ -44,11 +44,11 @@ def test_killed_driver_then_rerun_renders_only_what_is_missing(tmp_path):
 
     # The killed driver's lease is live until it expires (lease.ttl_s), but its process on this machine is gone: the
     # rerun, at once and without --take-over, takes the lease and resumes.
-    _, killed = lease.current(*lease.lease_folder(str(tmp_path / "out"), {}))
+    _, killed = lease_records.newest_record(*lease_records.lease_folder(str(tmp_path / "out"), {}))
     rerun = subprocess.run(command, env=_driver_env(), capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert f"took the lease of run {killed.run_id} on {killed.host} (pid {driver.pid}," in rerun.stderr
-    _, rerun_holder = lease.current(*lease.lease_folder(str(tmp_path / "out"), {}))
+    _, rerun_holder = lease_records.newest_record(*lease_records.lease_folder(str(tmp_path / "out"), {}))
     assert rerun_holder.started < killed.expires  # taken before the killed driver's lease would have expired
     assert f"{30 - committed} ok, 0 failed, {committed} already done" in rerun.stdout
     rows = pq.read_table(tmp_path / "out" / "metadata").to_pylist()

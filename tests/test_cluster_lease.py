@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 from helpers import make_spec, numbered_manifest, write_images, write_manifest
 
-from svdbatch.store import lease
+from svdbatch.store import lease, lease_records
 
 TTL_S = 60.0  # the killed holder's lease must outlast the rerun's start (imports, preflight) on a busy machine
 ITEMS = 30
@@ -44,8 +44,8 @@ def _wait_for(condition, what: str, timeout_s: float = 300) -> None:
         time.sleep(0.2)
 
 
-def _holder(output: Path) -> tuple[int, lease.Holder] | None:
-    return lease.current(*lease.lease_folder(str(output), {}))
+def _holder(output: Path) -> tuple[int, lease_records.Holder] | None:
+    return lease_records.newest_record(*lease_records.lease_folder(str(output), {}))
 
 
 def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holders_rerun_takes_it_at_once(tmp_path):
@@ -69,7 +69,7 @@ def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holders_re
         assert len(lines) == 1, refused.stderr[-2000:]
         in_use = f"svdbatch: error: output {output} is in use by run {holder.run_id} on {holder.host}"
         assert lines[0].startswith(in_use)
-        assert lease.utc(holder.started) in lines[0]
+        assert lease_records.utc(holder.started) in lines[0]
         assert first.poll() is None, "the refused run must not disturb the holder"
 
         taker = _start([*command, "--take-over"])
@@ -79,7 +79,8 @@ def test_a_second_run_refuses_take_over_stops_the_holder_and_a_killed_holders_re
         _, stderr = first.communicate(timeout=120)  # the first run notices at its next renewal and stops
         assert first.returncode != 0
         assert f"lease taken over by run {taker_holder.run_id} on {taker_holder.host}" in stderr, stderr[-2000:]
-        assert lease.generations(*lease.lease_folder(str(output), {})) == [2]  # the loser removed its record
+        folder = lease_records.lease_folder(str(output), {})
+        assert lease_records.generations(*folder) == [2]  # the loser removed its record
 
         assert taker.poll() is None
         os.killpg(taker.pid, signal.SIGKILL)  # the driver and the local Ray cluster it may have started

@@ -10,7 +10,7 @@ import time
 import pytest
 from s3_server import moto_s3
 
-from svdbatch.store import lease
+from svdbatch.store import lease, lease_records
 from svdbatch.store.lease import LeaseHeld, LeaseLost
 
 BUCKET = "svdbatch-lease"
@@ -40,13 +40,13 @@ def test_acquire_refuse_expire_take_over_release(s3):
     options, client = s3
     output = f"s3://{BUCKET}/cycle"
     first = lease.acquire(output, options, "run-a", ttl_s=1)
-    assert _records(client, output)[lease.name(1)]["run_id"] == "run-a"
+    assert _records(client, output)[lease_records.record_file(1)]["run_id"] == "run-a"
     with pytest.raises(LeaseHeld, match="in use by run run-a on .*--take-over"):
         lease.acquire(output, options, "run-b", ttl_s=60)
 
     time.sleep(1.1)  # run-a stopped renewing: its lease expired
     second = lease.acquire(output, options, "run-b", ttl_s=60)
-    assert list(_records(client, output)) == [lease.name(2)]
+    assert list(_records(client, output)) == [lease_records.record_file(2)]
     with pytest.raises(LeaseLost, match="taken over by run run-b"):
         first.renew()
 
@@ -54,12 +54,12 @@ def test_acquire_refuse_expire_take_over_release(s3):
     with pytest.raises(LeaseLost, match="taken over by run run-c"):
         second.check()
     second.release()
-    assert list(_records(client, output)) == [lease.name(3)]
+    assert list(_records(client, output)) == [lease_records.record_file(3)]
     third.renew()
     third.release()
-    assert _records(client, output)[lease.name(3)]["expires"] == 0.0  # released in place
+    assert _records(client, output)[lease_records.record_file(3)]["expires"] == 0.0  # released in place
     fourth = lease.acquire(output, options, "run-d", ttl_s=60)  # so taken at once, and the numbers go on
-    assert fourth.generation == 4 and list(_records(client, output)) == [lease.name(4)]
+    assert fourth.generation == 4 and list(_records(client, output)) == [lease_records.record_file(4)]
     fourth.release()
 
 

@@ -16,22 +16,23 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from svdbatch.store import lease, processes
-from svdbatch.store.lease import Holder, LeaseHeld, LeaseLost, Standing
+from svdbatch.store import lease, lease_records, processes
+from svdbatch.store.lease import LeaseHeld, LeaseLost
+from svdbatch.store.lease_records import Holder, Standing
 
 
 def _record(output, generation: int) -> dict:
-    return json.loads((output / "_job" / "lease" / lease.name(generation)).read_text())
+    return json.loads((output / "_job" / "lease" / lease_records.record_file(generation)).read_text())
 
 
 def _generations(output) -> list[int]:
-    return lease.generations(*lease.lease_folder(str(output), {}))
+    return lease_records.generations(*lease_records.lease_folder(str(output), {}))
 
 
 def _write(output, record: dict, generation: int = 1) -> None:
     folder = output / "_job" / "lease"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / lease.name(generation)).write_text(json.dumps(record))
+    (folder / lease_records.record_file(generation)).write_text(json.dumps(record))
 
 
 def _here(pid: int, expires: float, **changes) -> Holder:
@@ -60,7 +61,7 @@ def test_a_second_run_refuses_naming_the_holder_until_the_first_releases(tmp_pat
         lease.acquire(str(tmp_path), {}, "run-b", ttl_s=60)
     line = str(refused.value)
     assert "\n" not in line
-    assert "run run-a on " + socket.gethostname() in line and lease.utc(first.holder.started) in line
+    assert "run run-a on " + socket.gethostname() in line and lease_records.utc(first.holder.started) in line
     assert "--take-over" in line
 
     first.release()
@@ -193,18 +194,18 @@ def test_a_holder_whose_process_ended_on_this_machine_is_replaced_at_once(tmp_pa
 
 def test_a_running_holder_on_this_machine_refuses_at_once_and_a_reused_pid_is_not_it(tmp_path):
     me = _here(os.getpid(), time.time() + 600)
-    assert lease.standing(me, time.time()) is Standing.RUNNING
+    assert lease_records.standing(me, time.time()) is Standing.RUNNING
     _write(tmp_path, asdict(me))
     began = time.monotonic()
     with pytest.raises(LeaseHeld, match="is in use by run run-old"):
         lease.acquire(str(tmp_path), {}, "run-new", ttl_s=60, wait_s=600)
     assert time.monotonic() - began < 5  # a process alive here renews its lease: waiting would not help
     # The same pid, started at another time: the recorded process ended and its pid was reused.
-    assert lease.standing(replace(me, pid_started=me.pid_started + 1), time.time()) is Standing.GONE
+    assert lease_records.standing(replace(me, pid_started=me.pid_started + 1), time.time()) is Standing.GONE
     # Records that cannot be judged from here: another host, another boot, another pid namespace (a container).
     for elsewhere in ({"host": "node-elsewhere"}, {"boot_id": "another-boot"}, {"pid_namespace": "pid:[1]"}):
-        assert lease.standing(replace(me, **elsewhere), time.time()) is Standing.ELSEWHERE
-    assert lease.standing(replace(me, expires=0.0), time.time()) is Standing.EXPIRED
+        assert lease_records.standing(replace(me, **elsewhere), time.time()) is Standing.ELSEWHERE
+    assert lease_records.standing(replace(me, expires=0.0), time.time()) is Standing.EXPIRED
 
 
 def test_a_live_holder_on_another_machine_is_waited_for_then_refused(tmp_path, capsys):
@@ -244,9 +245,9 @@ def test_a_record_without_process_facts_or_with_unknown_fields_is_read_and_waite
         "started": time.time(),
         "expires": time.time() + 1.5,
     }
-    assert lease.standing(Holder(**old), time.time()) is Standing.ELSEWHERE
+    assert lease_records.standing(Holder(**old), time.time()) is Standing.ELSEWHERE
     _write(tmp_path, {**old, "written_by": "a later version"})
-    assert lease.current(*lease.lease_folder(str(tmp_path), {}))[1] == Holder(**old)
+    assert lease_records.newest_record(*lease_records.lease_folder(str(tmp_path), {}))[1] == Holder(**old)
     began = time.monotonic()
     taken = lease.acquire(str(tmp_path), {}, "run-new", ttl_s=60, wait_s=60)
     assert 1.0 <= time.monotonic() - began < 6 and taken.generation == 2

@@ -34,7 +34,6 @@ OVER_LIMIT = {
     "svdbatch.spec.config": 456,
     "svdbatch.storage": 493,
     "svdbatch.store.commit": 331,
-    "svdbatch.store.lease": 332,
 }
 
 

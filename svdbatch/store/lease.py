@@ -7,12 +7,12 @@ gone), refuses naming the holder when the holder runs on this machine, and waits
 elsewhere (or one that cannot be checked), whose lease expires by itself within one TTL of its last renewal if it
 is dead. The user can also take it over.
 
-Each holder writes one record, a generation: ``_job/lease/{generation:012d}.json``; the current lease is the
-highest generation. Acquiring and taking over are both *creating the next generation* with an exclusive create (a
-hard link on local disk, ``If-None-Match: *`` on S3), so of many runs racing for a generation exactly one wins. A
-holder only ever rewrites its own generation (to renew or release it), so no write needs a compare-and-swap; it
-learns that it lost the lease when it sees a higher generation. The winner of a generation removes the older ones;
-numbers never restart, because a released record is kept (expired), not deleted.
+Each holder writes one record, a generation (lease_records.py): ``_job/lease/{generation:012d}.json``; the
+current lease is the highest generation. Acquiring and taking over are both *creating the next generation* with an
+exclusive create (a hard link on local disk, ``If-None-Match: *`` on S3), so of many runs racing for a generation
+exactly one wins. A holder only ever rewrites its own generation (to renew or release it), so no write needs a
+compare-and-swap; it learns that it lost the lease when it sees a higher generation. The winner of a generation
+removes the older ones; numbers never restart, because a released record is kept (expired), not deleted.
 
 Free of Ray and torch: plain fsspec through storage.py.
 """
@@ -20,34 +20,41 @@ Free of Ray and torch: plain fsspec through storage.py.
 from __future__ import annotations
 
 import _thread
-import enum
-import json
 import os
-import re
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import replace
 from typing import Any
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from svdbatch import storage
 from svdbatch.errors import JobError
 from svdbatch.store import processes
+from svdbatch.store.lease_records import (
+    ATTEMPTS,
+    FOLDER,
+    Holder,
+    Standing,
+    create_record_if_absent,
+    generations,
+    lease_folder,
+    newest_record,
+    record_bytes,
+    record_file,
+    remove_record,
+    standing,
+    utc,
+)
 
-FOLDER = "_job/lease"
 RENEWALS_PER_TTL = 4  # a holder renews every ttl/4: it loses the lease only after three renewals in a row failed
-ATTEMPTS = 8  # generations tried while other runs keep winning them
 POLL_S = 1.0  # how often a waiting run reads the lease again
 # A dead holder's lease expires at most one TTL after its last renewal, so a run (an automatic retry) that waits one
 # TTL (its own spec's, normally the holder's too) sees any dead holder's lease expire; the margin covers the store's
 # latency and clock skew between machines.
 WAIT_MARGIN_S = 30.0
-GENERATION = re.compile(r"^(\d{12})\.json$")
 
 
 class LeaseHeld(JobError):
@@ -56,47 +63,6 @@ class LeaseHeld(JobError):
 
 class LeaseLost(JobError):
     """This run's lease was taken over, or could not be renewed before it expired."""
-
-
-@dataclass(frozen=True)
-class Holder:
-    """The record a lease generation holds. ``expires`` is seconds since the epoch on the holder's clock; 0 once
-    released. ``boot_id``, ``pid_namespace`` and ``pid_started`` (processes.py) tell whether the holder's process
-    still runs, from its own machine; records written before they existed lack them (empty: cannot be told)."""
-
-    host: str
-    pid: int
-    run_id: str
-    started: float
-    expires: float
-    boot_id: str = ""
-    pid_namespace: str = ""
-    pid_started: int = 0
-
-    def describe(self) -> str:
-        return f"run {self.run_id} on {self.host} (pid {self.pid}, started {utc(self.started)})"
-
-
-class Standing(enum.Enum):
-    """What a lease's current holder means for a run that wants it."""
-
-    EXPIRED = "expired"  # released, or not renewed in time: take it
-    GONE = "gone"  # its process, on this machine, has ended: take it at once
-    RUNNING = "running"  # its process runs on this machine (and renews the lease): refuse
-    ELSEWHERE = "elsewhere"  # another machine's, or cannot be checked: wait for it to expire, up to a bound
-
-
-def standing(holder: Holder, now: float) -> Standing:
-    """Judge the current holder from this process's machine (processes.py) and clock."""
-    if now >= holder.expires:
-        return Standing.EXPIRED
-    if not processes.same_machine((holder.host, holder.boot_id, holder.pid_namespace)):
-        return Standing.ELSEWHERE
-    return Standing.GONE if processes.gone(holder.pid, holder.pid_started) else Standing.RUNNING
-
-
-def utc(moment: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 def stop_main_thread(lost: LeaseLost) -> None:
@@ -120,15 +86,15 @@ class Lease:
 
     @property
     def url(self) -> str:
-        return storage.join(self.output, FOLDER, name(self.generation))
+        return storage.join(self.output, FOLDER, record_file(self.generation))
 
     def renew(self) -> None:
         """Push the expiry one TTL ahead; raises LeaseLost if a newer generation exists (another run took over)."""
         holder = replace(self.holder, expires=time.time() + self.ttl_s)
-        storage.write_bytes(self.url, encode(holder), self.options)
+        storage.write_bytes(self.url, record_bytes(holder), self.options)
         self.holder = holder
         fs, folder = lease_folder(self.output, self.options)
-        newest = current(fs, folder)
+        newest = newest_record(fs, folder)
         if newest is not None and newest[0] > self.generation:
             raise LeaseLost(f"output {self.output}: lease taken over by {newest[1].describe()}; this run stops")
 
@@ -179,9 +145,9 @@ class Lease:
             self._keeper.join()
         try:
             if self.lost is not None:
-                remove(*storage.filesystem(self.url, self.options))
+                remove_record(*storage.filesystem(self.url, self.options))
             else:
-                storage.write_bytes(self.url, encode(replace(self.holder, expires=0.0)), self.options)
+                storage.write_bytes(self.url, record_bytes(replace(self.holder, expires=0.0)), self.options)
         except storage.StoreUnreachable:
             pass  # the run's own line names the store; the lease expires, and a rerun on this host takes it at once
         except Exception as error:  # noqa: BLE001 - reported; the lease then expires by itself
@@ -216,10 +182,10 @@ def acquire(
         host, boot_id, namespace = processes.machine()
         pid = os.getpid()
         mine = Holder(host, pid, run_id, started, time.time() + ttl_s, boot_id, namespace, processes.start_ticks(pid))
-        if create(fs, f"{folder}/{name(generation)}", mine):
+        if create_record_if_absent(fs, f"{folder}/{record_file(generation)}", mine):
             for older in generations(fs, folder):
                 if older < generation:
-                    remove(fs, f"{folder}/{name(older)}")
+                    remove_record(fs, f"{folder}/{record_file(older)}")
             if judged is Standing.GONE:
                 _say(f"output {output}: took the lease of {latest[1].describe()}, whose process has ended")
             return Lease(output, options, generation, mine, ttl_s)
@@ -233,7 +199,7 @@ def _judged(
     and whether this waited (saying so once)."""
     waited = False
     while True:
-        latest = current(fs, folder)
+        latest = newest_record(fs, folder)
         judged = Standing.EXPIRED if latest is None or take_over else standing(latest[1], time.time())
         if judged is not Standing.ELSEWHERE or time.monotonic() >= deadline:
             return latest, judged, waited
@@ -250,83 +216,3 @@ def _judged(
 def _say(line: str) -> None:
     print(f"svdbatch: {line}", file=sys.stderr, flush=True)
 
-
-def lease_folder(output: str, options: dict[str, Any]) -> tuple[fsspec.AbstractFileSystem, str]:
-    return storage.filesystem(storage.join(output, FOLDER), options)
-
-
-def name(generation: int) -> str:
-    return f"{generation:012d}.json"
-
-
-def encode(holder: Holder) -> bytes:
-    return json.dumps(asdict(holder)).encode()
-
-
-def generations(fs: fsspec.AbstractFileSystem, folder: str) -> list[int]:
-    """The generations in the folder, oldest first; fresh from the store (s3fs would answer from its cache)."""
-    fs.invalidate_cache(folder)
-    try:
-        paths = storage.retrying(lambda: fs.ls(folder, detail=False))
-    except FileNotFoundError:
-        return []
-    found = (GENERATION.match(path.rstrip("/").rsplit("/", 1)[-1]) for path in paths)
-    return sorted(int(match.group(1)) for match in found if match)
-
-
-def current(fs: fsspec.AbstractFileSystem, folder: str) -> tuple[int, Holder] | None:
-    """The highest generation and its record; None when there is none. A record removed between the listing and
-    the read was superseded: the next listing shows its successor."""
-    for _ in range(ATTEMPTS):
-        found = generations(fs, folder)
-        if not found:
-            return None
-        try:
-            return found[-1], read(fs, f"{folder}/{name(found[-1])}")
-        except FileNotFoundError:
-            continue
-    raise JobError(f"lease {folder}: it keeps changing; try again")
-
-
-def read(fs: fsspec.AbstractFileSystem, path: str) -> Holder:
-    """A record, of this version or any other: fields this version does not know are left out."""
-    record = json.loads(storage.retrying(lambda: fs.cat_file(path)))
-    return Holder(**{field.name: record[field.name] for field in fields(Holder) if field.name in record})
-
-
-def create(fs: fsspec.AbstractFileSystem, path: str, holder: Holder) -> bool:
-    """Write the record only where none exists; True if this call wrote it.
-
-    Local disk: written aside, then hard-linked into place (``link`` fails on an existing name, atomically, and
-    readers never see a partial record). Other stores: fsspec's ``pipe_file(mode="create")``, a PUT with
-    ``If-None-Match: *`` on S3; fsspec's default for other stores checks, then writes (not atomic).
-    """
-    data = encode(holder)
-    if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = os.path.join(os.path.dirname(path), f".{uuid.uuid4().hex}.partial")
-        with open(partial, "wb") as handle:
-            handle.write(data)
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            return False
-        finally:
-            os.remove(partial)
-        return True
-    try:
-        storage.retrying(lambda: fs.pipe_file(path, data, mode="create"))
-    except FileExistsError:
-        # A PUT retried after a lost response finds the record its first try wrote.
-        try:
-            return read(fs, path) == holder
-        except FileNotFoundError:
-            return False
-    return True
-
-
-def remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    try:
-        storage.retrying(lambda: fs.rm_file(path))
-    except FileNotFoundError:
-        pass
