@@ -172,11 +172,10 @@ def test_batch_expansion_with_integer_keys_and_overrides_matches_per_row():
 
 
 @pytest.mark.parametrize("retry_errors", [True, False])
-def test_column_wise_resume_decides_every_case_as_resume_does_row_by_row(retry_errors):
-    """The Arrow shortcuts of ``stages._decide`` (nothing committed, same fingerprint done) against ``resume`` for
-    every combination of item status and committed fingerprint, status and identities."""
-    from svdbatch.items.decide import COMMITTED
-    from svdbatch.render.stages import _decide, _explain
+def test_the_decision_column_wise_and_for_one_item_agree_on_every_case(retry_errors):
+    """``decide`` over a batch (Arrow, what the feed runs) against ``resume`` item by item, for every combination of
+    item status, committed fingerprint, status and identities: the two forms of the one rule."""
+    from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS, decide
 
     spec = build_spec({"manifest": {"path": "/m.parquet"}, "output": {"url": "/out"},
                        "failures": {"retry_errors": retry_errors}})
@@ -189,21 +188,22 @@ def test_column_wise_resume_decides_every_case_as_resume_does_row_by_row(retry_e
         [None, "v1", "v2"],
         [None, "m", "m2"],
     ))
-    rows = []
+    rows, expected = [], []
     for status, fingerprint, committed_status, source_version, model_identity in combos:
+        if fingerprint is not None and source_version is None and model_identity is None:
+            continue  # row format 1, which only the batch form knows: test_unit_formats.py
         row = item.to_pylist()[0] | {"status": status}
-        row.update({COMMITTED + "fingerprint": fingerprint, COMMITTED + "status": committed_status,
-                    COMMITTED + "source_version": source_version, COMMITTED + "model_identity": model_identity})
+        committed = {"fingerprint": fingerprint, "status": committed_status, "source_version": source_version,
+                     "model_identity": model_identity}
+        row.update({COMMITTED + name: value for name, value in committed.items()})
         rows.append(row)
+        one = dict(row)
+        resume(one, committed if any(value is not None for value in committed.values()) else None, retry_errors)
+        expected.append((one["status"], one["rerender_reason"]))
     schema = item.schema
-    for name in ("fingerprint", "status", "source_version", "model_identity"):
+    for name in RESUME_COLUMNS:
         schema = schema.append(pa.field(COMMITTED + name, pa.string()))
-    batch = pa.Table.from_pylist(rows, schema=schema)
-    everything = pa.array([True] * batch.num_rows)
-    own = (batch[name].combine_chunks() for name in ("status", "rerender_reason"))
-    expected = _explain(batch, everything, *own, spec)
-    decided = _decide(batch, spec)
-    assert decided["status"].to_pylist() == expected[0].to_pylist()
-    assert decided["rerender_reason"].to_pylist() == expected[1].to_pylist()
+    decided = decide(pa.Table.from_pylist(rows, schema=schema), spec)
+    assert list(zip(decided["status"].to_pylist(), decided["rerender_reason"].to_pylist(), strict=True)) == expected
     assert {"skipped", "ok", "error"} <= set(decided["status"].to_pylist())
     assert not any(name.startswith(COMMITTED) for name in decided.column_names)

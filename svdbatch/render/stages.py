@@ -21,9 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from svdbatch import storage
-from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS, plan_category, predates_identities, resume
+from svdbatch.items.decide import decide, plan_category
 from svdbatch.items.expand import ImagePolicy, expand_batch
-from svdbatch.items.fingerprint import legacy_fingerprint
 from svdbatch.items.keys import video_uri
 from svdbatch.items.metadata import (
     ERROR,
@@ -31,7 +30,6 @@ from svdbatch.items.metadata import (
     OK,
     REJECTED,
     REMOVED,
-    RENDER_COLUMNS,
     SHARD_INPUT_SCHEMA,
     SKIPPED,
     WORK_SCHEMA,
@@ -92,61 +90,6 @@ class ExpandRows:
         return expand_batch(batch, self.job, self.run.run_id, self.job.output.url, self.run.duplicates, identities)
 
 
-def _decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
-    """Apply ``items.resume`` to every item joined with its committed columns (absent: nothing committed yet).
-
-    Arrow decides the common cases column-wise: nothing committed (unchanged) and the same fingerprint committed as
-    done (skipped). Only the rest -- changed, failed, removed, or committed before identities -- go through
-    ``resume`` row by row to learn why. A committed row from before identities is compared by the fingerprint of its
-    version (``legacy_fingerprint``).
-    """
-    committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]
-    if not committed:
-        return batch
-    column = {name: batch[name].combine_chunks() for name in ["status", "fingerprint", "rerender_reason", *committed]}
-    nothing = pa.array([True] * batch.num_rows)
-    for name in committed:
-        nothing = pc.and_(nothing, pc.is_null(column[name]))
-    same = pc.and_(
-        pc.and_(pc.equal(column["status"], OK), pc.equal(column["fingerprint"], column[COMMITTED + "fingerprint"])),
-        pc.is_in(column[COMMITTED + "status"], _DONE),
-    )
-    # Rows from before identities compare the fingerprint of their version, in ``_explain``.
-    identified = pc.or_(*(pc.is_valid(column[COMMITTED + name]) for name in ("model_identity", "source_version")))
-    same = pc.fill_null(pc.and_(same, identified), False)
-    statuses = pc.if_else(same, pa.scalar(SKIPPED), column["status"])
-    reasons = column["rerender_reason"]
-    explain = pc.invert(pc.or_(nothing, same))
-    if pc.any(explain).as_py():
-        statuses, reasons = _explain(batch.filter(explain), explain, statuses, reasons, spec)
-    batch = batch.drop_columns(committed)
-    batch = batch.set_column(batch.schema.get_field_index("status"), "status", statuses)
-    return batch.set_column(batch.schema.get_field_index("rerender_reason"), "rerender_reason", reasons)
-
-
-_DONE = pa.array([OK, REJECTED])
-
-
-def _explain(rows: pa.Table, mask: pa.Array, statuses, reasons, spec: JobSpec):
-    """``resume`` for the masked rows, one by one; their outcomes replace the masked slots of the two columns."""
-    own = sorted({"status", "rerender_reason", "seed", "source_uri", *RENDER_COLUMNS, *RESUME_COLUMNS})
-    columns = own + [COMMITTED + name for name in RESUME_COLUMNS]
-    decided_status, decided_reason = [], []
-    for row in rows.select(columns).to_pylist():
-        earlier = {name: row[COMMITTED + name] for name in RESUME_COLUMNS}
-        item = {name: row[name] for name in own}
-        if earlier["fingerprint"] is not None and predates_identities(earlier):
-            item.update(fingerprint=legacy_fingerprint(item, spec), model_identity=None, source_version=None)
-        known = earlier if any(value is not None for value in earlier.values()) else None
-        resume(item, known, spec.failures.retry_errors)
-        decided_status.append(item["status"])
-        decided_reason.append(item["rerender_reason"])
-    return (
-        pc.replace_with_mask(statuses, mask, pa.array(decided_status, statuses.type)),
-        pc.replace_with_mask(reasons, mask, pa.array(decided_reason, reasons.type)),
-    )
-
-
 class ResumeRows:
     """Items joined with the metadata table -> the items to render (and error rows); done items are dropped.
 
@@ -158,7 +101,7 @@ class ResumeRows:
         self.job = job
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _drop_done(_decide(batch, self.job))
+        return _drop_done(decide(batch, self.job))
 
 
 def _drop_done(decided: pa.Table) -> pa.Table:
@@ -189,7 +132,7 @@ class TallyItems:
         self.max_problems = max_problems
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _tally(_decide(batch, self.job), self.max_problems)
+        return _tally(decide(batch, self.job), self.max_problems)
 
 
 def _tally(decided: pa.Table, max_problems: int) -> pa.Table:
