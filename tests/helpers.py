@@ -6,7 +6,9 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -137,3 +139,30 @@ def stop_group(process: subprocess.Popen, timeout_s: float = 60) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def driver_env() -> dict[str, str]:
+    """The environment of an `svdbatch run` subprocess: no RAY_* variable, so it starts a local cluster of its own."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RAY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def run_command(job: Path) -> list[str]:
+    return [sys.executable, "-m", "svdbatch", "run", str(job), "--quiet"]
+
+
+def kill_after_first_commit(job: Path, output: Path, timeout_s: float = 300) -> tuple[int, int]:
+    """Start `svdbatch run` on ``job`` and SIGKILL it, with the local Ray cluster it started, as soon as it wrote its
+    first commit file: (the killed driver's pid, the rows it committed)."""
+    from svdbatch.store.commit import COMMITS
+
+    driver = subprocess.Popen(run_command(job), env=driver_env(), start_new_session=True, stdout=subprocess.DEVNULL)
+    commits = output / COMMITS
+    deadline = time.time() + timeout_s
+    while not (commits.exists() and any(commits.iterdir())) and time.time() < deadline:
+        assert driver.poll() is None, "the driver finished before it could be killed"
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    driver.wait()
+    return driver.pid, pq.read_table(commits).num_rows

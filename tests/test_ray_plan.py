@@ -129,3 +129,42 @@ def test_guidance_off_halves_the_unet_flops_per_video(ray_cluster, tmp_path, cap
         out = capsys.readouterr().out
         unet.append(float(out.split("; UNet ")[1].split(" PFLOP")[0]))
     assert unet == [4.0, 2.0] and "1 branch a step: guidance off" in out
+
+
+def test_plan_counts_an_ltx_video_from_the_models_own_configs(ray_cluster, tmp_path, capsys):
+    """A folder holding LTX-Video 2B's full-size configs and no weights: plan counts a video on the meta device at
+    the job's shape, and turns the count into GPU time. (Wan's count is the same code, 12 s a shape here.)"""
+    import json
+
+    from svdbatch.estimate.gpu_time import utilisation
+    from svdbatch.model import ltx
+
+    folder = tmp_path / "ltx-2b"
+    for component, config in (("transformer", ltx.LTX_2B), ("vae", ltx.LTX_VAE)):
+        (folder / component).mkdir(parents=True)
+        (folder / component / "config.json").write_text(json.dumps({"_class_name": component, **config}))
+    index = {"_class_name": ltx.PIPELINE, "transformer": ["diffusers", "x"], "vae": ["diffusers", "y"]}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    render = {"width": 704, "height": 512, "num_frames": 121, "num_inference_steps": 40, "fps": 24}
+    job = _job(tmp_path, {"key": ["a", "b"], "image": ["/i/a.png", "/i/b.png"]}, model={"source": str(folder)})
+    assert main(["plan", job, *(f"--set=render.{name}={value}" for name, value in render.items()), "--gpus", "2"]) == 0
+    out = capsys.readouterr().out
+    counted = ltx.video_flops(ltx.LTX_2B, ltx.LTX_VAE, 704, 512, 121, 40, ltx.GUIDANCE_SCALE)
+    assert (
+        f"basis: {counted['total'] / 1e15:.2f} PFLOP per video at 704x512, 121 frames, 40 steps (2 branches a step: "
+        f"guidance on; transformer step {counted['transformer_step'] / 1e12:.1f} TFLOP" in out
+    )
+    assert "counted on the meta device from model.source's transformer and VAE configs" in out
+    fast, typical = (counted["total"] / (GPU_TFLOPS["H100"] * 1e12 * share) for share in utilisation())
+    assert f"estimate: {duration(2 * fast)} to {duration(2 * typical)} of GPU time on H100" in out
+
+
+def test_plan_of_a_tiny_ltx_job_estimates_its_cpu_seconds(ray_cluster, tmp_path, capsys):
+    from svdbatch.estimate.family_cost import tiny_family_seconds
+
+    job = _job(tmp_path, {"key": ["a"], "image": ["/i/a.png"]}, model={"source": "svdbatch:tiny-ltx"})
+    render = {"width": 64, "height": 64, "num_frames": 9, "num_inference_steps": 4}
+    assert main(["plan", job, *(f"--set=render.{name}={value}" for name, value in render.items())]) == 0
+    out = capsys.readouterr().out
+    assert f"estimate: {duration(tiny_family_seconds({**render, 'guidance_scale': 3.0}, 'ltx'))} of generation" in out
+    assert "basis: the embedded tiny ltx model (random weights) took" in out

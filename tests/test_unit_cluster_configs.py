@@ -60,6 +60,15 @@ def test_svd_xt_jobs_use_real_model_shapes():
     assert augment.render.num_frames == 14 and augment.seeds.variants > 1 and len(augment.seeds.motion_sweep) > 1
 
 
+@pytest.mark.parametrize(("name", "family"), [("wan-catalog.yaml", "wan"), ("ltx-catalog.yaml", "ltx")])
+def test_wan_and_ltx_jobs_name_their_family_and_render_what_it_can(name, family):
+    from svdbatch.model.families import spec_problems
+
+    spec = load_spec(ROOT / "jobs" / name)
+    assert spec.model.family == family and spec.manifest.prompt_column == "caption"
+    assert spec_problems(spec, family) == []
+
+
 def _pins() -> dict[str, str]:
     pins = {}
     for line in (ROOT / "constraints.txt").read_text().splitlines():

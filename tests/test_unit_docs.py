@@ -68,7 +68,8 @@ def test_the_reference_pages_equal_what_the_code_generates():
 
 def test_the_spec_reference_shows_nested_ranges_and_top_level_fields_at_the_margin():
     lines = spec_reference.reference()
-    assert "  render.fps = 7  # Frame rate: the conditioning (as fps-1) and the MP4's." in lines
+    fps = "  render.fps = 7  # Frame rate: the MP4's, and a conditioning for SVD (as fps-1) and LTX (frame_rate)."
+    assert fps in lines
     assert any(line.startswith("  compute.actors = {min: 1}  # Generation actors") for line in lines)
     assert any(line.startswith("    compute.actors.max = null  # Most actors") for line in lines)
     assert any(line.startswith("storage_options = {}  # Extra fsspec options") for line in lines)

@@ -9,7 +9,6 @@ from helpers import TEST_RENDER
 from svdbatch.demo import sample_image
 from svdbatch.items.expand import expand_row
 from svdbatch.items.metadata import fail, to_table
-from svdbatch.model.loading import ModelError
 from svdbatch.render.generate import VideoGenerator
 from svdbatch.render.images import load_image
 from svdbatch.spec.load import build_spec
@@ -101,11 +100,3 @@ def test_a_lost_cuda_context_ends_the_call_instead_of_failing_every_item(generat
     with pytest.raises(generate.DeviceLost, match="illegal memory access"):
         generators[3](to_table(rows))
 
-
-def test_a_job_on_a_wan_model_stops_in_one_line_until_jobs_drive_wan():
-    model = {"source": "svdbatch:tiny-wan", "device": "cpu"}
-    spec = build_spec({"manifest": {"path": "m"}, "output": {"url": "/out"}, "model": model})
-    with pytest.raises(ModelError) as raised:
-        VideoGenerator(spec)
-    expected = "model.source svdbatch:tiny-wan: WanImageToVideoPipeline is not rendered by jobs yet"
-    assert str(raised.value).startswith(expected)

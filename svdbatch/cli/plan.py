@@ -22,7 +22,7 @@ from svdbatch.estimate.gpu_time import (
     wall_seconds,
 )
 from svdbatch.estimate.plan_report import PlanReport
-from svdbatch.spec.config import TINY_MODEL, JobSpec
+from svdbatch.spec.config import TINY_MODEL, TINY_MODELS, JobSpec
 
 # What the estimate assumes when plan is not told (printed with it, and in `plan --help`).
 DEFAULT_GPU = "H100"
@@ -49,9 +49,10 @@ def make_plan(
     from svdbatch.ray import driver
     from svdbatch.ray.cluster import start_ray
 
-    info, identity = driver.preflight(spec, write=False)
+    info, identity, family = driver.preflight(spec, write=False)
     start_ray(verbose, progress, cli)
-    return add_estimate(driver.plan(spec, info, identity), spec, identity, gpu, measured_seconds, tflops, gpus)
+    report = driver.plan(spec, info, identity, family)
+    return add_estimate(report, spec, identity, gpu, measured_seconds, tflops, gpus, family)
 
 
 def add_estimate(
@@ -62,9 +63,13 @@ def add_estimate(
     measured_seconds: float | None,
     tflops: float | None,
     gpus: int | None,
+    family: str = "svd",
 ) -> PlanReport:
     """The estimate and its basis for the counted ``report``. With nothing to render the basis still says what a
-    video of the spec's own settings costs, from the output's measured timings when it has them."""
+    video of the spec's own settings costs, from the output's measured timings when it has them. A Wan or LTX
+    model's FLOPs are counted from its configs (``family_cost``)."""
+    from svdbatch.model.families import family_params
+
     assumed = []
     if gpu is None:
         gpu = DEFAULT_GPU
@@ -73,21 +78,22 @@ def add_estimate(
         gpus = DEFAULT_GPUS
         assumed.append(f"--gpus {DEFAULT_GPUS}")
     tflops = tflops or GPU_TFLOPS[gpu]
-    shapes = report.shapes or [{**spec.render.model_dump(), "items": 0}]
+    shapes = report.shapes or [{**family_params(spec.render.model_dump(), family), "items": 0}]
     learned = {} if measured_seconds else learned_seconds(spec, identity, gpu, shapes)
-    report.basis = estimate_basis(spec, gpu, tflops, measured_seconds)
+    cost = Cost(spec, family, tflops, measured_seconds)
+    report.basis = cost.basis(shapes[0], gpu)
     if learned:
         report.basis = learned_basis(learned, shapes, report.basis)
     if not report.shapes:
         report.basis = report.basis.replace("basis: ", "basis (nothing to render; a video at the spec's settings): ", 1)
     per_video = [
-        (learned[index].seconds,) * 2 if index in learned else _video_seconds(shape, spec, tflops, measured_seconds)
+        (learned[index].seconds,) * 2 if index in learned else cost.seconds(shape)
         for index, shape in enumerate(report.shapes)
     ]
     report.seconds = tuple(
         sum(one[end] * shape["items"] for one, shape in zip(per_video, report.shapes, strict=True)) for end in (0, 1)
     )
-    if spec.model.source == TINY_MODEL and not measured_seconds:
+    if spec.model.source in TINY_MODELS and not measured_seconds:
         report.estimate = f"estimate: {span(*report.seconds)} of generation on CPU (--gpu and --gpus do not apply)"
         return report
     wall = [wall_seconds(report.shapes, [one[end] for one in per_video], gpus) for end in (0, 1)]
@@ -105,13 +111,14 @@ def learned_seconds(spec: JobSpec, identity: str, gpu: str, shapes: list[dict]) 
     import json
 
     from svdbatch.estimate.learned import measured, read_timings
+    from svdbatch.items.metadata import guided
     from svdbatch.model.loading import applied_options, dtype_name, pick_dtype
     from svdbatch.render.stages import TALLY_COLUMNS
 
     timings = read_timings(spec.output.url, spec.storage_options)
     if not timings:
         return {}
-    device = "cpu" if spec.model.source == TINY_MODEL else "cuda"
+    device = "cpu" if spec.model.source in TINY_MODELS else "cuda"
     model = {
         "model_identity": identity,
         "model_dtype": dtype_name(pick_dtype(spec.model, device)),
@@ -120,7 +127,7 @@ def learned_seconds(spec: JobSpec, identity: str, gpu: str, shapes: list[dict]) 
     found = {}
     for index, shape in enumerate(shapes):
         item = {**spec.render.model_dump(), **shape}
-        setting = {**model, **{name: item[name] for name in TALLY_COLUMNS}, "guidance": item["max_guidance_scale"] > 1}
+        setting = {**model, **{name: item[name] for name in TALLY_COLUMNS}, "guidance": guided(item)}
         one = measured(timings, setting, None if device == "cpu" else gpu, GPU_TFLOPS)
         if one is not None:
             found[index] = one
@@ -145,9 +152,35 @@ def learned_basis(learned: dict, shapes: list[dict], estimated: str) -> str:
     return line
 
 
-def _video_seconds(item: dict, spec: JobSpec, tflops: float, measured: float | None) -> tuple[float, float]:
-    if measured:
-        return measured, measured
-    if spec.model.source == TINY_MODEL:
-        return tiny_seconds(item), tiny_seconds(item)
-    return seconds_per_video(item, tflops, spec.model.step_cache)
+class Cost:
+    """Seconds per video and the basis line: measured (``--seconds-per-video``), an embedded tiny model's CPU
+    seconds, SVD-XT's FLOPs (gpu_time.py), or a Wan or LTX model's own count (family_cost.py)."""
+
+    def __init__(self, spec: JobSpec, family: str, tflops: float, measured: float | None):
+        from svdbatch.estimate.family_cost import FamilyCost
+
+        self.spec, self.family, self.tflops, self.measured = spec, family, tflops, measured
+        counted = not measured and family != "svd" and spec.model.source not in TINY_MODELS
+        self.counted = FamilyCost(spec, family) if counted else None
+
+    def seconds(self, shape: dict) -> tuple[float, float]:
+        from svdbatch.estimate.family_cost import tiny_family_seconds
+
+        if self.measured:
+            return self.measured, self.measured
+        if self.counted:
+            return self.counted.seconds(shape, self.tflops)
+        if self.spec.model.source == TINY_MODEL:
+            return tiny_seconds(shape), tiny_seconds(shape)
+        if self.spec.model.source in TINY_MODELS:
+            return (tiny_family_seconds(shape, self.family),) * 2
+        return seconds_per_video(shape, self.tflops, self.spec.model.step_cache)
+
+    def basis(self, shape: dict, gpu: str) -> str:
+        from svdbatch.estimate.family_cost import tiny_basis
+
+        if self.counted:
+            return self.counted.basis(shape, gpu, self.tflops)
+        if self.spec.model.source in TINY_MODELS and self.family != "svd" and not self.measured:
+            return tiny_basis(self.family)
+        return estimate_basis(self.spec, gpu, self.tflops, self.measured)

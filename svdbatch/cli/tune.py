@@ -21,7 +21,7 @@ from typing import Any
 
 from svdbatch import storage
 from svdbatch.estimate.learned import TUNE
-from svdbatch.spec.config import TINY_MODEL, JobSpec, SpecError
+from svdbatch.spec.config import TINY_MODEL, TINY_MODELS, JobSpec, SpecError
 from svdbatch.spec.load import load_spec
 
 REFERENCE = "reference"
@@ -208,9 +208,9 @@ def breakable(key: str) -> str:
 
 
 def summarize(setting: Setting, spec: JobSpec, rows: dict[str, dict], distance: dict[tuple, dict]) -> dict[str, Any]:
-    """One line of the table: warm seconds per video, peak GPU memory, SVD-XT FLOPs per video, distance to the
+    """One line of the table: warm seconds per video, peak GPU memory, full-size FLOPs per video, distance to the
     reference and the quality signals, averaged over the sample."""
-    from svdbatch.estimate.gpu_time import video_flop
+    from svdbatch.estimate.family_cost import pflop_per_video
     from svdbatch.estimate.learned import warm_seconds
     from svdbatch.report.page import mean
 
@@ -222,7 +222,7 @@ def summarize(setting: Setting, spec: JobSpec, rows: dict[str, dict], distance: 
         "videos": len(found),
         "seconds_per_video": warm_seconds([row["generate_seconds"] for row in found]) if found else None,
         "peak_gpu_bytes": max(peaks) if peaks else None,
-        "pflop_per_video": mean([video_flop(row, spec.model.step_cache) / 1e15 for row in found]),
+        "pflop_per_video": mean(pflop_per_video(spec, found)),
         "psnr": mean([distance[setting.folder, key]["psnr"] for key in rows]),
         "ssim": mean([distance[setting.folder, key]["ssim"] for key in rows]),
         "motion_mean": mean([row["motion_mean"] for row in found]),
@@ -336,7 +336,7 @@ pre {{ background: #fff; border: 1px solid #ddd; padding: .5rem; overflow-x: aut
 {_tiny_note(sample.tiny)}
 <pre id="table">{html.escape(chr(10).join(table_lines(lines)))}</pre>
 <p><small>s/video: warm generation seconds on one actor (model load and the slowest video left out) · PFLOP/video:
-SVD-XT's count at each setting's size, frames and steps · PSNR and SSIM: each frame against the reference's.</small></p>
+full-size count (SVD-XT; Wan, LTX: the model's configs) · PSNR, SSIM: each frame against the reference's.</small></p>
 <section id="items"><div class="heads"><div></div><div><b>input</b></div>{heads}</div>
 {"".join(rows)}</section>
 <script>
@@ -372,7 +372,7 @@ def tune(job: str, sets: list[str], tries: list[str], sample: int, folder: str |
     ]
     storage.write_bytes(storage.join(folder, "tune.json"), json.dumps(lines, indent=2).encode(), options)
     keys = sample_order(rendered)
-    tiny = any(one.model.source == TINY_MODEL for one in specs)
+    tiny = any(one.model.source in TINY_MODELS for one in specs)
     shown = Sample(keys, write_inputs(keys, rendered, folder, options), tiny)
     index = storage.join(folder, "index.html")
     storage.write_bytes(index, page(settings, lines, shown, distance).encode(), options)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from svdbatch.spec.config import TINY_MODEL, JobSpec, StepCacheSpec, unet_branches
+from svdbatch.spec.config import TINY_MODEL, TINY_MODELS, JobSpec, StepCacheSpec, unet_branches
 
 # Peak dense (no sparsity) fp16/bf16 tensor-core TFLOP/s from NVIDIA's datasheets (fp32 accumulate where the sheet
 # gives two figures; A10G is listed with the A10's figure). Any other GPU: --tflops.
@@ -50,9 +50,9 @@ def _pixel_frame_steps(item: dict) -> int:
     return item["width"] * item["height"] * item["num_frames"] * item["num_inference_steps"]
 
 
-def tiny_seconds(item: dict) -> float:
-    """Seconds of one video of the embedded tiny model on a 2-core CPU: the measured one, scaled."""
-    return TINY_SECONDS * _pixel_frame_steps(item) / _pixel_frame_steps(TINY_MEASURED)
+def tiny_seconds(item: dict, measured: dict = TINY_MEASURED, seconds: float = TINY_SECONDS) -> float:
+    """Seconds of one video of an embedded tiny model (SVD's unless told) on a 2-core CPU: the measured one, scaled."""
+    return seconds * _pixel_frame_steps(item) / _pixel_frame_steps(measured)
 
 
 def _scale(item: dict) -> float:
@@ -75,7 +75,7 @@ def video_flop(item: dict, cache: StepCacheSpec) -> float:
 def flop_record(spec: JobSpec) -> dict | None:
     """What one video at the spec's render defaults costs, for the run record; None for the tiny model, whose
     FLOPs are not SVD-XT's."""
-    if spec.model.source == TINY_MODEL:
+    if spec.model.source in TINY_MODELS:
         return None
     render = spec.render.model_dump()
     unet = unet_flop(render, spec.model.step_cache)

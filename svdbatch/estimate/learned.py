@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from svdbatch import storage
+from svdbatch.items.metadata import guided
 
 TIMING_KEYS = (
     "gpu_name",
@@ -27,14 +28,19 @@ TIMING_KEYS = (
     "num_inference_steps",
     "guidance",
 )
-# The row columns a timing is read from (``guidance`` is max_guidance_scale > 1: diffusers then runs both halves).
-TIMING_COLUMNS = [*(name for name in TIMING_KEYS if name != "guidance"), "max_guidance_scale", "generate_seconds"]
+# The row columns a timing is read from (``guidance``: metadata.guided, when diffusers runs both halves).
+TIMING_COLUMNS = [
+    *(name for name in TIMING_KEYS if name != "guidance"),
+    "max_guidance_scale",
+    "guidance_scale",
+    "generate_seconds",
+]
 RECORD_GLOBS = ("_job/runs/*.json", "_tune/*/*/_job/runs/*.json")
 TUNE = "_tune"
 
 
 def timing_key(row: dict[str, Any]) -> tuple:
-    return (*(row[name] for name in TIMING_KEYS if name != "guidance"), row["max_guidance_scale"] > 1)
+    return (*(row[name] for name in TIMING_KEYS if name != "guidance"), guided(row))
 
 
 def add_timing(timings: dict[tuple, list], row: dict[str, Any]) -> None:

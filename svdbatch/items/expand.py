@@ -17,8 +17,9 @@ from svdbatch import storage
 from svdbatch.items.fingerprint import Fingerprint, image_json
 from svdbatch.items.keys import item_seed, safe_key, video_path, videos_prefix
 from svdbatch.items.metadata import OK, RENDER_COLUMNS, WORK_SCHEMA, blank_row, fail, to_table
-from svdbatch.items.params import OVERRIDE_COLUMNS, job_params, row_params
+from svdbatch.items.params import job_params, override_columns, row_params
 from svdbatch.spec.config import JobSpec
+from svdbatch.spec.render import PROMPTED_PARAMS
 
 # The columns each item has its own value of; ``params`` points into the expansion's distinct render parameters.
 ITEM_COLUMNS = ("key", "variant", "source_uri", "source_version", "video_uri", "seed", "fingerprint")
@@ -55,8 +56,9 @@ class Expansion:
     valid rows in the order they were added, then one error row per row that failed.
 
     ``duplicates`` maps keys that appear more than once in the manifest to their count: all their rows fail, as no
-    one of them is more right than the others. ``identities`` holds ``model`` (``model.model_identity``) and
-    ``sources`` (image URI -> ``storage.object_version``), used where the row has no ``manifest.version_column``.
+    one of them is more right than the others. ``identities`` holds ``model`` (``model.model_identity``),
+    ``sources`` (image URI -> ``storage.object_version``), used where the row has no ``manifest.version_column``,
+    and ``family`` (``model.model_family``; default svd).
     """
 
     def __init__(self, spec: JobSpec, run_id: str, output_url: str, duplicates=None, identities=None):
@@ -65,7 +67,9 @@ class Expansion:
         self.duplicates = duplicates or {}
         self.looked_up = (identities or {}).get("sources") or {}
         weights = (identities or {}).get("model")
+        self.family = (identities or {}).get("family") or "svd"
         self.constants = {"run_id": run_id, "model_source": spec.model.source, "model_identity": weights}
+        self.constants["model_family"] = self.family
         self.params: list[dict[str, Any]] = []  # the distinct render parameters, each with its Fingerprint
         self.fingerprints: list[Fingerprint] = []
         self.job_plan: list[int] | None = None  # the job's variants (indexes into params), made at first use
@@ -77,7 +81,7 @@ class Expansion:
 
     def add(self, key: str | None, source: Any, listed: Any, overrides: dict[str, Any]) -> None:
         """One manifest row: its key as text, its image URI, the image version it lists (None: looked up in the
-        store) and the ``OVERRIDE_COLUMNS`` it holds. A row fails whatever its parameters without a key, with a
+        store) and the ``params.override_columns`` it holds. A row fails whatever its parameters without a key, with a
         duplicate key, or without an image the job may read; else with parameters the spec would refuse."""
         version = self.looked_up.get(source) if listed is None else str(listed)
         if not key:
@@ -104,10 +108,10 @@ class Expansion:
     def _plan(self, overrides: dict[str, Any]) -> tuple[list[int], int | None]:
         """The row's variants as indexes into ``params``, and its own seed (None: derived)."""
         if overrides and any(value is not None for value in overrides.values()):
-            params, seed = row_params(overrides, self.spec)
+            params, seed = row_params(overrides, self.spec, self.family)
             return self._indexed(params), seed
         if self.job_plan is None:
-            self.job_plan = self._indexed(job_params(self.spec))
+            self.job_plan = self._indexed(job_params(self.spec, self.family))
         return self.job_plan, None
 
     def _indexed(self, variants: list[dict[str, Any]]) -> list[int]:
@@ -139,7 +143,7 @@ class Expansion:
         count = len(self.columns["key"])
         arrays = {name: pa.array(self.columns[name], WORK_SCHEMA.field(name).type) for name in ITEM_COLUMNS}
         chosen = pa.array(self.columns["params"], pa.int32())
-        for name in RENDER_COLUMNS:  # a few distinct values, taken per item
+        for name in [*RENDER_COLUMNS, *PROMPTED_PARAMS]:  # a few distinct values, taken per item
             values = pa.array([params[name] for params in self.params], WORK_SCHEMA.field(name).type)
             arrays[name] = values.take(chosen)
         for name, value in {**self.constants, "status": OK}.items():
@@ -168,7 +172,7 @@ def expand_batch(
     listed = batch[version_column].to_pylist() if version_column in batch.column_names else [None] * batch.num_rows
     overrides = {  # the columns some row of this batch sets a value of its own in
         name: batch[name].to_pylist()
-        for name in OVERRIDE_COLUMNS
+        for name in override_columns(spec, expansion.family)
         if name in batch.column_names and batch[name].null_count < batch.num_rows
     }
     own: dict[str, Any] = {}  # a row's own values: none where no row of the batch sets any
@@ -190,7 +194,7 @@ def expand_row(
     """One manifest row -> its ``variants`` items, or one error row, as dicts: ``expand_batch`` of that row."""
     expansion = Expansion(spec, run_id, output_url, duplicates, identities)
     key = row.get(spec.manifest.key_column)
-    overrides = {name: row[name] for name in OVERRIDE_COLUMNS if name in row}
+    overrides = {name: row[name] for name in override_columns(spec, expansion.family) if name in row}
     expansion.add(None if key is None else str(key), row.get(spec.manifest.image_column),
                   row.get(spec.manifest.version_column), overrides)
     return expansion.table().to_pylist()

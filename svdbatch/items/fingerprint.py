@@ -1,9 +1,10 @@
 """An item's fingerprint: what shapes its video, hashed. A changed fingerprint renders the item again.
 
 The fingerprint is the first 32 hex digits of ``sha256`` of ``json.dumps(shaping, sort_keys=True)``: the model and
-its weights, the render parameters, the seed, the image (URI and version), the encoding, and the step cache and
-sampler where they differ from the model's own way. Items that share a spec, parameters and weights differ only in
-their seed and image, so ``Fingerprint`` writes the JSON of the rest once and each item adds its three values.
+its weights, the render parameters (for Wan and LTX also the prompts, guidance and shift), the seed, the image (URI
+and version), the encoding, and the step cache and sampler where they differ from the model's own way. Items that
+share a spec, parameters and weights differ only in their seed and image, so ``Fingerprint`` writes the JSON of the
+rest once and each item adds its three values.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from svdbatch.items.metadata import RENDER_COLUMNS
+from svdbatch.model.families import prompted
 from svdbatch.spec.config import JobSpec
+from svdbatch.spec.render import PROMPTED_PARAMS
 
 # The shaping fields each item has its own value of. Their names sort next to each other, so the JSON text is the
 # shared fields before them, these three, then the shared fields after them.
@@ -29,6 +32,8 @@ def shared_shaping(spec: JobSpec, params: dict[str, Any], weights: Any) -> dict[
         "params": [params[name] for name in RENDER_COLUMNS],
         "video": spec.video.model_dump(mode="json"),
     }
+    if prompted(params.get("model_family")):  # absent for SVD, whose fingerprints predate the other families
+        shaping["family"] = [params["model_family"], *(params[name] for name in PROMPTED_PARAMS)]
     if spec.model.step_cache.enabled:  # absent when off: a spec that does not use it shapes what it always did
         shaping["step_cache"] = spec.model.step_cache.model_dump()
     if not spec.model.scheduler.is_default:  # likewise: the model's own sampler is the default way

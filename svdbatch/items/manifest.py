@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from svdbatch import storage
 from svdbatch.errors import UserError
-from svdbatch.items.params import OVERRIDE_COLUMNS
+from svdbatch.items.prompts import manifest_columns
 from svdbatch.spec.config import JobSpec
 
 
@@ -156,7 +156,8 @@ def used_columns(spec: JobSpec, schema: pa.Schema, same_columns: bool = True) ->
     when the files' columns differ, as a file may lack a column another one has."""
     if not same_columns:
         return None
-    used = {spec.manifest.key_column, spec.manifest.image_column, spec.manifest.version_column, *OVERRIDE_COLUMNS}
+    used = {spec.manifest.key_column, spec.manifest.image_column, spec.manifest.version_column, "seed", "variants"}
+    used.update(manifest_columns(spec))
     return [name for name in schema.names if name in used]
 
 

@@ -32,7 +32,12 @@ METADATA_SCHEMA = pa.schema(
         pa.field("max_guidance_scale", pa.float64()),
         pa.field("decode_chunk_size", pa.int32()),
         pa.field("fit", pa.string()),
+        pa.field("guidance_scale", pa.float64()),
+        pa.field("shift", pa.float64()),
+        pa.field("prompt", pa.string()),
+        pa.field("negative_prompt", pa.string()),
         pa.field("model_source", pa.string()),
+        pa.field("model_family", pa.string()),
         pa.field("model_identity", pa.string()),
         pa.field("model_dtype", pa.string()),
         pa.field("model_options", pa.string()),
@@ -85,7 +90,8 @@ REJECTED = "rejected"  # rendered, but a quality gate refused it: in the table, 
 SKIPPED = "skipped"  # committed by an earlier run with the same fingerprint; never written to the table
 REMOVED = "removed"  # its key left the manifest and a pruning run deleted its video
 
-# The parameters a video is rendered with, in the order the pipeline call and the docs list them.
+# SVD's render parameters, in the order the pipeline call and the docs list them; the prompted families' (Wan, LTX)
+# are spec.render.PROMPTED_PARAMS, null in SVD's rows as SVD's own (SVD_PARAMS) are in theirs.
 RENDER_COLUMNS = [
     "width",
     "height",
@@ -99,6 +105,14 @@ RENDER_COLUMNS = [
     "decode_chunk_size",
     "fit",
 ]
+
+
+def guided(row: dict[str, Any]) -> bool:
+    """Whether classifier-free guidance is on (the pipeline runs both branches a step): SVD's max_guidance_scale, or
+    Wan's and LTX's guidance_scale, above 1."""
+    svd = row.get("max_guidance_scale")
+    scale = svd if svd is not None else row.get("guidance_scale")
+    return scale is not None and scale > 1
 
 
 def blank_row() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,7 +63,8 @@ def _spec_kinds() -> dict[str, str]:
     """What the run expects in the columns it reads from a row: the render parameters, seed and variants."""
     kinds = {"seed": "a number", "variants": "a number"}
     for name, field in RenderParams.model_fields.items():
-        kinds[name] = "a number" if field.annotation in (int, float) else "text"
+        numeric = {field.annotation, *get_args(field.annotation)} & {int, float}  # guidance_scale: float | None
+        kinds[name] = "a number" if numeric else "text"
     return kinds
 
 
@@ -89,7 +90,7 @@ def read_params(url: str, options: dict[str, Any]) -> dict[str, dict[str, Any]]:
         for name, raw in row.items():
             if name == "key" or raw in ("", None):
                 continue
-            value = _value(raw)
+            value = raw if kinds.get(name) == "text" else _value(raw)  # a prompt "yes" or "42" is text
             expected = kinds.get(name) or first.setdefault(name, (_kind(value), reader.line_num))[0]
             if _kind(value) != expected:
                 since = f" (like line {first[name][1]})" if name in first else ""

@@ -9,8 +9,10 @@ what a video costs in FLOPs. The stages, seeds, resume, commit and report never 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def fresh_scheduler(pipe, shift: float | None) -> None:
@@ -41,6 +43,8 @@ def size_problem(width: int, height: int, multiple: int, family: str) -> str | N
 def render(pipe, image, params: dict, seed: int, device: str, **extra) -> torch.Tensor:
     """The one call of a prompted image-to-video pipeline, as plain diffusers writes it, with the family's ``extra``
     arguments: (F, 3, H, W) floats in [0, 1]. The seed reaches the pipeline as one generator on the device."""
+    import torch
+
     fresh_scheduler(pipe, params.get("shift"))
     generator = torch.Generator(device).manual_seed(seed)
     with torch.inference_mode():

@@ -6,6 +6,8 @@ and on. The configs are those of stabilityai/stable-video-diffusion-img2vid-xt.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from svdbatch.model.step_cache import cached_steps
@@ -41,9 +43,13 @@ LATENT_SCALE = 8
 
 
 def on_meta(module_class, config: dict):
+    """The module built on the meta device from ``config``: its constructor arguments, or a model's config.json
+    (whose other keys, such as ``_class_name``, are left out)."""
+    accepted = inspect.signature(module_class.__init__).parameters
+    arguments = {name: value for name, value in config.items() if name in accepted}
     # Building under the meta device allocates nothing; one mixing parameter is still made on the CPU, hence .to().
     with torch.device("meta"):
-        return module_class(**config).to("meta")
+        return module_class(**arguments).to("meta")
 
 
 def counted(call) -> float:

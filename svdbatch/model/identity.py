@@ -1,9 +1,9 @@
 """Which weights a model spec names, without torch: the files a diffusers pipeline folder loads (one listing,
 the variant's safetensors and the configs), their identity, hub ids and ``model.unet`` sources.
 
-The driver checks ``model_identity`` before any work and the resume decision compares it, so this module imports
-neither torch nor diffusers at load (``import svdbatch.ray.driver`` stays light; the embedded tiny models' families,
-which import torch, are looked up only for them)."""
+The driver checks ``model_identity`` and ``model_family`` before any work and the resume decision compares the
+identity, so this module imports neither torch nor diffusers (``import svdbatch.ray.driver`` stays light; the family
+modules import torch only inside their functions)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from svdbatch import storage
 from svdbatch.errors import UserError
+from svdbatch.model.families import FAMILIES, TINY_SOURCES
 from svdbatch.spec.config import TINY_MODELS, ModelSpec
 
 CONFIG_SUFFIXES = (".json", ".txt")
@@ -169,8 +170,6 @@ def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> st
 
 def _source_identity(spec: ModelSpec, options: dict[str, Any] | None) -> str:
     if spec.source in TINY_MODELS:
-        from svdbatch.model.families import TINY_SOURCES  # torch: only for an embedded tiny model
-
         return TINY_SOURCES[spec.source].TINY_VERSION
     if is_remote(spec.source):
         fs, root = storage.filesystem(spec.source, options)
@@ -235,3 +234,42 @@ def unet_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> str
 def unet_location(unet: str) -> str:
     """An object-store URL as given, a local path made absolute."""
     return unet if is_remote(unet) else str(Path(unet.removeprefix("file://")).expanduser())
+
+
+def model_family(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
+    """The family (``svd``, ``wan``, ``ltx``) that drives ``model.source``: ``model.family`` when named, else from
+    the pipeline class its model_index.json names. A hub id whose index can be read neither online nor from the
+    cache is taken as SVD; the generation actor fails its rows in one line if the model is another family."""
+    if spec.family != "auto":
+        return spec.family
+    index = model_config(spec, options)
+    if index is None:
+        return "svd"
+    pipeline = index.get("_class_name")
+    if pipeline not in FAMILIES:
+        supported = ", ".join(FAMILIES)
+        raise ModelError(f"model.source {spec.source}: {pipeline} is not supported (svdbatch renders {supported})")
+    return FAMILIES[pipeline].NAME
+
+
+def model_config(
+    spec: ModelSpec, options: dict[str, Any] | None = None, name: str = "model_index.json"
+) -> dict[str, Any] | None:
+    """A JSON file of model.source (``model_index.json``, ``transformer/config.json``, ...), read without loading the
+    model; None for a hub id that can be read neither online nor from the cache, and for an embedded tiny model's
+    other files (they exist only once a process built it)."""
+    if spec.source in TINY_MODELS:
+        return {"_class_name": TINY_SOURCES[spec.source].PIPELINE} if name == "model_index.json" else None
+    if is_remote(spec.source) or looks_local(spec.source) or Path(spec.source).exists():
+        url = spec.source if is_remote(spec.source) else str(local_folder(spec))
+        fs, root = storage.filesystem(url, options)
+        return json.loads(storage.retrying(lambda: fs.cat_file(f"{root.rstrip('/')}/{name}")))
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    path = try_to_load_from_cache(spec.source, name, cache_dir=hub_cache())
+    if not isinstance(path, str):
+        try:
+            path = hf_hub_download(spec.source, name, cache_dir=hub_cache(), etag_timeout=HUB_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - offline or unreachable: the file cannot be read
+            return None
+    return json.loads(Path(path).read_text())

@@ -6,11 +6,13 @@ MP4's rate. Frames come in 8k+1 at widths and heights that are multiples of 32 (
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from svdbatch.model import family
 from svdbatch.model.family import frame_problem, render, size_problem
-from svdbatch.model.flops import counted, on_meta
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "ltx"
 PIPELINE = "LTXImageToVideoPipeline"
@@ -19,6 +21,12 @@ TINY_VERSION = "tiny-ltx-v1"
 FRAME_STEP = 8
 SIZE_MULTIPLE = 32
 PROMPTS = True
+BATCHED = False  # one image per call (the pipeline takes one), with the item's own generator
+GUIDANCE_SCALE = 3.0  # the pipeline's default guidance_scale
+# The embedded tiny model's generation seconds on the 2-core machine (docs/benchmarks.md: the fastest of 8 calls
+# under load), which svdbatch plan scales by pixels x frames x steps for a job on it.
+TINY_MEASURED = {"width": 128, "height": 64, "num_frames": 9, "num_inference_steps": 4}
+TINY_SECONDS = 0.98
 TEXT_TOKENS = 128  # the pipeline's max_sequence_length: longer prompts are truncated by its tokenizer
 
 # The embedded tiny model: diffusers' test sizes (a VAE compressing space and time by 4).
@@ -66,6 +74,7 @@ FULL_SIZE = {
 
 def build_tiny():
     """Real LTX-Video classes at diffusers' test sizes, deterministic random weights, a local tokenizer."""
+    import torch
     from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXImageToVideoPipeline
     from diffusers import LTXVideoTransformer3DModel
     from transformers import T5Config, T5EncoderModel
@@ -95,6 +104,11 @@ def problems(params: dict, multiple: int = SIZE_MULTIPLE) -> list[str]:
     return [problem for problem in found if problem]
 
 
+def pipe_problems(pipe, params: dict) -> list[str]:
+    """``problems`` with the loaded pipeline's own size multiple."""
+    return problems(params)
+
+
 def call(pipe, image, params: dict, seed: int, device: str) -> torch.Tensor:
     """The one LTX call, as plain diffusers writes it: (F, 3, H, W) floats in [0, 1]."""
     return render(pipe, image, params, seed, device, frame_rate=params["fps"])
@@ -103,6 +117,8 @@ def call(pipe, image, params: dict, seed: int, device: str) -> torch.Tensor:
 def transformer_inputs(model, width: int, height: int, frames: int, branches: int, device) -> dict:
     """One transformer call's arguments at a video's latent size (``branches`` 2: both classifier-free guidance
     halves), with the per-token timesteps image-to-video passes (the first frame's tokens are conditioning)."""
+    import torch
+
     latent = ((frames - 1) // LTX_TEMPORAL + 1, height // LTX_SPATIAL, width // LTX_SPATIAL)
     tokens = latent[0] * latent[1] * latent[2]
     return dict(
@@ -121,13 +137,18 @@ def transformer_flops(config: dict, width: int, height: int, frames: int, branch
     """One transformer call at a video's latent size, counted on the meta device."""
     from diffusers import LTXVideoTransformer3DModel
 
+    from svdbatch.model.flops import counted, on_meta
+
     model = on_meta(LTXVideoTransformer3DModel, config)
     args = transformer_inputs(model, width, height, frames, branches, "meta")
     return counted(lambda: model(**args))
 
 
 def vae_decode_flops(config: dict, width: int, height: int, frames: int) -> float:
+    import torch
     from diffusers import AutoencoderKLLTXVideo
+
+    from svdbatch.model.flops import counted, on_meta
 
     vae = on_meta(AutoencoderKLLTXVideo, config)
     latents = torch.zeros(
@@ -137,7 +158,9 @@ def vae_decode_flops(config: dict, width: int, height: int, frames: int) -> floa
         height // LTX_SPATIAL,
         width // LTX_SPATIAL,
     )
-    return counted(lambda: vae.decode(latents.to("meta"), return_dict=False))
+    # LTX-Video 0.9.1 and later decode at a timestep (timestep_conditioning): the pipeline passes decode_timestep.
+    timestep = torch.zeros(1, device="meta") if vae.config.timestep_conditioning else None
+    return counted(lambda: vae.decode(latents.to("meta"), timestep, return_dict=False))
 
 
 def video_flops(

@@ -7,11 +7,13 @@ widths and heights that are multiples of the VAE's spatial factor times the tran
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from svdbatch.model import family
 from svdbatch.model.family import frame_problem, render, size_problem
-from svdbatch.model.flops import counted, on_meta
+
+if TYPE_CHECKING:
+    import torch
 
 NAME = "wan"
 PIPELINE = "WanImageToVideoPipeline"
@@ -19,6 +21,12 @@ TINY_SOURCE = "svdbatch:tiny-wan"
 TINY_VERSION = "tiny-wan-v1"
 FRAME_STEP = 4
 PROMPTS = True
+BATCHED = False  # one image per call (the pipeline takes one), with the item's own generator
+GUIDANCE_SCALE = 5.0  # the pipeline's default guidance_scale
+# The embedded tiny model's generation seconds on the 2-core machine (docs/benchmarks.md: the fastest of 8 calls
+# under load), which svdbatch plan scales by pixels x frames x steps for a job on it.
+TINY_MEASURED = {"width": 128, "height": 64, "num_frames": 9, "num_inference_steps": 4}
+TINY_SECONDS = 0.21
 TEXT_TOKENS = 512  # the pipeline's max_sequence_length: longer prompts are truncated by its tokenizer
 IMAGE_TOKENS = 257  # CLIP ViT-H/14 at 224: 256 patches + the class token (Wan 2.1 I2V, Wan 2.2 I2V)
 
@@ -111,6 +119,7 @@ FULL_SIZE = {
 
 def build_tiny():
     """Real Wan 2.1 I2V classes at diffusers' test sizes, deterministic random weights, a local tokenizer."""
+    import torch
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
     from diffusers import WanTransformer3DModel
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, UMT5Config, UMT5EncoderModel
@@ -149,6 +158,11 @@ def problems(params: dict, multiple: int = 16) -> list[str]:
     return [problem for problem in found if problem]
 
 
+def pipe_problems(pipe, params: dict) -> list[str]:
+    """``problems`` with the loaded pipeline's own size multiple."""
+    return problems(params, spatial_multiple(pipe))
+
+
 def call(pipe, image, params: dict, seed: int, device: str) -> torch.Tensor:
     """The one Wan call, as plain diffusers writes it: (F, 3, H, W) floats in [0, 1]."""
     return render(pipe, image, params, seed, device)
@@ -157,6 +171,8 @@ def call(pipe, image, params: dict, seed: int, device: str) -> torch.Tensor:
 def transformer_inputs(model, width: int, height: int, frames: int, vae_spatial: int, branches: int, device) -> dict:
     """One transformer call's arguments at a video's latent size (``branches`` 2: both classifier-free guidance
     halves). A model without an image encoder (Wan 2.2 TI2V) takes one timestep per token (``expand_timesteps``)."""
+    import torch
+
     config = model.config
     latent_frames = (frames - 1) // FRAME_STEP + 1
     shape = (branches, config.in_channels, latent_frames, height // vae_spatial, width // vae_spatial)
@@ -175,13 +191,18 @@ def transformer_flops(config: dict, width: int, height: int, frames: int, vae_sp
     """One transformer call at a video's latent size, counted on the meta device."""
     from diffusers import WanTransformer3DModel
 
+    from svdbatch.model.flops import counted, on_meta
+
     model = on_meta(WanTransformer3DModel, config)
     args = transformer_inputs(model, width, height, frames, vae_spatial, branches, "meta")
     return counted(lambda: model(**args))
 
 
 def vae_decode_flops(config: dict, width: int, height: int, frames: int) -> float:
+    import torch
     from diffusers import AutoencoderKLWan
+
+    from svdbatch.model.flops import counted, on_meta
 
     vae = on_meta(AutoencoderKLWan, config)
     spatial = vae.config.scale_factor_spatial

@@ -21,7 +21,8 @@ from svdbatch.estimate.plan_report import PlanReport
 from svdbatch.items import manifest
 from svdbatch.items.decide import TO_RENDER, Category
 from svdbatch.items.metadata import SKIPPED
-from svdbatch.model.identity import model_identity
+from svdbatch.model.families import spec_problems
+from svdbatch.model.identity import model_family, model_identity
 from svdbatch.ray import dataset, internals
 from svdbatch.ray.cluster import prepare_pool, start_ray, start_workers
 from svdbatch.ray.meter import RayMetrics
@@ -36,22 +37,27 @@ from svdbatch.store import commit, lease
 MAX_PROBLEMS = 20
 
 
-def preflight(spec: JobSpec, write: bool = True) -> tuple[manifest.ManifestInfo, str]:
+def preflight(spec: JobSpec, write: bool = True) -> tuple[manifest.ManifestInfo, str, str]:
     """Everything that can fail for the whole job is checked here, before any image is read or GPU is used, within
     ``storage.PREFLIGHT_S``: a store that does not answer is named in one line, not waited on.
 
-    Returns the manifest's facts and the model's identity (``model.model_identity``, one listing of its files).
+    Returns the manifest's facts, the model's identity (``model.model_identity``, one listing of its files) and its
+    family (``model.model_family``), whose render parameters the spec's must suit.
     ``write``: the output must be writable (run); else only reachable (plan writes nothing).
     """
 
-    def checks() -> tuple[manifest.ManifestInfo, str]:
+    def checks() -> tuple[manifest.ManifestInfo, str, str]:
         info = manifest.inspect(spec)
         identity = model_identity(spec.model, spec.storage_options)
+        family = model_family(spec.model, spec.storage_options)
+        problems = spec_problems(spec, family)
+        if problems:
+            raise UserError(f"model.source {spec.model.source} is {family}: {'; '.join(problems)}")
         if write:
             storage.check_writable(spec.output.url, spec.storage_options)
         else:
             storage.check_readable(spec.output.url, spec.storage_options)
-        return info, identity
+        return info, identity, family
 
     try:
         return storage.within(checks, spec.storage_options)
@@ -59,12 +65,12 @@ def preflight(spec: JobSpec, write: bool = True) -> tuple[manifest.ManifestInfo,
         raise JobError(str(error)) from error
 
 
-def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str) -> PlanReport:
+def plan(spec: JobSpec, info: manifest.ManifestInfo, identity: str, family: str = "svd") -> PlanReport:
     """Expand and decide the whole manifest as a run would (no images, no model): items per category and render
     shape, the first problems, and how many committed items left the manifest (what ``output.prune`` removes)."""
     committed = dataset.read_committed(spec)  # read once: the resume join and the prune anti-join see the same state
     removals = dataset.removals(spec, info, committed)
-    items, _ = dataset.joined_items(spec, info, RunContext("plan", info.duplicate_keys, identity), committed)
+    items, _ = dataset.joined_items(spec, info, RunContext("plan", info.duplicate_keys, identity, family), committed)
     tallies = dataset.decided(items, TallyItems(spec, MAX_PROBLEMS).__call__).take_all()
     report = PlanReport(files=len(info.files), rows=info.rows, prune=spec.output.prune)
     shapes: Counter = Counter()
@@ -101,7 +107,7 @@ def run(
     refuse in one line, unless ``take_over``.
     """
     started = time.time()
-    info, identity = preflight(spec)
+    info, identity, family = preflight(spec)
     run_id = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started)) + "-" + uuid.uuid4().hex[:8]
     wait_s = spec.lease.ttl_s + lease.WAIT_MARGIN_S if lease_wait_s is None else lease_wait_s
     held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over, wait_s)
@@ -113,7 +119,8 @@ def run(
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
         if spec.output.prune:
             _prune(spec, info, run_id, committer)
-        items, expected = _to_render(spec, info, RunContext(run_id, info.duplicate_keys, identity), committer)
+        context = RunContext(run_id, info.duplicate_keys, identity, family)
+        items, expected = _to_render(spec, info, context, committer)
         meter = RayMetrics(spec, run_id)
         meter.record(metrics.skipped(committer.counts.skipped, meter.node_id))
         try:
@@ -123,7 +130,7 @@ def run(
             raise JobError(str(error)) from error
         held.check()  # publish only while this run still holds the output
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-        return record.summarize(spec, run_id, committer.counts, started, workers)
+        return record.summarize(spec, run_id, committer.counts, started, workers, family)
     except stopping.Stopped as stop:
         raise stopping.Stopped(stop.signum, _stopped(spec, committer, held)) from None
     except BaseException as error:

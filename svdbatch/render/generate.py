@@ -1,9 +1,10 @@
 """The generation stage: one pipeline per instance, items in, uint8 frames out.
 
-Items that share every call parameter go through one pipeline call with one ``torch.Generator`` per item, so a
-video's pixels depend only on its own seed and parameters, never on which items it was batched with. A failing
-batch is retried item by item so one bad item cannot take its neighbours down with it; out of memory and fatal
-CUDA errors follow the policy in faults.py.
+SVD items that share every call parameter go through one pipeline call with one ``torch.Generator`` per item, so a
+video's pixels depend only on its own seed and parameters, never on which items it was batched with. Wan and LTX
+items go one per call (the family module's ``call``), with their own generator. A failing batch is retried item by
+item so one bad item cannot take its neighbours down with it; out of memory and fatal CUDA errors follow the policy
+in faults.py.
 """
 
 from __future__ import annotations
@@ -20,15 +21,17 @@ from PIL import Image
 
 from svdbatch.items.metadata import OK, RENDER_COLUMNS, fail, to_rows, to_table
 from svdbatch.model.cache import copy_record, resolve_unet
+from svdbatch.model.families import FAMILIES
 from svdbatch.model.identity import ModelError
 from svdbatch.model.loading import applied_options, dtype_name, load_pipeline, pick_dtype, resolve_source
 from svdbatch.model.provenance import provenance
 from svdbatch.model.step_cache import cached_steps
 from svdbatch.render import faults
 from svdbatch.spec.config import JobSpec, StepCacheSpec
+from svdbatch.spec.render import PROMPTED_PARAMS
 
 # Items share a pipeline call only when every call argument matches; "fit" was applied to the image already.
-CALL_PARAMS = tuple(name for name in RENDER_COLUMNS if name != "fit")
+CALL_PARAMS = tuple(name for name in [*RENDER_COLUMNS, *PROMPTED_PARAMS] if name != "fit")
 
 
 class DeviceLost(RuntimeError):
@@ -106,10 +109,11 @@ class VideoGenerator:
         self.model_copy = copy_record(path)
         unet = resolve_unet(self.spec.model, self.spec.storage_options)
         self.pipe = load_pipeline(self.spec.model, self.device, path, unet)
-        if type(self.pipe).__name__ != "StableVideoDiffusionPipeline":  # Wan and LTX load, but jobs do not drive them
+        self.family = FAMILIES[type(self.pipe).__name__]
+        if self.spec.model.family not in ("auto", self.family.NAME):
             raise ModelError(
-                f"model.source {self.spec.model.source}: {type(self.pipe).__name__} is not rendered by jobs yet "
-                "(svdbatch.model.wan / ltx drive it directly); jobs render StableVideoDiffusionPipeline models"
+                f"model.family {self.spec.model.family}: model.source {self.spec.model.source} is "
+                f"{type(self.pipe).__name__} ({self.family.NAME})"
             )
         # Where this pipeline runs, stamped on every row; the Ray adapter adds the node and GPU ids.
         self.placement: dict[str, Any] = {
@@ -124,9 +128,9 @@ class VideoGenerator:
         groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
             row.update(self.placement)
-            if row["status"] == OK:
+            if row["status"] == OK and not self._misfit(row):
                 groups[tuple(row[name] for name in CALL_PARAMS)].append(row)
-        size = self.spec.compute.batch_size
+        size = self.spec.compute.batch_size if self.family.BATCHED else 1
         try:
             for group in groups.values():
                 for start in range(0, len(group), size):
@@ -134,6 +138,19 @@ class VideoGenerator:
         except DeviceLost as lost:
             self.device_lost(lost, [row for row in rows if row["status"] == OK and row.get("frames") is None])
         return to_table(rows)
+
+    def _misfit(self, row: dict[str, Any]) -> bool:
+        """Fail a row this pipeline cannot render as planned: expanded for another family (the driver could not
+        read the model's pipeline class), or at a size the loaded model cannot take."""
+        item = f"generate {row['key']!r} v{row['variant']}"
+        if row["model_family"] != self.family.NAME:
+            pipeline = type(self.pipe).__name__
+            fail(row, f"{item}: planned as {row['model_family']}, but model.source is {pipeline}: set model.family")
+        else:
+            problems = self.family.pipe_problems(self.pipe, row)
+            if problems:
+                fail(row, f"{item}: {'; '.join(problems)}")
+        return row["status"] != OK
 
     def device_lost(self, lost: DeviceLost, unrendered: list[dict[str, Any]]) -> None:
         """Plain use has no one to restart this process: the error ends the call. The Ray adapter overrides this."""
@@ -158,10 +175,11 @@ class VideoGenerator:
         """Out of memory: retry in two halves, then with fewer frames decoded at once, then give up on the item."""
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
-        retry = faults.after_out_of_memory(len(items), chunk, items[0]["num_frames"])
+        retry = faults.after_out_of_memory(len(items), chunk or 1, items[0]["num_frames"])  # Wan, LTX: no chunk
         if retry is None:
             item = items[0]
-            cause = f"out of memory at batch 1, decode_chunk_size {chunk}: {type(error).__name__}: {error}"
+            at = f"batch 1, decode_chunk_size {chunk}" if chunk else "batch 1"
+            cause = f"out of memory at {at}: {type(error).__name__}: {error}"
             fail(item, f"generate {item['key']!r} v{item['variant']}: {cause}")
         elif retry.split:
             half = len(items) // 2
@@ -182,7 +200,10 @@ class VideoGenerator:
         started = time.perf_counter()
         params = {**first, "decode_chunk_size": chunk}
         seeds = [item["seed"] for item in items]
-        floats = call_pipeline(self.pipe, images, seeds, params, self.device, self.spec.model.step_cache)
+        if self.family.BATCHED:
+            floats = call_pipeline(self.pipe, images, seeds, params, self.device, self.spec.model.step_cache)
+        else:
+            floats = self.family.call(self.pipe, images[0], params, seeds[0], self.device).unsqueeze(0)
         frames, nonfinite = to_uint8(floats), nonfinite_frames(floats)
         elapsed = time.perf_counter() - started
         peak = torch.cuda.max_memory_allocated() if on_cuda else None

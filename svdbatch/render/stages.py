@@ -67,12 +67,13 @@ def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
 
 @dataclass(frozen=True)
 class RunContext:
-    """What the driver learnt before the run starts: its id, the keys on several manifest rows (with their count)
-    and the model's identity (``model.model_identity``)."""
+    """What the driver learnt before the run starts: its id, the keys on several manifest rows (with their count),
+    the model's identity (``model.model_identity``) and family (``model.model_family``)."""
 
     run_id: str
     duplicates: dict[str, int] = field(default_factory=dict)
     model_identity: str | None = None
+    family: str = "svd"
 
 
 class ExpandRows:
@@ -86,7 +87,8 @@ class ExpandRows:
         self.run = run
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        identities = {"model": self.run.model_identity, "sources": source_versions(batch, self.job)}
+        sources = source_versions(batch, self.job)
+        identities = {"model": self.run.model_identity, "sources": sources, "family": self.run.family}
         return expand_batch(batch, self.job, self.run.run_id, self.job.output.url, self.run.duplicates, identities)
 
 
@@ -121,7 +123,7 @@ def count_work(items: pa.Table) -> pa.Table:
     return pa.table({"skipped": [skipped], "to_render": [items.num_rows - tallies.num_rows]})
 
 
-TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps", "max_guidance_scale"]
+TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps", "max_guidance_scale", "guidance_scale"]
 
 
 class TallyItems:

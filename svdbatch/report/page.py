@@ -228,7 +228,7 @@ def _card(index: int, row: dict[str, Any], poster: Shown, source: Shown | None, 
         f"seed {row['seed']}",
         f"{row['width']}x{row['height']}",
         f"{row['num_frames']} frames @ {row['fps']} fps",
-        f"motion {row['motion_bucket_id']}",
+        f"motion {row['motion_bucket_id']}" if row.get("prompt") is None else f"prompt {row['prompt'][:60]!r}",
         *_quality(row),
     ]
     # Each fact wraps as a whole: "8 frames" or "mean motion 26.1" is never split across lines.

@@ -116,7 +116,7 @@ class Progress:
 
 
 def summarize(
-    spec: JobSpec, run_id: str, counts: Counts, started: float, workers: list[dict[str, Any]]
+    spec: JobSpec, run_id: str, counts: Counts, started: float, workers: list[dict[str, Any]], family: str = "svd"
 ) -> RunSummary:
     """The run's summary, written with its job record (``write_job_record``) before it is returned."""
     summary = RunSummary(
@@ -132,7 +132,7 @@ def summarize(
         gpu_seconds=gpu_seconds(spec, counts, workers),
         price_per_gpu_hour=spec.compute.price_per_gpu_hour,
     )
-    record = job_record(spec, summary, started, counts.environments, workers)
+    record = job_record(spec, summary, started, counts.environments, workers, family)
     record["timings"] = timing_records(counts.timings)  # seconds per video by setting: what plan learns from
     write_job_record(spec, record)
     return summary
@@ -161,12 +161,14 @@ def job_record(
     started: float,
     environments: list[dict[str, str]],
     workers: list[dict[str, Any]] | None = None,
+    family: str = "svd",
 ) -> dict[str, Any]:
     """What ran, with which versions, when, and what came of it; storage secrets are redacted.
 
     ``versions`` are the driver's; ``environments`` the distinct GPU/CUDA/driver/library sets that rendered;
     ``workers`` each generation actor's node, GPU, model load time and when it was ready (seconds after the start);
-    ``flops`` what a video at the spec's render defaults costs (one UNet branch a step when guidance is off).
+    ``flops`` what an SVD video at the spec's render defaults costs (one UNet branch a step when guidance is off;
+    null for the other families, whose count ``svdbatch plan`` makes from the model's configs).
     """
     resolved = spec.model_dump(mode="json")
     resolved["storage_options"] = storage.redact(resolved["storage_options"])
@@ -180,7 +182,7 @@ def job_record(
         "summary": {**asdict(summary), **summary.costs()},
         "workers": workers or [],
         "model_copies": model_copies(workers or []),
-        "flops": flop_record(spec),
+        "flops": flop_record(spec) if family == "svd" else None,
     }
 
 

@@ -9,20 +9,24 @@ from __future__ import annotations
 import difflib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from svdbatch.errors import UserError
+from svdbatch.spec.render import (  # noqa: F401 - the spec's names, imported from here by every package
+    MAX_PROMPT_CHARS,
+    MAX_VARIANTS,
+    SEED_MASK,
+    RenderParams,
+    SeedSpec,
+    Strict,
+    unet_branches,
+)
 
 TINY_MODEL = "svdbatch:tiny"
 # The embedded tiny models, one per family (SVD, Wan, LTX): built locally, never downloaded.
 TINY_MODELS = (TINY_MODEL, "svdbatch:tiny-wan", "svdbatch:tiny-ltx")
 # Fields that were renamed: a spec still using the old name gets told the new one.
 RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
-
-
-SEED_BITS = 63  # seeds fit Parquet's int64 and torch.Generator.manual_seed
-SEED_MASK = (1 << SEED_BITS) - 1
-MAX_VARIANTS = 10_000  # per manifest row, from the spec or the row's own ``variants`` column
 
 
 def lookup(tree: Any, field: str) -> Any:
@@ -36,11 +40,7 @@ class SpecError(UserError, ValueError):
     """A job spec problem, phrased as one line that says what to fix."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ManifestSpec(_Strict):
+class ManifestSpec(Strict):
     path: str = Field(
         description="Parquet manifest: a file, a directory of files or a glob; fsspec URL or local path (a relative "
         "one resolves against the spec file's folder)."
@@ -51,6 +51,16 @@ class ManifestSpec(_Strict):
         description="Column holding each row's image URI: an absolute path or URL (as `svdbatch manifest` writes); "
         "the manifest's URIs are data, not resolved against the spec's folder.",
     )
+    prompt_column: str = Field(
+        default="prompt",
+        description="Optional column holding each row's prompt (Wan and LTX); where it is absent or null the row gets "
+        "render.prompt (or seeds.prompt_sweep's entry).",
+    )
+    negative_prompt_column: str = Field(
+        default="negative_prompt",
+        description="Optional column holding each row's negative prompt (Wan and LTX); absent or null: "
+        "render.negative_prompt.",
+    )
     version_column: str = Field(
         default="image_version",
         description="Optional column naming the version of each row's image (ETag, version id, hash); where it is "
@@ -58,7 +68,7 @@ class ManifestSpec(_Strict):
     )
 
 
-class ShardSpec(_Strict):
+class ShardSpec(Strict):
     enabled: bool = Field(
         default=False,
         description="Also write WebDataset tar shards of the ok videos ({key}.mp4, .json row, .jpg input) under "
@@ -78,7 +88,7 @@ class ShardSpec(_Strict):
     )
 
 
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     url: str = Field(
         description="Where videos (videos/) and the metadata table (metadata/) are written: fsspec URL or local path "
         "(a relative one resolves against the spec file's folder)."
@@ -91,7 +101,7 @@ class OutputSpec(_Strict):
     shards: ShardSpec = Field(default_factory=ShardSpec, description="WebDataset shards for training loaders.")
 
 
-class StepCacheSpec(_Strict):
+class StepCacheSpec(Strict):
     """DeepCache-style reuse of the UNet's deep features between neighbouring denoising steps."""
 
     enabled: bool = Field(
@@ -149,7 +159,7 @@ def _option_error(name: str, key: str, value: Any) -> str | None:
     return None
 
 
-class SchedulerSpec(_Strict):
+class SchedulerSpec(Strict):
     """The sampler that turns the UNet's predictions into the next latents (svdbatch/model/sampler.py)."""
 
     name: str = Field(
@@ -188,12 +198,18 @@ class SchedulerSpec(_Strict):
         return self.name == "euler" and not self.config
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     source: str = Field(
         default=TINY_MODEL,
         description=f"Hub id, local diffusers directory or fsspec URL of one; '{TINY_MODEL}' is the embedded tiny "
         "random-weight pipeline used for demos and tests. A relative folder (starting ./ or ../, or one that exists "
         "beside a local spec) resolves against the spec file's folder; any other org/name is a hub id.",
+    )
+    family: Literal["auto", "svd", "wan", "ltx"] = Field(
+        default="auto",
+        description="Which pipeline the model is: 'auto' reads the pipeline class from its model_index.json "
+        "(StableVideoDiffusionPipeline: svd, WanImageToVideoPipeline: wan, LTXImageToVideoPipeline: ltx); name it "
+        "where the driver cannot read that file (a hub id, offline and not cached, is taken as svd).",
     )
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = Field(
         default="auto", description="Weight and compute dtype; 'auto' is fp16 on CUDA and fp32 on CPU."
@@ -224,62 +240,7 @@ class ModelSpec(_Strict):
     )
 
 
-class RenderParams(_Strict):
-    """Everything the SVD call takes besides the image and the seed. Manifest rows may override any of these."""
-
-    width: int = Field(default=1024, ge=8, le=4096, multiple_of=8, description="Video width in pixels.")
-    height: int = Field(default=576, ge=8, le=4096, multiple_of=8, description="Video height in pixels.")
-    num_frames: int = Field(default=25, ge=1, le=256, description="Frames per video (SVD-XT: 25, SVD: 14).")
-    num_inference_steps: int = Field(default=25, ge=1, le=1000, description="Denoising steps.")
-    fps: int = Field(default=7, ge=1, le=120, description="Frame rate: the conditioning (as fps-1) and the MP4's.")
-    motion_bucket_id: int = Field(default=127, ge=0, le=1023, description="Amount of motion; higher moves more.")
-    noise_aug_strength: float = Field(default=0.02, ge=0.0, le=10.0, description="Noise added to the input image.")
-    min_guidance_scale: float = Field(default=1.0, ge=0.0, le=100.0, description="Guidance at the first frame.")
-    max_guidance_scale: float = Field(default=3.0, ge=0.0, le=100.0, description="Guidance at the last frame.")
-    decode_chunk_size: int = Field(
-        default=8,
-        ge=1,
-        description="Frames decoded at once; the largest divisor of num_frames not above this is used, so "
-        "batched videos never share a chunk.",
-    )
-    fit: Literal["crop", "pad", "stretch"] = Field(
-        default="crop", description="How an image of another aspect ratio is fitted to width x height."
-    )
-
-    @model_validator(mode="after")
-    def _guidance_order(self) -> RenderParams:
-        if self.min_guidance_scale > self.max_guidance_scale:
-            raise ValueError(
-                f"min_guidance_scale ({self.min_guidance_scale}) must not exceed max_guidance_scale "
-                f"({self.max_guidance_scale})"
-            )
-        return self
-
-
-def unet_branches(max_guidance_scale: float) -> int:
-    """UNet batch halves a step: diffusers' SVD pipeline runs the unconditional half only when guidance is on
-    (``do_classifier_free_guidance``: max_guidance_scale > 1)."""
-    return 2 if max_guidance_scale > 1 else 1
-
-
-class SeedSpec(_Strict):
-    base_seed: int = Field(default=0, ge=0, le=SEED_MASK, description="Job seed every item seed derives from.")
-    variants: int = Field(default=1, ge=1, le=MAX_VARIANTS, description="Videos per image, each with its own seed.")
-    motion_sweep: list[int] = Field(
-        default_factory=list,
-        description="Motion bucket ids that variants cycle through (variant v uses entry v mod length) unless the "
-        "row sets motion_bucket_id; empty: every variant uses render.motion_bucket_id.",
-    )
-
-    @model_validator(mode="after")
-    def _sweep_range(self) -> SeedSpec:
-        for value in self.motion_sweep:
-            if not 0 <= value <= 1023:
-                raise ValueError(f"motion_sweep entry {value} is outside 0..1023")
-        return self
-
-
-class VideoSpec(_Strict):
+class VideoSpec(Strict):
     crf: int = Field(default=18, ge=0, le=51, description="H.264 constant rate factor; lower is better quality.")
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow"] = (
         Field(default="medium", description="x264 speed/size trade-off.")
@@ -294,7 +255,7 @@ class VideoSpec(_Strict):
     )
 
 
-class ActorRange(_Strict):
+class ActorRange(Strict):
     """An autoscaling actor pool: Ray Data adds actors while work queues up and removes idle ones."""
 
     min: int = Field(default=1, ge=1, description="Actors kept even when idle.")
@@ -318,7 +279,7 @@ class ActorRange(_Strict):
         return self
 
 
-class ComputeSpec(_Strict):
+class ComputeSpec(Strict):
     actors: Annotated[int, Field(ge=1)] | ActorRange = Field(
         default_factory=ActorRange,
         description="Generation actors: a fixed number, or {min, max, initial} for a pool that grows with the "
@@ -358,7 +319,7 @@ class ComputeSpec(_Strict):
     )
 
 
-class ImageSpec(_Strict):
+class ImageSpec(Strict):
     max_pixels: int = Field(
         default=64_000_000, ge=1, description="Images with more pixels are rejected before they are decoded."
     )
@@ -372,7 +333,7 @@ class ImageSpec(_Strict):
     )
 
 
-class FailureSpec(_Strict):
+class FailureSpec(Strict):
     max_error_fraction: float = Field(
         default=0.5,
         ge=0.0,
@@ -382,7 +343,7 @@ class FailureSpec(_Strict):
     retry_errors: bool = Field(default=True, description="Render items that failed in earlier runs again.")
 
 
-class QualitySpec(_Strict):
+class QualitySpec(Strict):
     """Gates on the quality columns; a video that fails one is kept in the table as ``rejected``, not sharded."""
 
     max_nonfinite_frames: int | None = Field(
@@ -403,7 +364,7 @@ class QualitySpec(_Strict):
     )
 
 
-class LeaseSpec(_Strict):
+class LeaseSpec(Strict):
     """One live run per output: a run holds a lease in {output}/_job/lease/ and renews it while it runs."""
 
     ttl_s: float = Field(
@@ -415,7 +376,7 @@ class LeaseSpec(_Strict):
     )
 
 
-class JobSpec(_Strict):
+class JobSpec(Strict):
     manifest: ManifestSpec = Field(description="Where the rows come from.")
     output: OutputSpec = Field(description="Where videos and metadata go.")
     model: ModelSpec = Field(default_factory=ModelSpec, description="Which pipeline, and how it runs.")
