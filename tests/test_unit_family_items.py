@@ -229,3 +229,17 @@ def test_a_named_family_the_model_is_not_stops_the_actor_in_one_line():
         VideoGenerator(spec)
     assert str(raised.value) == "model.family ltx: model.source svdbatch:tiny-wan is WanImageToVideoPipeline (wan)"
 
+
+
+def test_tune_counts_each_rows_flops_by_its_family():
+    """tune's PFLOP/video column: SVD-XT's count for an SVD row, the full-size LTX-Video 2B count for an LTX row of a
+    tiny model (whose configs the driver cannot read before a process built it)."""
+    from svdbatch.estimate.family_cost import pflop_per_video
+    from svdbatch.estimate.gpu_time import video_flop
+
+    spec = _spec(ltx)
+    (row,) = _items(ltx)[:1]
+    svd_spec = build_spec({"manifest": {"path": "/m"}, "output": {"url": "/o"}})
+    svd_row = expand_row({"key": "a", "image": "/i/a.png"}, svd_spec, "r", "/o")[0]
+    counted = ltx.video_flops(ltx.LTX_2B, ltx.LTX_VAE, 32, 32, 9, 2, ltx.GUIDANCE_SCALE)["total"] / 1e15
+    assert pflop_per_video(spec, [svd_row, row]) == [video_flop(svd_row, spec.model.step_cache) / 1e15, counted]
