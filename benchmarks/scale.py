@@ -62,9 +62,9 @@ def build(folder: Path, rows: int, layout: str) -> None:
     import pyarrow.parquet as pq
 
     sys.path.insert(0, str(ROOT))
+    from svdbatch import formats
     from svdbatch.demo import sample_image
     from svdbatch.items.expand import expand_batch
-    from svdbatch.items.fingerprint import legacy_fingerprint
     from svdbatch.items.metadata import METADATA_SCHEMA
     from svdbatch.model.identity import model_identity
     from svdbatch.render.stages import source_versions
@@ -84,7 +84,7 @@ def build(folder: Path, rows: int, layout: str) -> None:
     parts = folder / "parts"  # done rows by bucket, one file per build batch: memory stays one batch
     finished = pa.scalar(dt.datetime.now(dt.timezone.utc), METADATA_SCHEMA.field("finished_at").type)
     old_schema = pa.schema([METADATA_SCHEMA.field(name) for name in OLD_COLUMNS])
-    legacy = pq.ParquetWriter(folder / "out" / commit.LEGACY_TABLE, old_schema) if layout == "old" else None
+    legacy = pq.ParquetWriter(folder / "out" / formats.TABLE_1, old_schema) if layout == "old" else None
     for start in range(0, rows, BUILD_BATCH):
         count = min(BUILD_BATCH, rows - start)
         manifest = pa.table(
@@ -103,8 +103,8 @@ def build(folder: Path, rows: int, layout: str) -> None:
             "finished_at",
             pa.array([finished.as_py()] * items.num_rows, finished.type),
         )
-        if legacy:  # what the code before identities wrote: its fingerprint, no model or source identity
-            fingerprints = pa.array([legacy_fingerprint(item, spec) for item in items.to_pylist()], pa.string())
+        if legacy:  # rows of row format 1 (svdbatch/formats.py): its fingerprint, no identities
+            fingerprints = pa.array([formats.fingerprint_1(item, spec) for item in items.to_pylist()], pa.string())
             items = items.set_column(items.schema.get_field_index("fingerprint"), "fingerprint", fingerprints)
             legacy.write_table(items.select(OLD_COLUMNS))
             continue

@@ -133,8 +133,8 @@ def test_rejected_items_stay_in_the_table_and_count_as_done_on_reruns(ray_cluste
 
 
 def test_output_of_the_single_file_version_is_resumed_without_rendering_again(ray_cluster, images, tmp_path):
+    from svdbatch import formats
     from svdbatch.cli.plan import make_plan
-    from svdbatch.store import commit
 
     manifest = numbered_manifest(tmp_path, images, 4)
     output = tmp_path / "out"
@@ -143,12 +143,12 @@ def test_output_of_the_single_file_version_is_resumed_without_rendering_again(ra
     table = pq.read_table(output / "metadata")
     for path in (output / "metadata").iterdir():
         path.unlink()
-    pq.write_table(table, output / commit.LEGACY_TABLE)  # what the version before buckets published
+    pq.write_table(table, output / formats.TABLE_1)  # table 1 (svdbatch/formats.py)
 
     assert make_plan(spec).counts["done"] == 4
     again = driver.run(spec, progress=False)
     assert (again.rendered, again.failed, again.skipped) == (0, 0, 4)
-    assert not (output / commit.LEGACY_TABLE).exists()
+    assert not (output / formats.TABLE_1).exists()
     assert pq.read_table(output / "metadata").sort_by("key").equals(table.sort_by("key"))
 
 

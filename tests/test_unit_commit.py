@@ -8,6 +8,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from svdbatch import formats
 from svdbatch.items.keys import item_id
 from svdbatch.items.metadata import METADATA_SCHEMA
 from svdbatch.store import commit
@@ -65,18 +66,18 @@ def test_publish_rewrites_only_the_buckets_a_run_touched(tmp_path):
 
 def test_a_single_file_table_of_an_earlier_version_is_split_into_buckets(tmp_path):
     (tmp_path / "metadata").mkdir()
-    pq.write_table(_rows(["a", "b", "c"], "old", 1), tmp_path / commit.LEGACY_TABLE)
+    pq.write_table(_rows(["a", "b", "c"], "old", 1), tmp_path / formats.TABLE_1)
     _commit_file(tmp_path, _rows(["c", "d"], "killed", 2, fingerprint="g"), "killed-000000.parquet")
     commit.publish(str(tmp_path))
-    assert not (tmp_path / commit.LEGACY_TABLE).exists()
+    assert not (tmp_path / formats.TABLE_1).exists()
     assert all(path.name.startswith("bucket-") for path in (tmp_path / "metadata").iterdir())
     rows = {row["key"]: row for row in pq.read_table(tmp_path / "metadata").to_pylist()}
     assert sorted(rows) == ["a", "b", "c", "d"] and rows["c"]["run_id"] == "killed" and rows["a"]["run_id"] == "old"
 
 
 def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerprint_matches():
-    """An upgrade renders nothing again: 9a19628 committed this fingerprint (printed by that version's
-    ``expand_row`` for the same spec and row) and no model or source identity."""
+    """An upgrade renders nothing again: rows of row format 1 (svdbatch/formats.py) hold this fingerprint (printed
+    by the version that wrote them, for the same spec and row) and no model or source identity."""
     from svdbatch.items.decide import COMMITTED
     from svdbatch.items.expand import expand_row
     from svdbatch.items.metadata import SKIPPED, to_table

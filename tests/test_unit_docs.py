@@ -16,7 +16,7 @@ import pytest
 from svdbatch import reference
 from svdbatch.cli import _parser
 from svdbatch.spec import reference as spec_reference
-from svdbatch.spec.config import RENAMED
+from svdbatch.formats import RENAMED
 from svdbatch.spec.reference import spec_lines
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import make_spec, write_manifest
 
+from svdbatch import formats
 from svdbatch.items import manifest
 from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS
 from svdbatch.items.metadata import METADATA_SCHEMA
@@ -120,7 +121,7 @@ def test_pieces_read_the_single_file_table_of_an_earlier_layout(tmp_path):
     (tmp_path / "metadata").mkdir()
     old = [_row(key, 0, f"f-{key}") for key in KEYS[:5]]
     pq.write_table(pa.Table.from_pylist(old, METADATA_SCHEMA).drop_columns(["model_identity"]),
-                   tmp_path / commit.LEGACY_TABLE)
+                   tmp_path / formats.TABLE_1)
     files = commit.state_files(str(tmp_path))
     every = pa.concat_tables([state.read_piece(str(tmp_path), files, piece, 2) for piece in range(2)])
     assert sorted(every["key"].to_pylist()) == sorted(KEYS[:5])

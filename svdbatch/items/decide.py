@@ -10,8 +10,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from svdbatch.items.fingerprint import legacy_fingerprint
-from svdbatch.items.metadata import ERROR, OK, REJECTED, REMOVED, RENDER_COLUMNS, SKIPPED
+from svdbatch import formats
+from svdbatch.items.metadata import ERROR, OK, REJECTED, REMOVED, SKIPPED
 from svdbatch.spec.config import JobSpec
 
 
@@ -47,7 +47,7 @@ COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the joi
 def decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
     """Items joined with the ``COMMITTED`` columns of their committed row (``render.stages.join_committed``) -> the
     same items with ``rerun``'s status and reason, without those columns. A committed row without identities (row
-    format 1) is compared by that format's fingerprint (``fingerprint.legacy_fingerprint``)."""
+    format 1, svdbatch/formats.py) is compared by that format's fingerprint."""
     committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]
     if not committed:
         return batch
@@ -62,16 +62,12 @@ def decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
 def _as_rows_1(batch: pa.Table, columns: dict[str, pa.Array], spec: JobSpec) -> dict[str, pa.Array]:
     """What to compare with where the committed row is of row format 1 (a fingerprint, no identities): that format's
     fingerprint and no identities. Empty when no item has such a row."""
-    old = _all(
-        pc.is_valid(columns[COMMITTED + "fingerprint"]),
-        pc.is_null(columns[COMMITTED + "model_identity"]),
-        pc.is_null(columns[COMMITTED + "source_version"]),
-        pc.fill_null(pc.equal(columns["status"], OK), False),
-    )
+    committed = [columns[COMMITTED + name] for name in ("fingerprint", "model_identity", "source_version")]
+    old = _all(formats.rows_1(*committed), pc.fill_null(pc.equal(columns["status"], OK), False))
     if not pc.any(old).as_py():
         return {}
-    rows = batch.filter(old).select(["seed", "source_uri", *RENDER_COLUMNS]).to_pylist()
-    fingerprints = pa.array([legacy_fingerprint(row, spec) for row in rows], pa.string())
+    rows = batch.filter(old).select(["seed", "source_uri", *formats.ROW_1_PARAMS]).to_pylist()
+    fingerprints = pa.array([formats.fingerprint_1(row, spec) for row in rows], pa.string())
     return {
         "fingerprint": pc.replace_with_mask(columns["fingerprint"], old, fingerprints),
         "model_identity": pc.if_else(old, _NULL, columns["model_identity"]),

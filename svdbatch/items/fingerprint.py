@@ -32,11 +32,12 @@ def shared_shaping(spec: JobSpec, params: dict[str, Any], weights: Any) -> dict[
         "params": [params[name] for name in RENDER_COLUMNS],
         "video": spec.video.model_dump(mode="json"),
     }
-    if prompted(params.get("model_family")):  # absent for SVD, whose fingerprints predate the other families
+    # Options and families shape it only where used: an SVD item's stays fingerprint 2 (svdbatch/formats.py).
+    if prompted(params.get("model_family")):
         shaping["family"] = [params["model_family"], *(params[name] for name in PROMPTED_PARAMS)]
-    if spec.model.step_cache.enabled:  # absent when off: a spec that does not use it shapes what it always did
+    if spec.model.step_cache.enabled:
         shaping["step_cache"] = spec.model.step_cache.model_dump()
-    if not spec.model.scheduler.is_default:  # likewise: the model's own sampler is the default way
+    if not spec.model.scheduler.is_default:
         shaping["scheduler"] = spec.model.scheduler.model_dump()
     return shaping
 
@@ -71,17 +72,3 @@ def image_json(source: str, source_version: str | None) -> str:
 def _json_text(value: str | None) -> str:
     """``json.dumps`` of a string or None, without its per-call overhead."""
     return "null" if value is None else encode_basestring_ascii(value)
-
-
-def legacy_fingerprint(item: dict[str, Any], spec: JobSpec) -> str:
-    """The fingerprint of versions before identities (0.1.0 up to 9a19628): model name, params, seed, encoding and
-    image URI. Rows they committed carry it and no model or source identity; an item that still matches it is done,
-    so an upgrade renders nothing again (their weights and images can no longer be checked, only new rows are)."""
-    shaping = {
-        "model": [spec.model.source, spec.model.variant, spec.model.dtype],
-        "params": [item[name] for name in RENDER_COLUMNS],
-        "seed": item["seed"],
-        "video": spec.video.model_dump(mode="json"),
-        "source": item["source_uri"],
-    }
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:32]

@@ -130,7 +130,8 @@ def to_rows(table: pa.Table) -> list[dict[str, Any]]:
 
 
 def conform(table: pa.Table) -> pa.Table:
-    """A stored table in today's metadata schema; columns added since it was written read as null."""
+    """A stored table in today's metadata schema; columns added since it was written read as null
+    (svdbatch/formats.py)."""
     missing = [field for field in METADATA_SCHEMA if field.name not in table.column_names]
     for field in missing:
         table = table.append_column(field, pa.nulls(table.num_rows, field.type))

@@ -161,8 +161,8 @@ def model_identity(spec: ModelSpec, options: dict[str, Any] | None = None) -> st
     typo fails here): new UNet weights change it, so catalog sync renders again with them.
 
     Folders and object-store prefixes: ``model_files``' identity from one listing. Hub ids: the resolved commit
-    (online, else the local cache's snapshot), or the bare id when neither is known. Without ``model.unet`` the
-    identity is what it was before that option existed.
+    (online, else the local cache's snapshot), or the bare id when neither is known. Without ``model.unet`` it is
+    the source's alone (svdbatch/formats.py: options shape it only when set).
     """
     base = _source_identity(spec, options)
     return f"{base}+unet:{unet_identity(spec, options)}" if spec.unet else base

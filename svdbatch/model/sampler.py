@@ -5,7 +5,7 @@ its input scaled by ``1 / sqrt(sigma^2 + 1)``, and predicts ``v`` (denoised = x 
 1) * F). A sampler must speak that convention, which rules out most of diffusers' schedulers for SVD:
 
 - ``euler``: the model folder's own EulerDiscreteScheduler (continuous timesteps, Karras sigmas). The default; with no
-  settings given the pipeline's scheduler is left untouched, so frames are bit-identical to what runs before.
+  settings given the pipeline's scheduler is left untouched, so frames are bit-identical to the pipeline's own.
 - ``dpmpp-2m``: diffusers' EDMDPMSolverMultistepScheduler (DPM-Solver++, deterministic, one UNet call a step) with
   SVD's noise levels, sigma_data 1 and v-prediction.
 - ``consistency``: written here. Consistency-distilled SVD UNets (AnimateLCM-SVD-xt, arXiv 2402.00769) are trained to

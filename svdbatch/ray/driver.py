@@ -115,7 +115,7 @@ def run(
     committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     try:
         start_ray(verbose, progress, cli)
-        # Rows a killed run committed (its orphan shards are removed here), or an earlier layout.
+        # Rows a killed run committed (its orphan shards are removed here), or a table 1 (svdbatch/formats.py).
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
         if spec.output.prune:
             _prune(spec, info, run_id, committer)

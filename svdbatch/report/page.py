@@ -107,7 +107,7 @@ def run_totals(output: str, options: dict[str, Any]) -> dict[str, Any]:
 
 def seconds_unit(environments: list[dict[str, str]]) -> str:
     """What the run's device-seconds were, from the provenance of what rendered (``gpu_name`` is "cpu" on a CPU):
-    GPU-s or CPU-s when every environment agrees, device-s when they are mixed or the record predates them."""
+    GPU-s or CPU-s when every environment agrees, device-s when they are mixed or the record has none (formats.py)."""
     kinds = {"CPU" if environment.get("gpu_name") == "cpu" else "GPU" for environment in environments}
     return f"{kinds.pop()}-s" if len(kinds) == 1 else "device-s"
 
@@ -263,8 +263,8 @@ def _rate_line(totals: dict[str, Any], finished: list[datetime]) -> str:
 
 
 def _spent(summary: dict[str, Any]) -> str:
-    """Device-seconds per video (GPU-s or CPU-s, for what rendered) and cost, from a run record's summary (absent in
-    records from before they were kept)."""
+    """Device-seconds per video (GPU-s or CPU-s, for what rendered) and cost, from a run record's summary; nothing
+    where the record has neither (svdbatch/formats.py: run records)."""
     if not summary.get("gpu_seconds"):
         return ""
     spent = f", {summary['gpu_seconds_per_video']:.2f} {seconds_unit(summary['environments'])}/video"
@@ -274,7 +274,7 @@ def _spent(summary: dict[str, Any]) -> str:
 
 
 def _quality(row: dict[str, Any]) -> list[str]:
-    if row["motion_mean"] is None:  # rendered before svdbatch measured quality
+    if row["motion_mean"] is None:  # a row without the quality columns (svdbatch/formats.py)
         return ["quality not measured"]
     return [
         f"mean motion {row['motion_mean']:.1f}",

@@ -25,8 +25,6 @@ from svdbatch.spec.render import (  # noqa: F401 - the spec's names, imported fr
 TINY_MODEL = "svdbatch:tiny"
 # The embedded tiny models, one per family (SVD, Wan, LTX): built locally, never downloaded.
 TINY_MODELS = (TINY_MODEL, "svdbatch:tiny-wan", "svdbatch:tiny-ltx")
-# Fields that were renamed: a spec still using the old name gets told the new one.
-RENAMED = {"compute.num_actors": "compute.actors (a number, or {min, max, initial})"}
 
 
 def lookup(tree: Any, field: str) -> Any:
@@ -194,7 +192,7 @@ class SchedulerSpec(Strict):
 
     @property
     def is_default(self) -> bool:
-        """The pipeline's own scheduler, untouched: what every run before this option used."""
+        """The pipeline's own scheduler, untouched (svdbatch/formats.py: it shapes no fingerprint)."""
         return self.name == "euler" and not self.config
 
 

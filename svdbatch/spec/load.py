@@ -17,8 +17,9 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from svdbatch import formats
 from svdbatch.errors import UserError
-from svdbatch.spec.config import RENAMED, TINY_MODELS, JobSpec, SpecError, closest, lookup
+from svdbatch.spec.config import TINY_MODELS, JobSpec, SpecError, closest, lookup
 
 
 def describe_error(error: ValidationError, prefix: str = "") -> str:
@@ -34,8 +35,8 @@ def describe_error(error: ValidationError, prefix: str = "") -> str:
     if prefix:
         where = f"{prefix}.{where}" if where != "spec" else prefix
     message = first["msg"]
-    if first["type"] == "extra_forbidden" and where in RENAMED:
-        return f"{where}: renamed, use {RENAMED[where]}"
+    if first["type"] == "extra_forbidden" and where in formats.RENAMED:
+        return f"{where}: renamed, use {formats.RENAMED[where]}"
     if first["type"] == "extra_forbidden":
         guess = nearest_field(parts)
         hint = f"did you mean {guess}? " if guess else "check the spelling; "

@@ -8,8 +8,8 @@ the same key).
 The metadata table is ``{output}/metadata/bucket-NNNNN.parquet``: every item lives in the bucket
 ``sha256(key) mod BUCKETS``, and each bucket file holds the latest row per (key, variant) of its items. Publishing a
 run merges its commit files into the buckets its rows fall in, each bucket rewritten with one atomic write, so the
-cost follows the rows of the run, not the size of the table, and a reader never sees duplicates. A table written by
-earlier versions (``metadata/metadata.parquet``) is split into buckets by the first publish.
+cost follows the rows of the run, not the size of the table, and a reader never sees duplicates. A table of an
+older format (svdbatch/formats.py: table 1) is split into buckets by the first publish.
 
 Ray Data's own checkpointing (``DataContext.checkpoint_config``) skips rows by an id column only: it would keep
 an item whose spec changed and count error rows as done, so svdbatch keeps this record itself.
@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from svdbatch import storage
+from svdbatch import formats, storage
 from svdbatch.errors import UserError
 from svdbatch.estimate.learned import TIMING_COLUMNS, add_timing
 from svdbatch.items.metadata import ERROR, METADATA_SCHEMA, OK, REJECTED, REMOVED, SKIPPED, conform
@@ -38,12 +38,10 @@ from svdbatch.render.shards import SHARDS, reconcile
 
 COMMITS = "_commits"
 METADATA = "metadata"
-LEGACY_TABLE = "metadata/metadata.parquet"
 BUCKETS = 256
 COMMIT_INTERVAL_S = 5.0
 COMMIT_MAX_ROWS = 2000
 MIN_ITEMS_BEFORE_ABORT = 20
-UPGRADE_BATCH_ROWS = 100_000  # rows of an earlier version's single-file table split at a time
 
 
 class TooManyErrors(UserError, RuntimeError):
@@ -108,8 +106,8 @@ def pending_files(output: str, options: dict[str, Any] | None = None) -> list[st
 
 @dataclass(frozen=True)
 class StateFiles:
-    """The files the committed state is read from, listed once: the table's (bucket files, and the single file of a
-    table from an earlier version) and the pending commit files."""
+    """The files the committed state is read from, listed once: the table's (bucket files, or table 1's file,
+    svdbatch/formats.py) and the pending commit files."""
 
     tables: list[str]
     pending: list[str]
@@ -133,7 +131,7 @@ def read_rows(output: str, options: dict[str, Any] | None = None) -> pa.Table:
 
 
 def publish(output: str, options: dict[str, Any] | None = None, shards: bool = False) -> int:
-    """Merge the commit files (and a table from an earlier version) into the buckets they touch; return how many.
+    """Merge the commit files (and a table 1, svdbatch/formats.py) into the buckets they touch; return how many.
 
     Each touched bucket is rewritten atomically with its latest rows; commit files are removed only afterwards, so
     a publish that is interrupted is simply done again by the next run. With shards (on now, or written by an
@@ -142,18 +140,18 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
     options = options or {}
     fs, _ = storage.filesystem(output, options)
     pending = pending_files(output, options)
-    _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
-    has_legacy = storage.retrying(lambda: fs.exists(legacy), options)
+    _, table_1 = storage.filesystem(storage.join(output, formats.TABLE_1), options)
+    has_table_1 = storage.retrying(lambda: fs.exists(table_1), options)
     tables = [storage.retrying(lambda name=name: _read(fs, name), options) for name in pending]
     if shards or storage.exists(storage.join(output, SHARDS), options):
         run_rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
         reconcile(output, run_rows, latest(run_rows).to_pylist(), options)
-    if not tables and not has_legacy:
+    if not tables and not has_table_1:
         return 0
     rows = pa.concat_tables(tables) if tables else METADATA_SCHEMA.empty_table()
     buckets = _buckets(rows)
     with tempfile.TemporaryDirectory(prefix="svdbatch-upgrade-") as staging:
-        split = storage.retrying(lambda: _split_legacy(fs, legacy, staging), options) if has_legacy else set()
+        split = storage.retrying(lambda: _split_table_1(fs, table_1, staging), options) if has_table_1 else set()
         touched = sorted(set(pc.unique(buckets).to_pylist()) | split)
         for bucket in touched:
             mine = rows.filter(pc.equal(buckets, bucket))
@@ -161,8 +159,8 @@ def publish(output: str, options: dict[str, Any] | None = None, shards: bool = F
                 with pa.ipc.open_stream(_staged(staging, bucket)) as stream:
                     mine = pa.concat_tables([stream.read_all(), mine])
             _merge_bucket(output, options, bucket, mine)
-    if has_legacy:
-        fs.rm(legacy)
+    if has_table_1:
+        fs.rm(table_1)
     for name in pending:
         fs.rm(name)
     return len(touched)
@@ -176,23 +174,19 @@ def _staged(staging: str, bucket: int) -> str:
     return os.path.join(staging, f"{bucket}.arrows")
 
 
-def _split_legacy(fs, path: str, staging: str) -> set[int]:
-    """The single-file table of an earlier version, split by bucket into local files ``UPGRADE_BATCH_ROWS`` rows at
-    a time: the driver holds one slice and one bucket, never the table (10M rows whole: 7.7 GB). Arrow streams, as a
-    Parquet writer keeps every row group's metadata until it closes (256 of them: gigabytes). Returns the buckets it
-    holds rows of."""
+def _split_table_1(fs, path: str, staging: str) -> set[int]:
+    """Table 1 (svdbatch/formats.py), split by bucket into local files a slice at a time: the driver holds one slice
+    and one bucket, never the table. Arrow streams, as a Parquet writer keeps every row group's metadata until it
+    closes (256 of them: gigabytes). Returns the buckets it holds rows of."""
     writers: dict[int, pa.ipc.RecordBatchStreamWriter] = {}
     compressed = pa.ipc.IpcWriteOptions(compression="zstd")
     try:
-        with fs.open(path, "rb") as handle:
-            for batch in pq.ParquetFile(handle).iter_batches(batch_size=UPGRADE_BATCH_ROWS):
-                rows = conform(pa.Table.from_batches([batch]))
-                buckets = _buckets(rows)
-                for bucket in pc.unique(buckets).to_pylist():
-                    if bucket not in writers:
-                        staged = _staged(staging, bucket)
-                        writers[bucket] = pa.ipc.new_stream(staged, METADATA_SCHEMA, options=compressed)
-                    writers[bucket].write_table(rows.filter(pc.equal(buckets, bucket)))
+        for rows in map(conform, formats.table_1_slices(fs, path)):
+            buckets = _buckets(rows)
+            for bucket in pc.unique(buckets).to_pylist():
+                if bucket not in writers:
+                    writers[bucket] = pa.ipc.new_stream(_staged(staging, bucket), METADATA_SCHEMA, options=compressed)
+                writers[bucket].write_table(rows.filter(pc.equal(buckets, bucket)))
     finally:
         for writer in writers.values():
             writer.close()

@@ -19,7 +19,7 @@ from typing import Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from svdbatch import storage
+from svdbatch import formats, storage
 from svdbatch.errors import JobError
 from svdbatch.store import processes
 
@@ -32,7 +32,8 @@ GENERATION = re.compile(r"^(\d{12})\.json$")
 class Holder:
     """The record a lease generation holds. ``expires`` is seconds since the epoch on the holder's clock; 0 once
     released. ``boot_id``, ``pid_namespace`` and ``pid_started`` (processes.py) tell whether the holder's process
-    still runs, from its own machine; records written before they existed lack them (empty: cannot be told)."""
+    still runs, from its own machine; empty where the record lacks them (svdbatch/formats.py: lease record 1), so
+    the holder cannot be told alive or dead from here."""
 
     host: str
     pid: int
@@ -108,9 +109,9 @@ def newest_record(fs: fsspec.AbstractFileSystem, folder: str) -> tuple[int, Hold
 
 
 def read_record(fs: fsspec.AbstractFileSystem, path: str) -> Holder:
-    """A record, of this version or any other: fields this version does not know are left out."""
+    """A record of any version (svdbatch/formats.py)."""
     record = json.loads(storage.retrying(lambda: fs.cat_file(path)))
-    return Holder(**{field.name: record[field.name] for field in fields(Holder) if field.name in record})
+    return Holder(**formats.known_fields(record, [field.name for field in fields(Holder)]))
 
 
 def create_record_if_absent(fs: fsspec.AbstractFileSystem, path: str, holder: Holder) -> bool:

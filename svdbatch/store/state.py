@@ -21,12 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from svdbatch import storage
+from svdbatch import formats, storage
 from svdbatch.items.decide import COMMITTED, RESUME_COLUMNS
 from svdbatch.items.manifest import ReadParts
 from svdbatch.items.metadata import METADATA_SCHEMA, REMOVED
 from svdbatch.spec.config import JobSpec
-from svdbatch.store.commit import BUCKETS, LEGACY_TABLE, StateFiles, bucket_of, latest
+from svdbatch.store.commit import BUCKETS, StateFiles, bucket_of, latest
 
 # Parquet bytes of committed state per piece (~400k items; 1M items are about 78 MB): pieces are read in parallel.
 PIECE_BYTES = 32 * 2**20
@@ -97,12 +97,12 @@ def read_piece(output: str, files: StateFiles, piece: int, pieces: int, options:
     """Piece ``piece`` of ``pieces``: the latest row per item of its buckets, sorted by ``item_hash``."""
     options = options or {}
     fs, _ = storage.filesystem(output, options)
-    _, legacy = storage.filesystem(storage.join(output, LEGACY_TABLE), options)
+    _, table_1 = storage.filesystem(storage.join(output, formats.TABLE_1), options)
     tables, several = [], bool(files.pending)
     for name in files.tables + files.pending:
-        bucket = _bucket(name) if name != legacy else None
-        if bucket is None:  # a commit file, or the single-file table of an earlier layout
-            several = several or name == legacy
+        bucket = _bucket(name) if name != table_1 else None
+        if bucket is None:  # a commit file, or table 1 (svdbatch/formats.py): any bucket's rows, several per item
+            several = several or name == table_1
             tables += storage.retrying(lambda name=name: _rows_of_piece(fs, name, piece, pieces), options)
         elif bucket % pieces == piece:
             tables.append(storage.retrying(lambda name=name: _read_bucket(fs, name), options))
