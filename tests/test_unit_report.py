@@ -103,3 +103,11 @@ def test_contact_sheet_has_gaps_and_a_label_under_each_poster():
     right = SHEET_GAP + 2 * (320 + SHEET_GAP) + 320
     right_of_long_label = sheet.crop((right, SHEET_GAP + 180, sheet.width, sheet.height))
     assert right_of_long_label.getextrema() == ((20, 20), (20, 20), (20, 20))  # cut to its poster's width
+
+
+def test_the_model_note_names_each_embedded_tiny_model_that_rendered():
+    from svdbatch.report.page import _model_note
+
+    rows = [{"model_source": source} for source in ("svdbatch:tiny-wan", "svdbatch:tiny", "org/real-model")]
+    assert "<b>svdbatch:tiny, svdbatch:tiny-wan</b>, embedded tiny models" in _model_note(rows)
+    assert _model_note([{"model_source": "org/real-model"}]) == ""

@@ -35,7 +35,7 @@ from svdbatch.items.metadata import OK, REJECTED, REMOVED
 from svdbatch.render.images import ImageError, load_image
 from svdbatch.report import charts
 from svdbatch.run.record import money
-from svdbatch.spec.config import TINY_MODEL
+from svdbatch.spec.config import TINY_MODELS
 from svdbatch.store import commit
 
 POSTER_WIDTH = 320
@@ -283,12 +283,12 @@ def _quality(row: dict[str, Any]) -> list[str]:
 
 
 def _model_note(ok: list[dict[str, Any]]) -> str:
-    """A line at the top when the videos come from the embedded tiny model: random weights make noise, by design."""
-    if not any(row["model_source"] == TINY_MODEL for row in ok):
+    """A line at the top when the videos come from an embedded tiny model: random weights make noise, by design."""
+    if not (tiny := sorted({row["model_source"] for row in ok} & set(TINY_MODELS))):
         return ""
     return (
-        f'<p id="model-note" class="note">These videos come from <b>{TINY_MODEL}</b>, the embedded tiny model with '
-        "random weights used by the demo and the tests: coloured noise is what it makes. Set model.source to an SVD "
+        f'<p id="model-note" class="note">These videos come from <b>{", ".join(tiny)}</b>, embedded tiny models with '
+        "random weights used by the demo and the tests: coloured noise is what they make. Set model.source to a real "
         "checkpoint (e.g. stabilityai/stable-video-diffusion-img2vid-xt) for real videos.</p>"
     )
 
