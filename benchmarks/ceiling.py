@@ -69,7 +69,7 @@ def stage_costs(width: int, height: int, frames: int, folder: Path) -> dict[str,
     from svdbatch.render.images import load_image
     from svdbatch.render.video import encode_mp4
     from svdbatch.spec.config import VideoSpec
-    from svdbatch.store.commit import Committer
+    from svdbatch.store.committer import Committer
 
     source = folder / "source.jpg"
     sample_image(0, 1920, 1080).save(source, quality=92)

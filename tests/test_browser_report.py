@@ -26,7 +26,8 @@ from svdbatch.render.video import encode_mp4
 from svdbatch.report.page import write_report
 from svdbatch.run.record import RunSummary, job_record, write_job_record
 from svdbatch.spec.config import TINY_MODEL, VideoSpec
-from svdbatch.store.commit import Committer, publish
+from svdbatch.store.commit import publish
+from svdbatch.store.committer import Committer
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from svdbatch.run.record import Progress, RunSummary
-from svdbatch.store.commit import Counts
+from svdbatch.store.committer import Counts
 
 
 def test_progress_line_shows_done_of_total_and_an_eta(capsys):

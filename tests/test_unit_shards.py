@@ -18,6 +18,7 @@ from svdbatch.render.stages import WriteVideos
 from svdbatch.render.video import probe
 from svdbatch.spec.load import build_spec
 from svdbatch.store import commit
+from svdbatch.store.committer import Committer
 
 FRAMES, SIZE = TEST_RENDER["num_frames"], TEST_RENDER["width"]
 
@@ -45,7 +46,7 @@ def _render(spec, run_id: str, keys: list[str], shift: int = 0):
 
 
 def _commit(spec, run_id: str, table) -> None:
-    committer = commit.Committer(spec.output.url, run_id, {}, 1.0)
+    committer = Committer(spec.output.url, run_id, {}, 1.0)
     committer.add(table)
     committer.finish()
     commit.publish(spec.output.url, {}, shards=True)

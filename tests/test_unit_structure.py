@@ -29,11 +29,9 @@ ENTRY_POINTS = {"svdbatch.__main__", "svdbatch.demo", "svdbatch.reference"}
 OVER_LIMIT = {
     "svdbatch.cli": 309,
     "svdbatch.cli.tune": 379,
-    "svdbatch.render.stages": 367,
     "svdbatch.report.page": 402,
     "svdbatch.spec.config": 456,
     "svdbatch.storage": 493,
-    "svdbatch.store.commit": 331,
 }
 
 

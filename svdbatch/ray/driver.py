@@ -1,6 +1,6 @@
 """``svdbatch run`` and the Ray side of ``svdbatch plan``: everything that can fail for the whole job checked first
 (``preflight``), then the run under the output's lease (lease.py): Ray started or joined, a prune, the resume
-decision, the render (dataset.py's plan, iterated by watch.py's loop), every batch committed (commit.py) and counted
+decision, the render (dataset.py's plan, iterated by watch.py's loop), every batch committed (committer.py) and counted
 in the metrics as it streams back, and the touched buckets of {output}/metadata/ published at the end.
 
 The driver holds no per-row state: what is done is decided by the join, the driver only counts. A stop signal
@@ -33,6 +33,7 @@ from svdbatch.run.record import Progress, RunSummary
 from svdbatch.run.watchdog import Watchdog
 from svdbatch.spec.config import JobSpec
 from svdbatch.store import commit, lease
+from svdbatch.store.committer import Committer, TooManyErrors
 
 MAX_PROBLEMS = 20
 
@@ -112,7 +113,7 @@ def run(
     wait_s = spec.lease.ttl_s + lease.WAIT_MARGIN_S if lease_wait_s is None else lease_wait_s
     held = lease.acquire(spec.output.url, spec.storage_options, run_id, spec.lease.ttl_s, take_over, wait_s)
     held.keep()
-    committer = commit.Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
+    committer = Committer(spec.output.url, run_id, spec.storage_options, spec.failures.max_error_fraction)
     try:
         start_ray(verbose, progress, cli)
         # Rows a killed run committed (its orphan shards are removed here), or a table 1 (svdbatch/formats.py).
@@ -126,7 +127,7 @@ def run(
         try:
             workers = _render(spec, items, expected, committer, started, progress, meter) if expected else []
             committer.finish()
-        except commit.TooManyErrors as error:
+        except TooManyErrors as error:
             raise JobError(str(error)) from error
         held.check()  # publish only while this run still holds the output
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
@@ -142,7 +143,7 @@ def run(
         held.release()
 
 
-def _stopped(spec: JobSpec, committer: commit.Committer, held: lease.Lease) -> int:
+def _stopped(spec: JobSpec, committer: Committer, held: lease.Lease) -> int:
     """After a stop signal: halt Ray Data, commit and publish what finished, and end Ray before the process exits
     (its threads print tracebacks when Ray goes away under them). Returns the videos this run committed."""
     import ray
@@ -157,7 +158,7 @@ def _stopped(spec: JobSpec, committer: commit.Committer, held: lease.Lease) -> i
     return committer.counts.rendered
 
 
-def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: commit.Committer) -> None:
+def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: Committer) -> None:
     """Delete the videos of items that left the manifest and commit their rows as ``removed``, then publish, so the
     resume join reads one row per item."""
     import ray
@@ -171,7 +172,7 @@ def _prune(spec: JobSpec, info: manifest.ManifestInfo, run_id: str, committer: c
     commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
 
 
-def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committer: commit.Committer):
+def _to_render(spec: JobSpec, info: manifest.ManifestInfo, run: RunContext, committer: Committer):
     """The items to render (and error rows) and how many; the done ones are only counted."""
     committed = dataset.read_committed(spec)  # after a prune's publish: one row per item
     items, resumed = dataset.joined_items(spec, info, run, committed)
@@ -187,7 +188,7 @@ def _render(
     spec: JobSpec,
     items,
     expected: int,
-    committer: commit.Committer,
+    committer: Committer,
     started: float,
     progress: bool,
     meter: RayMetrics,
@@ -214,7 +215,7 @@ def _render(
                 done = committer.counts.rendered + committer.counts.rejected + committer.counts.failed
                 meter.record([*metrics.finished(batch, gates, meter.node_id), metrics.remaining(expected, done)])
         return ray.get(workers.records.remote())
-    except (JobError, commit.TooManyErrors):
+    except (JobError, TooManyErrors):
         raise
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
         committer.flush()

@@ -53,16 +53,16 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
-def source_versions(batch: pa.Table, job: JobSpec) -> dict[str, str | None]:
+def source_versions(batch: pa.Table, spec: JobSpec) -> dict[str, str | None]:
     """The version of each allowed image these rows name, looked up in parallel (rows that carry one are not)."""
-    uris = batch[job.manifest.image_column].to_pylist()
-    if job.manifest.version_column in batch.column_names:
-        listed = batch[job.manifest.version_column].to_pylist()
+    uris = batch[spec.manifest.image_column].to_pylist()
+    if spec.manifest.version_column in batch.column_names:
+        listed = batch[spec.manifest.version_column].to_pylist()
         uris = [uri for uri, version in zip(uris, listed, strict=True) if version is None]
     unique = dict.fromkeys(uris)  # a URI is checked once, however many rows name it
-    policy = ImagePolicy(job)
+    policy = ImagePolicy(spec)
     allowed = [uri for uri in unique if policy.problem(uri) is None]
-    return storage.versions(allowed, job.storage_options)
+    return storage.versions(allowed, spec.storage_options)
 
 
 @dataclass(frozen=True)
@@ -82,14 +82,14 @@ class ExpandRows:
     Image versions are looked up here, in the tasks, unless the manifest carries them.
     """
 
-    def __init__(self, job: JobSpec, run: RunContext):
-        self.job = job
+    def __init__(self, spec: JobSpec, run: RunContext):
+        self.spec = spec
         self.run = run
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        sources = source_versions(batch, self.job)
+        sources = source_versions(batch, self.spec)
         identities = {"model": self.run.model_identity, "sources": sources, "family": self.run.family}
-        return expand_batch(batch, self.job, self.run.run_id, self.job.output.url, self.run.duplicates, identities)
+        return expand_batch(batch, self.spec, self.run.run_id, self.spec.output.url, self.run.duplicates, identities)
 
 
 class ResumeRows:
@@ -99,11 +99,11 @@ class ResumeRows:
     number, so the driver learns how many were done without receiving them.
     """
 
-    def __init__(self, job: JobSpec):
-        self.job = job
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _drop_done(decide(batch, self.job))
+        return _drop_done(decide(batch, self.spec))
 
 
 def _drop_done(decided: pa.Table) -> pa.Table:
@@ -129,12 +129,12 @@ TALLY_COLUMNS = ["width", "height", "num_frames", "num_inference_steps", "max_gu
 class TallyItems:
     """The plan: items per category and render shape, and the first problems (error texts) of these items."""
 
-    def __init__(self, job: JobSpec, max_problems: int):
-        self.job = job
+    def __init__(self, spec: JobSpec, max_problems: int):
+        self.spec = spec
         self.max_problems = max_problems
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _tally(decide(batch, self.job), self.max_problems)
+        return _tally(decide(batch, self.spec), self.max_problems)
 
 
 def _tally(decided: pa.Table, max_problems: int) -> pa.Table:
@@ -159,14 +159,14 @@ def _tally(decided: pa.Table, max_problems: int) -> pa.Table:
 class LoadImages:
     """Fetch each item's image through fsspec and fit it to the item's size; variants share one fetch."""
 
-    def __init__(self, job: JobSpec):
-        self.job = job
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return _load_images(batch, self.job)
+        return _load_images(batch, self.spec)
 
 
-def _load_images(batch: pa.Table, job: JobSpec) -> pa.Table:
+def _load_images(batch: pa.Table, spec: JobSpec) -> pa.Table:
     rows = to_rows(batch)
     fetched: dict[str, bytes | Exception] = {}
     for row in rows:
@@ -176,7 +176,7 @@ def _load_images(batch: pa.Table, job: JobSpec) -> pa.Table:
         uri = row["source_uri"]
         if uri not in fetched:
             try:
-                fetched[uri] = storage.read_bytes(uri, job.storage_options)
+                fetched[uri] = storage.read_bytes(uri, spec.storage_options)
             except Exception as error:  # noqa: BLE001 - any fetch failure is this row's problem only
                 fetched[uri] = error
         data = fetched[uri]
@@ -184,7 +184,7 @@ def _load_images(batch: pa.Table, job: JobSpec) -> pa.Table:
             fail(row, f"image {uri!r} (key {row['key']!r}): {_describe(data)}")
             continue
         try:
-            image = load_image(data, row["width"], row["height"], row["fit"], job.images.max_pixels)
+            image = load_image(data, row["width"], row["height"], row["fit"], spec.images.max_pixels)
         except ImageError as error:
             fail(row, f"image {uri!r} (key {row['key']!r}): {error}")
             continue
@@ -202,41 +202,41 @@ class WriteVideos:
     The payload is dropped, except the MP4 and the fitted image when a shard stage follows.
     """
 
-    def __init__(self, job: JobSpec):
-        self.job = job
+    def __init__(self, spec: JobSpec):
+        self.spec = spec
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        job = self.job
+        spec = self.spec
         rows = to_rows(batch)
         for row in rows:
             if row["status"] == OK:
-                _write(row, job)
-            row.update(video_codec=codec_name(job.video), finished_at=dt.datetime.now(dt.timezone.utc))
-        return to_table(rows, SHARD_INPUT_SCHEMA if job.output.shards.enabled else METADATA_SCHEMA)
+                _write(row, spec)
+            row.update(video_codec=codec_name(spec.video), finished_at=dt.datetime.now(dt.timezone.utc))
+        return to_table(rows, SHARD_INPUT_SCHEMA if spec.output.shards.enabled else METADATA_SCHEMA)
 
 
-def _write(row: dict[str, Any], job: JobSpec) -> None:
+def _write(row: dict[str, Any], spec: JobSpec) -> None:
     shape = (row["height"], row["width"], 3)
     frames = np.frombuffer(row["frames"], dtype=np.uint8).reshape(row["num_frames"], *shape)
     row.update(quality.measure(frames, np.frombuffer(row["image"], np.uint8).reshape(shape), row["nonfinite_frames"]))
-    reason = quality.rejection(row, job.quality.model_dump())
+    reason = quality.rejection(row, spec.quality.model_dump())
     if reason:
         row.update(status=REJECTED, error=reason)
     started = time.perf_counter()
     try:
-        data = encode_mp4(frames, row["fps"], job.video)
+        data = encode_mp4(frames, row["fps"], spec.video)
     except Exception as error:  # noqa: BLE001 - one bad encode is one error row
         fail(row, f"encode {row['key']!r} v{row['variant']}: {_describe(error)}")
         return
     encoded = time.perf_counter()
     uri = row["video_uri"]
     try:
-        storage.write_bytes(uri, data, job.storage_options)
+        storage.write_bytes(uri, data, spec.storage_options)
     except Exception as error:  # noqa: BLE001 - one failed upload is one error row
         fail(row, f"write {uri!r}: {_describe(error)}")
         return
     row.update(
-        video=data if job.output.shards.enabled and row["status"] == OK else None,
+        video=data if spec.output.shards.enabled and row["status"] == OK else None,
         bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
         encode_seconds=encoded - started,
@@ -253,10 +253,10 @@ class RenderVideos:
     the device lock lets exactly one of them generate while the others load images or encode and write videos.
     """
 
-    def __init__(self, job: JobSpec, generate: Callable[[pa.Table], pa.Table]):
-        self.load = LoadImages(job)
+    def __init__(self, spec: JobSpec, generate: Callable[[pa.Table], pa.Table]):
+        self.load = LoadImages(spec)
         self.generate = generate
-        self.write = WriteVideos(job)
+        self.write = WriteVideos(spec)
         self.device_lock = threading.Lock()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -269,16 +269,16 @@ class RenderVideos:
 class PruneRows:
     """Committed items whose key left the manifest -> videos deleted (in parallel), rows marked ``removed``."""
 
-    def __init__(self, job: JobSpec, run_id: str):
-        self.job = job
+    def __init__(self, spec: JobSpec, run_id: str):
+        self.spec = spec
         self.run_id = run_id
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        job = self.job
+        spec = self.spec
         items = batch.select(["key", "variant"]).to_pylist()
-        videos = [video_uri(job.output.url, item["key"], item["variant"]) for item in items]
+        videos = [video_uri(spec.output.url, item["key"], item["variant"]) for item in items]
         with ThreadPoolExecutor(DELETE_THREADS) as pool:
-            list(pool.map(lambda url: storage.delete(url, job.storage_options), videos))
+            list(pool.map(lambda url: storage.delete(url, spec.storage_options), videos))
         now = dt.datetime.now(dt.timezone.utc)
         rows = [dict(item, run_id=self.run_id, status=REMOVED, finished_at=now) for item in items]
         return to_table(rows, METADATA_SCHEMA)

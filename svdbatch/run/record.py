@@ -13,7 +13,7 @@ from svdbatch.estimate.gpu_time import flop_record
 from svdbatch.estimate.learned import timing_records
 from svdbatch.model.provenance import package_version
 from svdbatch.spec.config import JobSpec
-from svdbatch.store.commit import Counts
+from svdbatch.store.committer import Counts
 
 
 @dataclass(frozen=True)
