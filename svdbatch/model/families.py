@@ -9,6 +9,7 @@ from types import ModuleType
 from typing import Any
 
 from svdbatch.model import ltx, svd, wan
+from svdbatch.model.internals import pipeline_class_name
 from svdbatch.spec.config import JobSpec
 from svdbatch.spec.render import PROMPTED_PARAMS, SVD_PARAMS
 
@@ -19,7 +20,7 @@ BY_NAME: dict[str, ModuleType] = {module.NAME: module for module in (svd, wan, l
 
 def pipeline_class(folder: str | Path) -> str:
     """The pipeline class a diffusers folder names in its model_index.json."""
-    return json.loads((Path(folder) / "model_index.json").read_text())["_class_name"]
+    return pipeline_class_name(json.loads((Path(folder) / "model_index.json").read_text()))
 
 
 def family_params(params: dict[str, Any], name: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from diffusers import EDMDPMSolverMultistepScheduler, EDMEulerScheduler, EulerDi
 from diffusers.schedulers.scheduling_edm_euler import EDMEulerSchedulerOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from svdbatch.model import internals
 from svdbatch.spec.config import SchedulerSpec
 
 SVD_SIGMA_DATA = 1.0  # SVD's EDM preconditioning: c_skip = 1 / (sigma^2 + 1)
@@ -64,7 +65,7 @@ class ConsistencyMultistepScheduler(EDMEulerScheduler):
     def step(self, model_output: torch.Tensor, timestep, sample: torch.Tensor, return_dict: bool = True):
         """Jump to the denoised latent, then noise it to the next level: x = f(x, s_n) + sqrt(s_{n+1}^2 - eps^2) z."""
         if self.step_index is None:
-            self._init_step_index(timestep)
+            internals.init_step_index(self, timestep)
         sigma, following = self.sigmas[self.step_index], self.sigmas[self.step_index + 1]
         denoised = self.precondition_outputs(sample.to(torch.float32), model_output.to(torch.float32), sigma)
         latents = denoised
@@ -73,7 +74,7 @@ class ConsistencyMultistepScheduler(EDMEulerScheduler):
                 denoised.shape, generator=self.noise_generators, device=denoised.device, dtype=denoised.dtype
             )
             latents = denoised + (following**2 - self.config.sigma_min**2).clamp(min=0) ** 0.5 * noise
-        self._step_index += 1
+        internals.advance_step(self)
         latents, denoised = latents.to(model_output.dtype), denoised.to(model_output.dtype)
         if not return_dict:
             return latents, denoised
