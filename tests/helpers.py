@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
 from svdbatch.demo import sample_image
 from svdbatch.spec.load import build_spec
@@ -64,6 +65,21 @@ def make_spec(manifest: Path | str, output: Path | str, storage_options: dict | 
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return build_spec(data)
+
+
+def write_job(folder: Path, count: int) -> Path:
+    """A job spec YAML of ``count`` sample images at the test render size and compute, its output at ``folder/out``:
+    for the tests that run the svdbatch command in a process of its own."""
+    images = write_images(folder / "images", count)
+    spec = {
+        "manifest": {"path": str(numbered_manifest(folder, images, count))},
+        "output": {"url": str(folder / "out")},
+        "render": TEST_RENDER,
+        "compute": TEST_COMPUTE,
+    }
+    job = folder / "job.yaml"
+    job.write_text(yaml.safe_dump(spec))
+    return job
 
 
 def stop_shared_ray() -> None:

@@ -12,8 +12,7 @@ import sys
 import time
 
 import pytest
-import yaml
-from helpers import TEST_COMPUTE, TEST_RENDER, numbered_manifest, write_images
+from helpers import write_job
 
 pytestmark = pytest.mark.slow
 
@@ -59,15 +58,7 @@ def on_pty(argv: list[str], timeout: float) -> tuple[int, str]:
 
 
 def test_plan_and_run_show_no_ray_log_lines_piped_or_on_a_terminal(tmp_path):
-    images = write_images(tmp_path / "images", 1)
-    job = tmp_path / "job.yaml"
-    spec = {
-        "manifest": {"path": str(numbered_manifest(tmp_path, images, 1))},
-        "output": {"url": str(tmp_path / "out")},
-        "render": TEST_RENDER,
-        "compute": TEST_COMPUTE,
-    }
-    job.write_text(yaml.safe_dump(spec))
+    job = write_job(tmp_path, 1)
     piped = subprocess.run([*COMMAND, "plan", str(job)], capture_output=True, text=True, timeout=300)
     assert piped.returncode == 0, piped.stderr[-3000:]
     assert piped.stderr == ""

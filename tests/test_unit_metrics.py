@@ -43,7 +43,7 @@ def _by(observations, metric: str, tag: str) -> dict:
 
 
 def test_the_driver_counts_videos_by_status_and_node_errors_by_cause_and_rejections_by_gate():
-    seen = metrics.finished(BATCH, {"min_first_frame_psnr": 8.0}, "driver")
+    seen = metrics.finished_observations(BATCH, {"min_first_frame_psnr": 8.0}, "driver")
     videos = {(o.tags["status"], o.tags["node_id"]): o.value for o in seen if o.metric == "svdbatch_videos_total"}
     assert videos == {("ok", "n1"): 1, ("rejected", "n1"): 1, ("error", "n2"): 1, ("error", "driver"): 1}
     assert _by(seen, "svdbatch_errors_total", "cause") == {"image": 1, "manifest": 1}
@@ -51,14 +51,14 @@ def test_the_driver_counts_videos_by_status_and_node_errors_by_cause_and_rejecti
 
 
 def test_the_actor_observes_each_generated_videos_seconds_and_its_gpu_seconds():
-    seen = metrics.rendered(BATCH, gpus_per_actor=0.5)
+    seen = metrics.rendered_observations(BATCH, gpus_per_actor=0.5)
     for stage in metrics.STAGES:
         assert len([o for o in seen if o.metric == f"svdbatch_{stage}_seconds"]) == 2  # ok and rejected, not errors
     assert [o.value for o in seen if o.metric == "svdbatch_gpu_seconds_total"] == [2.0]
 
 
 def test_an_actor_start_counts_its_load_as_gpu_seconds_and_says_whether_ray_restarted_it():
-    seen = metrics.actor_started(4.0, restarted=True, gpus_per_actor=2.0)
+    seen = metrics.actor_start_observations(4.0, restarted=True, gpus_per_actor=2.0)
     assert {o.metric: o.value for o in seen}["svdbatch_gpu_seconds_total"] == 8.0
     assert _by(seen, "svdbatch_actors_started_total", "restarted") == {"true": 1}
 

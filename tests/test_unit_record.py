@@ -1,8 +1,20 @@
-"""What a run reports, without Ray: the progress line and the summary line."""
+"""What a run reports, without Ray: the progress line, the summary line and the run record read back."""
 
 from __future__ import annotations
 
-from svdbatch.run.record import Progress, RunSummary
+import time
+
+from svdbatch.run.record import (
+    TUNE_RUN_RECORDS,
+    Progress,
+    RunSummary,
+    job_record,
+    read_records,
+    read_timings,
+    seconds_unit,
+    write_job_record,
+)
+from svdbatch.spec.load import build_spec
 from svdbatch.store.committer import Counts
 
 
@@ -32,3 +44,19 @@ def test_summary_line_gives_gpu_seconds_per_video_and_with_a_price_the_cost():
     )
     assert priced.cost == 5.0 and priced.cost_per_video == 1.25
     assert "1800.0 GPU-s/video, $1.25/video, $5.00 in all)" in priced.line()
+
+
+def test_summary_line_names_cpu_seconds_when_the_run_rendered_on_cpus():
+    unit = seconds_unit([{"gpu_name": "cpu"}])  # what summarize passes for a run whose rows say they ran on a CPU
+    spent = RunSummary("r", "/out", 3, 0, 0, 0, 0, wall_seconds=30.0, gpu_seconds=30.0, seconds_unit=unit)
+    assert "10.0 CPU-s/video) -> /out" in spent.line() and "GPU-s" not in spent.line()
+
+
+def test_the_record_keeps_the_summary_fields_without_the_unit(tmp_path):
+    spec = build_spec({"manifest": {"path": "m.parquet"}, "output": {"url": str(tmp_path / "out")}})
+    summary = RunSummary("r", spec.output.url, 3, 0, 0, 0, 0, wall_seconds=30.0, gpu_seconds=3.0, seconds_unit="CPU-s")
+    written = job_record(spec, summary, time.time(), [{"gpu_name": "cpu"}])
+    write_job_record(spec, written)
+    [record] = read_records(spec.output.url, {})
+    assert record["summary"]["gpu_seconds_per_video"] == 1.0 and "seconds_unit" not in record["summary"]
+    assert read_records(spec.output.url, {}, TUNE_RUN_RECORDS) == [] and read_timings(spec.output.url, {}) == []

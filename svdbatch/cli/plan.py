@@ -110,10 +110,11 @@ def learned_seconds(spec: JobSpec, identity: str, gpu: str, shapes: list[dict]) 
     measured at the same settings on this GPU kind (the CPU for the tiny model): ``learned.Measured``."""
     import json
 
-    from svdbatch.estimate.learned import measured, read_timings
+    from svdbatch.estimate.learned import measured
     from svdbatch.items.metadata import guided
     from svdbatch.model.loading import applied_options, dtype_name, pick_dtype
     from svdbatch.render.stages import TALLY_COLUMNS
+    from svdbatch.run.record import read_timings
 
     timings = read_timings(spec.output.url, spec.storage_options)
     if not timings:

@@ -4,17 +4,16 @@ Each run's record (``_job/runs/{run_id}.json``, record.py) keeps ``timings``: fo
 cost (GPU, weights, dtype, performance options, size, frames, steps, guidance on or off) how many videos rendered,
 their generation seconds (model load excluded) and the slowest one. An actor's first call warms the device up (or
 compiles the UNet), so the warm figure leaves the slowest video out. Tune's runs write the same records under
-``{output}/_tune/``. Plan reads only these small records, never the table's rows. No torch, no Ray.
+``{output}/_tune/``. Plan reads only these small records (record.py's ``read_timings``), never the table's rows. No
+torch, no Ray.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from svdbatch import storage
 from svdbatch.items.metadata import guided
 
 TIMING_KEYS = (
@@ -35,7 +34,6 @@ TIMING_COLUMNS = [
     "guidance_scale",
     "generate_seconds",
 ]
-RECORD_GLOBS = ("_job/runs/*.json", "_tune/*/*/_job/runs/*.json")
 TUNE = "_tune"
 
 
@@ -68,18 +66,6 @@ def warm_seconds(seconds: list[float]) -> float:
     if len(seconds) < 2:
         return sum(seconds)
     return (sum(seconds) - max(seconds)) / (len(seconds) - 1)
-
-
-def read_timings(output: str, options: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every timing of the output's run records and of tune's, each with ``tune``: whether tune measured it."""
-    fs, root = storage.filesystem(output, options)
-    found = []
-    for pattern in RECORD_GLOBS:
-        names = storage.retrying(lambda pattern=pattern: fs.glob(f"{root.rstrip('/')}/{pattern}"), options)
-        for name in sorted(names):
-            record = json.loads(storage.retrying(lambda name=name: fs.cat_file(name), options))
-            found.extend({**timing, "tune": f"/{TUNE}/" in name} for timing in record.get("timings", []))
-    return found
 
 
 def _tokens(name: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 METADATA_SCHEMA = pa.schema(
     [
@@ -89,6 +90,7 @@ ERROR = "error"
 REJECTED = "rejected"  # rendered, but a quality gate refused it: in the table, not in the shards
 SKIPPED = "skipped"  # committed by an earlier run with the same fingerprint; never written to the table
 REMOVED = "removed"  # its key left the manifest and a pruning run deleted its video
+GENERATED = (OK, REJECTED)  # the model made a video (a rejected one took its GPU time too)
 
 # SVD's render parameters, in the order the pipeline call and the docs list them; the prompted families' (Wan, LTX)
 # are spec.render.PROMPTED_PARAMS, null in SVD's rows as SVD's own (SVD_PARAMS) are in theirs.
@@ -123,6 +125,11 @@ def fail(row: dict[str, Any], message: str) -> dict[str, Any]:
     """Mark a row as a dead letter: it keeps flowing so it lands in the table, without its payload."""
     row.update(status=ERROR, error=message, video_uri=None, image=None, frames=None, video=None)
     return row
+
+
+def generated(batch: pa.Table) -> pa.Table:
+    """The rows whose video the model generated (``GENERATED``): the ones whose generation time counts."""
+    return batch.filter(pc.is_in(batch["status"], pa.array(GENERATED)))
 
 
 def to_rows(table: pa.Table) -> list[dict[str, Any]]:

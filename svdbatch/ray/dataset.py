@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from svdbatch.items import manifest
 from svdbatch.ray import internals
+from svdbatch.ray.actors import RayRenderer
 from svdbatch.ray.cluster import CALLS_PER_ACTOR, CUT_CPUS, pool_strategy
 from svdbatch.render.shards import WriteShards
 from svdbatch.render.stages import ExpandRows, RunContext
@@ -165,7 +166,7 @@ def _num_rows(table: pa.Table) -> int:
     return table.num_rows
 
 
-def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers, started: float, run_id: str):
+def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers_actor, started: float, run_id: str):
     """The dataset of finished rows: each generation actor loads, generates and writes its items (RenderVideos).
 
     One block per pipeline call goes in, so every actor task is one batch and its rows reach the driver, to be
@@ -173,7 +174,6 @@ def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers
     all at once, and the feed waits while a few rows per call the pool can run are queued for it (a bound in rows:
     Ray Data's own bound is in bytes, and half-kilobyte rows would queue by the million).
     """
-    from svdbatch.ray.actors import RayRenderer  # here, not at the top: the generation stage imports torch
     compute = spec.compute
     items = items.repartition(target_num_rows_per_block=compute.batch_size)
     actors = pool.max if pool.max is not None else UNBOUNDED_POOL_ACTORS
@@ -182,7 +182,7 @@ def video_rows(spec: JobSpec, items, gpu: bool, pool: capacity.PoolSize, workers
     items.context.target_max_block_size = FEED_BLOCK_BYTES  # this job's plan only: each read makes its own context
     rows = items.map_batches(
         RayRenderer,
-        fn_constructor_args=(spec, workers, started, run_id),
+        fn_constructor_args=(spec, workers_actor, started, run_id),
         batch_format="pyarrow",
         batch_size=compute.batch_size,
         compute=pool_strategy(pool),

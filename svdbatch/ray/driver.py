@@ -123,15 +123,15 @@ def run(
         context = RunContext(run_id, info.duplicate_keys, identity, family)
         items, expected = _to_render(spec, info, context, committer)
         meter = RayMetrics(spec, run_id)
-        meter.record(metrics.skipped(committer.counts.skipped, meter.node_id))
+        meter.record(metrics.skipped_observations(committer.counts.skipped, meter.node_id))
         try:
-            workers = _render(spec, items, expected, committer, started, progress, meter) if expected else []
+            worker_records = _render(spec, items, expected, committer, started, progress, meter) if expected else []
             committer.finish()
         except TooManyErrors as error:
             raise JobError(str(error)) from error
         held.check()  # publish only while this run still holds the output
         commit.publish(spec.output.url, spec.storage_options, spec.output.shards.enabled)
-        return record.summarize(spec, run_id, committer.counts, started, workers, family)
+        return record.summarize(spec, run_id, committer.counts, started, worker_records, family)
     except stopping.Stopped as stop:
         raise stopping.Stopped(stop.signum, _stopped(spec, committer, held)) from None
     except BaseException as error:
@@ -196,25 +196,26 @@ def _render(
     """Images -> videos -> metadata rows (and shards), committed and counted in the metrics as they stream back,
     watched while they come.
 
-    Returns what each generation actor reported when it was ready (``Workers``)."""
+    Returns what each generation actor reported when it was ready (the records of the job's ``Workers`` actor)."""
     import ray
 
     gpu, pool = prepare_pool(spec)
-    workers = start_workers()
+    workers_actor = start_workers()
     progress_line = Progress(expected, progress)
     gates = spec.quality.model_dump()
-    meter.record([metrics.remaining(expected, 0)])
+    meter.record([metrics.remaining_observation(expected, 0)])
     try:
-        rows = dataset.video_rows(spec, items, gpu, pool, workers, started, committer.run_id)
+        rows = dataset.video_rows(spec, items, gpu, pool, workers_actor, started, committer.run_id)
         watchdog = Watchdog(spec.compute, gpu, pool.initial, time.monotonic())
         with stopping.polled():
             batches = rows.iter_batches(batch_format="pyarrow", batch_size=None)
-            for batch in watched(batches, watchdog, workers, progress):
+            for batch in watched(batches, watchdog, workers_actor, progress):
                 committer.add(batch)
                 progress_line.update(committer.counts)
                 done = committer.counts.rendered + committer.counts.rejected + committer.counts.failed
-                meter.record([*metrics.finished(batch, gates, meter.node_id), metrics.remaining(expected, done)])
-        return ray.get(workers.records.remote())
+                finished = metrics.finished_observations(batch, gates, meter.node_id)
+                meter.record([*finished, metrics.remaining_observation(expected, done)])
+        return ray.get(workers_actor.records.remote())
     except (JobError, TooManyErrors):
         raise
     except Exception as error:  # noqa: BLE001 - any failure that reaches here is fatal for the job
@@ -222,4 +223,4 @@ def _render(
         raise JobError(root_message(error)) from error
     finally:
         # The finished plan holds this handle until Python's cycle collector frees it: the actor would outlive the run.
-        ray.kill(workers)
+        ray.kill(workers_actor)

@@ -40,11 +40,11 @@ def _pump(batches: Iterator, results: Queue, stop: threading.Event) -> None:
         results.put(error)
 
 
-def _report(watchdog: Watchdog, workers, progress: bool) -> None:
+def _report(watchdog: Watchdog, workers_actor, progress: bool) -> None:
     """While no batch comes: let the watchdog speak (waiting lines only with ``progress``), or end the job."""
     import ray
 
-    up = len(ray.get(workers.records.remote()))
+    up = len(ray.get(workers_actor.records.remote()))
     verdict = watchdog.check(up, time.monotonic(), pending)
     if verdict.fatal:
         raise JobError(verdict.fatal) from None
@@ -52,7 +52,7 @@ def _report(watchdog: Watchdog, workers, progress: bool) -> None:
         print(verdict.line, file=sys.stderr, flush=True)
 
 
-def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> Iterator:
+def watched(batches: Iterator, watchdog: Watchdog, workers_actor, progress: bool) -> Iterator:
     """Yield result batches as they come; in between, let the watchdog report, and end a job that waits too long.
 
     A job the watchdog ends leaves the pump thread waiting until the process exits (the CLI exits on the error
@@ -72,7 +72,7 @@ def watched(batches: Iterator, watchdog: Watchdog, workers, progress: bool) -> I
                 got = results.get(timeout=WATCH_EVERY_S)
             except Empty:
                 if halted is None:
-                    _report(watchdog, workers, progress)
+                    _report(watchdog, workers_actor, progress)
                 elif time.monotonic() - halted >= HALT_WAIT_S:
                     raise stopping.Stopped(stopping.requested()) from None
                 continue

@@ -1,6 +1,6 @@
 """The job's live metrics, free of Ray: which ``svdbatch_*`` metrics exist and what a batch of rows adds to them.
 
-ray/actors.py turns ``METRICS`` into ``ray.util.metrics`` objects (each node's Ray metrics agent exports them on its
+ray/meter.py turns ``METRICS`` into ``ray.util.metrics`` objects (each node's Ray metrics agent exports them on its
 Prometheus endpoint, as ``ray_svdbatch_*``) and records the observations computed here where the rows already are:
 the generation actor (stage seconds, GPU-seconds, model load, actor starts) and the driver, which counts every
 finished row anyway (videos by status, errors by cause, quality rejections by gate, items remaining). No row makes a
@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from svdbatch.items.metadata import ERROR, OK, REJECTED, SKIPPED
+from svdbatch.items.metadata import ERROR, REJECTED, SKIPPED, generated
 from svdbatch.render.quality import failed_gates
 
 RUN_TAGS = ("job", "run_id", "node_id")  # job: the output URL, shared by every run of one job
@@ -82,13 +82,20 @@ class Observation:
     tags: dict[str, str]
 
 
+def gpu_seconds(held_seconds: float, gpus_per_actor: float) -> float:
+    """GPU-seconds of the time generation actors held their GPUs: loading the model, and each generated video's
+    share of its pipeline call (``generated`` rows), times ``compute.gpus_per_actor``. The metric counts them in
+    each actor, the run record (record.py) sums the same for the whole run."""
+    return held_seconds * gpus_per_actor
+
+
 def error_cause(error: str | None) -> str:
     """The stage an error row failed in, from the first word of its text (every error names its stage first)."""
     first = (error or "").split(" ", 1)[0]
     return ERROR_CAUSES.get(first, "other")
 
 
-def finished(batch: pa.Table, gates: dict[str, Any], driver_node: str) -> list[Observation]:
+def finished_observations(batch: pa.Table, gates: dict[str, Any], driver_node: str) -> list[Observation]:
     """What the finished rows of one batch add on the driver: videos by status and node, errors by cause, rejections
     by gate. Rows without a node (skipped, or failed before reaching an actor) count on the driver's node."""
     rows = batch.select(["status", "node_id", "error"]).to_pylist()
@@ -108,33 +115,32 @@ def finished(batch: pa.Table, gates: dict[str, Any], driver_node: str) -> list[O
     return seen
 
 
-def skipped(count: int, driver_node: str) -> list[Observation]:
+def skipped_observations(count: int, driver_node: str) -> list[Observation]:
     """Items the resume decision found done: counted on the driver, where the decision's tally arrives."""
     return [Observation("svdbatch_videos_total", count, {"status": SKIPPED, "node_id": driver_node})] if count else []
 
 
-def remaining(expected: int, done: int) -> Observation:
+def remaining_observation(expected: int, done: int) -> Observation:
     return Observation("svdbatch_items_remaining", max(0, expected - done), {})
 
 
-def rendered(batch: pa.Table, gpus_per_actor: float) -> list[Observation]:
+def rendered_observations(batch: pa.Table, gpus_per_actor: float) -> list[Observation]:
     """What one generation call's rows add on the actor: each generated video's stage seconds and GPU-seconds."""
-    videos = batch.filter(pc.is_in(batch["status"], pa.array([OK, REJECTED])))
-    columns = videos.select([f"{stage}_seconds" for stage in STAGES]).to_pydict()
+    columns = generated(batch).select([f"{stage}_seconds" for stage in STAGES]).to_pydict()
     seen = [
         Observation(f"svdbatch_{stage}_seconds", value, {})
         for stage in STAGES
         for value in columns[f"{stage}_seconds"]
         if value is not None
     ]
-    generated = sum(value for value in columns["generate_seconds"] if value is not None)
-    return seen + [Observation("svdbatch_gpu_seconds_total", generated * gpus_per_actor, {})]
+    generating = sum(value for value in columns["generate_seconds"] if value is not None)
+    return seen + [Observation("svdbatch_gpu_seconds_total", gpu_seconds(generating, gpus_per_actor), {})]
 
 
-def actor_started(load_seconds: float, restarted: bool, gpus_per_actor: float) -> list[Observation]:
+def actor_start_observations(load_seconds: float, restarted: bool, gpus_per_actor: float) -> list[Observation]:
     """A generation actor ready: its model load time (GPU-seconds too: the GPU is held while it loads) and a start."""
     return [
         Observation("svdbatch_model_load_seconds", load_seconds, {}),
-        Observation("svdbatch_gpu_seconds_total", load_seconds * gpus_per_actor, {}),
+        Observation("svdbatch_gpu_seconds_total", gpu_seconds(load_seconds, gpus_per_actor), {}),
         Observation("svdbatch_actors_started_total", 1, {"restarted": str(restarted).lower()}),
     ]

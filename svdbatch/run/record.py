@@ -1,19 +1,25 @@
-"""What a run reports, free of Ray and torch: the summary line, the progress line and the job record."""
+"""What a run reports, free of Ray and torch: the summary line, the progress line and the job record, which this
+module writes (``_job/runs/{run_id}.json``) and reads back for the report and plan (``read_records``)."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from svdbatch import storage
 from svdbatch.estimate.gpu_time import flop_record
-from svdbatch.estimate.learned import timing_records
+from svdbatch.estimate.learned import TUNE, timing_records
 from svdbatch.model.provenance import package_version
+from svdbatch.run.metrics import gpu_seconds as held_gpu_seconds
 from svdbatch.spec.config import JobSpec
 from svdbatch.store.committer import Counts
+
+RUNS = "_job/runs"  # one record per run of an output: {run_id}.json
+RUN_RECORDS = f"{RUNS}/*.json"
+TUNE_RUN_RECORDS = f"{TUNE}/*/*/{RUN_RECORDS}"  # those of svdbatch tune's runs, one output per setting
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,7 @@ class RunSummary:
     rejected: int = 0
     gpu_seconds: float = 0.0  # model loads and generation, x compute.gpus_per_actor
     price_per_gpu_hour: float | None = None
+    seconds_unit: str = field(default="GPU-s", compare=False)  # what rendered: ``seconds_unit``; not in the record
 
     @property
     def videos_per_minute(self) -> float:
@@ -73,13 +80,21 @@ class RunSummary:
         return "no video rendered" if self.failed or self.rejected else "nothing to render"
 
     def _spent(self) -> str:
-        """GPU-seconds per video when measured, and with a price the cost per video and of the run."""
+        """Device-seconds per video when measured (GPU-s, or CPU-s when the run rendered on CPUs), and with a price
+        the cost per video and of the run."""
         if not self.gpu_seconds:
             return ""
-        spent = f", {self.gpu_seconds_per_video:.1f} GPU-s/video"
+        spent = f", {self.gpu_seconds_per_video:.1f} {self.seconds_unit}/video"
         if self.price_per_gpu_hour is None:
             return spent
         return f"{spent}, {money(self.cost_per_video)}/video, {money(self.cost)} in all"
+
+
+def seconds_unit(environments: list[dict[str, str]]) -> str:
+    """What a run's device-seconds were, from the provenance of what rendered (``gpu_name`` is "cpu" on a CPU):
+    GPU-s or CPU-s when every environment agrees, device-s when they are mixed or unknown (a record without them)."""
+    kinds = {"CPU" if environment.get("gpu_name") == "cpu" else "GPU" for environment in environments}
+    return f"{kinds.pop()}-s" if len(kinds) == 1 else "device-s"
 
 
 def money(amount: float) -> str:
@@ -131,6 +146,7 @@ def summarize(
         rejected=counts.rejected,
         gpu_seconds=gpu_seconds(spec, counts, workers),
         price_per_gpu_hour=spec.compute.price_per_gpu_hour,
+        seconds_unit=seconds_unit(counts.environments),
     )
     record = job_record(spec, summary, started, counts.environments, workers, family)
     record["timings"] = timing_records(counts.timings)  # seconds per video by setting: what plan learns from
@@ -139,9 +155,9 @@ def summarize(
 
 
 def gpu_seconds(spec: JobSpec, counts: Counts, workers: list[dict[str, Any]]) -> float:
-    """The GPUs held while the actors loaded the model and generated (metrics.py counts the same in each actor)."""
+    """The GPUs held while the actors loaded the model and generated, as metrics.py counts them in each actor."""
     loads = sum(worker["load_seconds"] for worker in workers)
-    return (loads + counts.generate_seconds) * spec.compute.gpus_per_actor
+    return held_gpu_seconds(loads + counts.generate_seconds, spec.compute.gpus_per_actor)
 
 
 def model_copies(workers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,17 +195,40 @@ def job_record(
         "versions": _versions(),
         "environments": environments,
         "spec": resolved,
-        "summary": {**asdict(summary), **summary.costs()},
+        "summary": {**asdict(summary, dict_factory=_recorded), **summary.costs()},
         "workers": workers or [],
         "model_copies": model_copies(workers or []),
         "flops": flop_record(spec) if family == "svd" else None,
     }
 
 
+def _recorded(fields: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A summary's fields as the record keeps them: the unit is not kept, readers name it from ``environments``."""
+    return {name: value for name, value in fields if name != "seconds_unit"}
+
+
 def write_job_record(spec: JobSpec, record: dict[str, Any]) -> None:
     """``_job/summary.json`` for the latest run, and ``_job/runs/{run_id}.json`` kept for every run."""
     data = json.dumps(record, indent=2).encode()
     storage.write_bytes(storage.join(spec.output.url, "_job", "summary.json"), data, spec.storage_options)
-    storage.write_bytes(
-        storage.join(spec.output.url, "_job", "runs", f"{record['run_id']}.json"), data, spec.storage_options
-    )
+    storage.write_bytes(storage.join(spec.output.url, RUNS, f"{record['run_id']}.json"), data, spec.storage_options)
+
+
+def read_records(output: str, options: dict[str, Any], pattern: str = RUN_RECORDS) -> list[dict[str, Any]]:
+    """The run records under ``output`` that ``pattern`` names (every run's by default; ``TUNE_RUN_RECORDS``: tune's),
+    in the order of their names (a run id starts with its start time)."""
+    fs, root = storage.filesystem(output, options)
+    fs.invalidate_cache(root)  # a listing this process cached (a run's own, an earlier read) would hide new records
+    names = storage.retrying(lambda: fs.glob(f"{root.rstrip('/')}/{pattern}"), options)
+    return [json.loads(storage.retrying(lambda name=name: fs.cat_file(name), options)) for name in sorted(names)]
+
+
+def read_timings(output: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every timing of the output's run records and of tune's, each with ``tune``: whether tune measured it (what
+    plan learns from: ``learned.measured``)."""
+    return [
+        {**timing, "tune": pattern == TUNE_RUN_RECORDS}
+        for pattern in (RUN_RECORDS, TUNE_RUN_RECORDS)
+        for record in read_records(output, options, pattern)
+        for timing in record.get("timings", [])
+    ]

@@ -2,7 +2,8 @@
 many actors each item has cost by losing their device (faults.MAX_ACTORS_LOST).
 
 Its own module, free of torch and Ray, because it runs as a Ray actor of its own: an actor process imports the module
-that defines its class, and importing ray/actors.py would cost it torch (seconds of CPU) on every run.
+that defines its class, and a module that brought the generation stage (ray/video_generator.py) would cost it torch
+(seconds of CPU) on every run.
 """
 
 from __future__ import annotations

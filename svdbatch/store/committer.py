@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from svdbatch import storage
 from svdbatch.errors import UserError
 from svdbatch.estimate.learned import TIMING_COLUMNS, add_timing
-from svdbatch.items.metadata import METADATA_SCHEMA, OK, REJECTED, SKIPPED
+from svdbatch.items.metadata import METADATA_SCHEMA, OK, REJECTED, SKIPPED, generated
 from svdbatch.model.provenance import PROVENANCE_COLUMNS
 from svdbatch.store.commit import COMMITS
 
@@ -78,8 +78,7 @@ class Committer:
                     self.counts.errors.append(row["error"])
             if row["rerender_reason"]:
                 self.counts.rerendered += 1
-        generated = batch.filter(pc.is_in(batch["status"], pa.array([OK, REJECTED])))["generate_seconds"]
-        self.counts.generate_seconds += pc.sum(generated).as_py() or 0.0
+        self.counts.generate_seconds += pc.sum(generated(batch)["generate_seconds"]).as_py() or 0.0
         kept = batch.filter(pa.compute.not_equal(batch["status"], SKIPPED))
         if kept.num_rows:
             self._pending.append(kept.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
