@@ -148,14 +148,14 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
     for action in sorted(shown, key=lambda action: bool(action.option_strings)):  # positional arguments first
         names = ", ".join(action.option_strings)
         value = action.metavar or action.dest.upper()
-        takes = action.dest.upper() if not names else "" if action.nargs == 0 else f" {value}"
+        takes = value.upper() if not names else "" if action.nargs == 0 else f" {value}"
         default = action.default if action.default not in (None, False, [], argparse.SUPPRESS) else ""
         rows.append(f"| `{names}{takes}` | {_cell(str(default))} | {_cell(action.help or '')} |")
     return rows
 
 
 def cli_page() -> str:
-    from svdbatch.cli import EXIT_CODES, _parser
+    from svdbatch.cli.parser import EXIT_CODES, build_parser
 
     out = [
         "# Command-line reference",
@@ -164,7 +164,7 @@ def cli_page() -> str:
         "",
         "`svdbatch --version` prints the version; `svdbatch run --help` (any command) prints its options.",
     ]
-    for name, parser in _commands(_parser()):
+    for name, parser in _commands(build_parser()):
         if any(isinstance(action, argparse._SubParsersAction) for action in parser._actions):
             out += ["", f"## `{name}`", "", parser.description or ""]
             continue

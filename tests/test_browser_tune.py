@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from test_browser_report import CHROMIUM, body_after_scripts, screenshot
 
-from svdbatch.cli.tune import REFERENCE, Sample, Setting, input_path, page, preview_path
+from svdbatch.cli.tune_page import REFERENCE, Sample, Setting, input_path, page, preview_path
 from svdbatch.render.video import encode_mp4
 from svdbatch.spec.config import VideoSpec
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from svdbatch import reference
-from svdbatch.cli import _parser
+from svdbatch.cli.parser import build_parser
 from svdbatch.spec import reference as spec_reference
 from svdbatch.formats import RENAMED
 from svdbatch.spec.reference import spec_lines
@@ -51,7 +51,7 @@ def _quoted_commands() -> list[tuple[str, str, bool]]:
 
 def _deepest(words: list[str]) -> argparse.ArgumentParser:
     """The (sub)parser the words lead to: `model stage ...` -> stage's parser."""
-    parser = _parser()
+    parser = build_parser()
     for word in words:
         subs = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
         if not subs or word not in subs[0].choices:
@@ -98,14 +98,14 @@ def test_every_quoted_command_line_parses_with_todays_cli(page, line, whole):
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         path = words if whole else list(itertools.takewhile(lambda word: not word.startswith("-"), words))
         with pytest.raises(SystemExit) as helped:
-            _parser().parse_args([*path, "--help"])
+            build_parser().parse_args([*path, "--help"])
         assert helped.value.code == 0 and "usage: svdbatch" in out.getvalue(), (page, line, err.getvalue())
         known = _deepest(words)._option_string_actions
         unknown = [word for word in words if word.startswith("-") and word.split("=")[0] not in known]
         assert unknown == [], f"{page}: svdbatch {line}: unknown flags"
         if whole:
             try:
-                _parser().parse_args(words)
+                build_parser().parse_args(words)
             except SystemExit as exit:
                 pytest.fail(f"{page}: svdbatch {line}: {err.getvalue().strip().splitlines()[-1:]} (exit {exit.code})")
 
@@ -180,8 +180,8 @@ def test_the_command_check_rejects_an_unknown_flag():
     assert _commands("```bash\nsvdbatch run job.yaml --bogus  # a comment\n```") == [("run job.yaml --bogus", True)]
     assert "--bogus" not in _deepest(["run", "job.yaml"])._option_string_actions
     with pytest.raises(SystemExit), contextlib.redirect_stderr(io.StringIO()):
-        _parser().parse_args(shlex.split("run job.yaml --bogus"))
-    assert isinstance(_parser(), argparse.ArgumentParser)
+        build_parser().parse_args(shlex.split("run job.yaml --bogus"))
+    assert isinstance(build_parser(), argparse.ArgumentParser)
 
 
 def test_the_readme_is_short_and_keeps_its_two_commands():

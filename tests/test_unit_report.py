@@ -10,7 +10,9 @@ from PIL import Image
 
 from svdbatch.items.metadata import OK, blank_row
 from svdbatch.report import charts
-from svdbatch.report.page import SHEET_GAP, SHEET_LABEL, contact_sheet, seconds_unit, steady_rate
+from svdbatch.report.images import SHEET_GAP, SHEET_LABEL, contact_sheet
+from svdbatch.report.page import steady_rate
+from svdbatch.run.record import seconds_unit
 
 START = datetime(2026, 12, 5, 1, 0, tzinfo=UTC)
 SVG = "{http://www.w3.org/2000/svg}"

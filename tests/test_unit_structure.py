@@ -27,9 +27,6 @@ ENTRY_POINTS = {"svdbatch.__main__", "svdbatch.demo", "svdbatch.reference"}
 # Modules still over MAX_MODULE_LINES, with their length when the limit came: each may shrink, none may grow, no other
 # module may join them.
 OVER_LIMIT = {
-    "svdbatch.cli": 309,
-    "svdbatch.cli.tune": 379,
-    "svdbatch.report.page": 402,
     "svdbatch.spec.config": 456,
     "svdbatch.storage": 493,
 }

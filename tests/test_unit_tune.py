@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from svdbatch.cli.tune import breakable, parse_tries, sample_keys
+from svdbatch.cli.tune import parse_tries, sample_keys
+from svdbatch.cli.tune_page import breakable
 from svdbatch.spec.config import SpecError
 
 

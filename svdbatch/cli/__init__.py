@@ -1,7 +1,8 @@
 """``svdbatch run|plan|tune|manifest|report|demo|spec|model stage``: every user error is one line naming what to fix.
 
 Only the spec module is imported at start: torch, diffusers and Ray load inside the commands that need them, so
-``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_unit_cli.py guards it).
+``--help``, ``spec``, ``manifest`` and ``report`` answer at once (tests/test_unit_cli.py guards it). The commands,
+options and help texts are in parser.py; plan.py and tune.py run the commands of those names.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from svdbatch import __version__
-from svdbatch.cli.plan import DEFAULT_GPU, DEFAULT_GPUS
+from svdbatch.cli.parser import build_parser
 from svdbatch.errors import JobError, UserError
 from svdbatch.run import stopping
 from svdbatch.spec.config import JobSpec, SpecError
@@ -23,135 +23,28 @@ from svdbatch.spec.reference import reference
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
-PRUNE_HELP = "Remove what left the manifest: delete its videos, mark its rows 'removed' (output.prune=true)."
-TAKE_OVER_HELP = (
-    "Take the output's lease from the run that holds it, even if its lease has not expired: only when that run is "
-    "dead (a live one stops when it notices). Without it a second run on the same output refuses."
-)
-LEASE_WAIT_HELP = (
-    "Seconds to wait for the output's lease while a run on another machine (or one that cannot be checked) holds "
-    "it, so that an automatic retry outlives a dead predecessor's lease (default: lease.ttl_s + 30, i.e. 90). A "
-    "holder that died on this machine is replaced at once; one alive here, or still renewing after the wait, refuses."
-)
-DEMO_DIR_HELP = (
-    "Folder for the demo's inputs and outputs; under `ray job submit --working-dir`, a durable path outside Ray's "
-    "temporary copy of the working dir (required there)."
-)
-PLAN_PRUNE_HELP = "Plan as 'run --prune' would: count what left the manifest as to remove (plan deletes nothing)."
-STORE_SET = {  # --set on the commands without a job spec: storage options only
-    "action": "append",
-    "default": [],
-    "metavar": "storage_options.NAME=VALUE",
-    "help": "An fsspec option for every URL the command reads or writes (endpoint, region, ...); repeatable.",
-}
-SET_HELP = "Override one spec field, e.g. --set render.fps=8; repeatable, applied over the YAML."
-JOB_HELP = (
-    "Job spec YAML: a path or a URL (s3://, gs://, az://, file://; credentials from the environment or --set "
-    "storage_options.NAME=VALUE). Relative paths in it resolve against its folder."
-)
-TRY_HELP = (
-    "An alternative to compare with the job's settings, one setting per value, e.g. render.num_inference_steps=25,4 "
-    "or model.step_cache.enabled=true; repeatable; space-separated pairs in one --try are combined."
-)
-STAGE_HELP = (
-    "Copy exactly the files the pipeline loads (the variant's safetensors, every config) to URL, verified by sha256; "
-    "a rerun copies only what is missing or changed. Jobs then use model.source: URL."
-)
 # Object-store clients log their own retries and tracebacks (gcsfs's "Could not determine bucket type", aiohttp's
 # connection errors): the one line svdbatch prints names the store and the cause; --verbose shows theirs.
 STORE_LOGGERS = ("gcsfs", "google", "aiohttp", "asyncio", "fsspec", "s3fs", "botocore", "aiobotocore", "adlfs", "azure")
-EXIT_CODES = """exit status:
-  0    every item rendered or was already done
-  1    some items failed (error rows in the table), or a fatal problem stopped the job
-  2    bad command line or job spec
-  130  interrupted (SIGINT, Ctrl-C)
-  143  stopped (SIGTERM, e.g. ray job stop)"""
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="svdbatch", description="Batch image-to-video with Stable Video Diffusion.")
-    parser.add_argument("--version", action="version", version=f"svdbatch {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help=SET_HELP)
-        command.add_argument("--verbose", action="store_true", help="Show Ray's logs and full tracebacks.")
-        command.add_argument("--quiet", action="store_true", help="No progress bars; only the summary line.")
-        return command
-
-    run = add("run", "Render every item of a job spec.")
-    run.add_argument("job", help=JOB_HELP)
-    run.add_argument("--prune", action="store_true", help=PRUNE_HELP)
-    run.add_argument("--take-over", action="store_true", help=TAKE_OVER_HELP)
-    run.add_argument("--lease-wait", type=float, metavar="SECONDS", help=LEASE_WAIT_HELP)
-    run.epilog, run.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
-    demo = add("demo", "Build the tiny model and sample images, then run the real job on a local Ray cluster.")
-    demo.add_argument("--dir", default="demo-output", help=DEMO_DIR_HELP)
-    demo.add_argument("--images", type=int, default=6, help="How many sample images to generate.")
-    plan = add("plan", "Check a job spec and its whole manifest, count the work and estimate GPU time; no GPU used.")
-    plan.add_argument("job", help=JOB_HELP)
-    plan.add_argument("--prune", action="store_true", help=PLAN_PRUNE_HELP)
-    plan.add_argument(
-        "--gpus", type=int, help=f"Cluster GPUs, for the wall-time estimate (not given: {DEFAULT_GPUS}, assumed)."
-    )
-    plan.add_argument(
-        "--gpu",
-        help="GPU kind for the estimate (H200, H100, H100-PCIe, A100, L40S, L4, T4, ...; any other with --tflops) "
-        f"(not given: {DEFAULT_GPU}, assumed).",
-    )
-    plan.add_argument("--tflops", type=float, help="Peak dense fp16 TFLOP/s of the GPU, for kinds not listed.")
-    plan.add_argument("--seconds-per-video", type=float, help="A measured latency instead of the built-in estimate.")
-    tune = add("tune", "Render a fixed sample of the job under its settings and alternatives; compare cost and frames.")
-    tune.add_argument("job", help=JOB_HELP)
-    tune.add_argument("--sample", type=int, default=8, help="Manifest rows to render (the same ones every time).")
-    tune.add_argument("--try", dest="tries", action="append", default=[], metavar="KEY=V1,V2", help=TRY_HELP)
-    tune.add_argument("--dir", help="Folder or URL for tune's runs and page (default: OUTPUT/_tune/TIMESTAMP).")
-    _add_output_commands(commands)
-    return parser
-
-
-def _add_output_commands(commands) -> None:
-    """The commands that take no job spec: build a manifest, report an output, print the spec reference, stage
-    weights."""
-    scan = commands.add_parser("manifest", help="Build a manifest from a folder or object-store prefix of images.")
-    scan.add_argument("source", help="Folder or URL prefix to scan (recursively).")
-    scan.add_argument("-o", "--output", required=True, help="Manifest to write (.parquet, local or URL).")
-    scan.add_argument("--column", action="append", default=[], metavar="NAME=VALUE", help="A constant column.")
-    scan.add_argument("--params", help="CSV with a 'key' column (relative path) and per-row parameter columns.")
-    scan.add_argument("--set", **STORE_SET)
-    scan.add_argument("--verbose", action="store_true", help="Full tracebacks.")
-    report = commands.add_parser("report", help="Write an HTML gallery of an output: OUTPUT/report/index.html.")
-    report.add_argument("output", help="The job's output URL or folder.")
-    report.add_argument("--set", **STORE_SET)
-    report.add_argument("--verbose", action="store_true", help="Full tracebacks.")
-    commands.add_parser("spec", help="Print the job spec reference.")
-    model = commands.add_parser("model", help="Model weights: stage them once in object storage.")
-    stage = model.add_subparsers(dest="model_command", required=True).add_parser("stage", help=STAGE_HELP)
-    stage.add_argument("source", help="Hub id (org/name), local pipeline folder, URL of one, or svdbatch:tiny.")
-    stage.add_argument("url", help="Where to stage it: an fsspec URL (s3://, gs://, az://) or a folder.")
-    stage.add_argument("--variant", help="Weight variant the jobs load (model.variant), e.g. fp16 for SVD-XT.")
-    stage.add_argument("--set", **STORE_SET)
-    stage.add_argument("--verbose", action="store_true", help="Full tracebacks.")
-
-
-def _checked_spec(job: str, args: argparse.Namespace) -> JobSpec:
+def _checked_spec(spec_path: str, args: argparse.Namespace) -> JobSpec:
     """The job spec validated and its manifest found before torch or Ray load: a mistake answers in a moment."""
     from svdbatch import storage
 
-    spec = storage.within(lambda: load_spec(job, _overrides(args)))  # a spec URL on a store that does not answer
+    spec = storage.within(lambda: load_spec(spec_path, _overrides(args)))  # a spec URL on a store that does not answer
     from svdbatch.items.manifest import find_files  # pyarrow: not needed to answer a spec error
 
     storage.within(lambda: find_files(spec), spec.storage_options)
     return spec
 
 
-def _run(job: str, args: argparse.Namespace) -> int:
+def _run(spec_path: str, args: argparse.Namespace) -> int:
     take_over = getattr(args, "take_over", False)  # demo has no --take-over nor --lease-wait
     lease_wait = getattr(args, "lease_wait", None)
     if lease_wait is not None and lease_wait < 0:
         raise SpecError(f"--lease-wait {lease_wait:g}: must be 0 or more seconds")
-    spec = _checked_spec(job, args)
+    spec = _checked_spec(spec_path, args)
     with stopping.handled():
         from svdbatch.ray.driver import run
 
@@ -173,7 +66,7 @@ def _plan(args: argparse.Namespace) -> int:
         raise SpecError(f"--tflops {args.tflops:g}: must be positive")
     if args.gpus is not None and args.gpus < 1:
         raise SpecError(f"--gpus {args.gpus}: must be at least 1")
-    spec = _checked_spec(args.job, args)
+    spec = _checked_spec(args.spec_path, args)
     report = make_plan(
         spec,
         args.gpu,
@@ -193,12 +86,12 @@ def _tune(args: argparse.Namespace) -> int:
         raise SpecError(f"--sample {args.sample}: must be at least 1")
     if not args.tries:
         raise SpecError("tune: give at least one --try KEY=V1,V2 to compare with the job's settings")
-    _checked_spec(args.job, args)
+    _checked_spec(args.spec_path, args)
     with stopping.handled():
         from svdbatch.cli.tune import tune
 
         show = {"verbose": args.verbose, "progress": not args.quiet, "cli": True}
-        lines, page = tune(args.job, args.set, args.tries, args.sample, args.dir, **show)
+        lines, page = tune(args.spec_path, args.set, args.tries, args.sample, args.dir, **show)
     print("\n".join(lines))
     print(f"page: {page}")
     return 0
@@ -271,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "spec":
         print("\n".join(reference()))
         return 0
@@ -295,10 +188,10 @@ def _main(argv: list[str] | None) -> int:
             from svdbatch.demo import check_durable, prepare
 
             check_durable(Path(args.dir), Path.cwd())
-            job = prepare(Path(args.dir).resolve(), args.images)
-            print(f"demo job spec: {job}")
-            return _run(str(job), args)
-        return _run(args.job, args)
+            spec_path = prepare(Path(args.dir).resolve(), args.images)
+            print(f"demo job spec: {spec_path}")
+            return _run(str(spec_path), args)
+        return _run(args.spec_path, args)
     except UserError as error:
         if args.verbose:
             traceback.print_exc()

@@ -92,7 +92,7 @@ class RunSummary:
 
 def seconds_unit(environments: list[dict[str, str]]) -> str:
     """What a run's device-seconds were, from the provenance of what rendered (``gpu_name`` is "cpu" on a CPU):
-    GPU-s or CPU-s when every environment agrees, device-s when they are mixed or unknown (a record without them)."""
+    GPU-s or CPU-s when every environment agrees, device-s when they are mixed or the record has none (formats.py)."""
     kinds = {"CPU" if environment.get("gpu_name") == "cpu" else "GPU" for environment in environments}
     return f"{kinds.pop()}-s" if len(kinds) == 1 else "device-s"
 
