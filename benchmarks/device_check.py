@@ -3,13 +3,13 @@
     benchmarks/device_check.sh             # CUDA: full-size SVD-XT architecture, random fp16 weights, 1024x576x25
     benchmarks/device_check.sh --reduced   # anywhere: the embedded tiny model at 64x64, 4 frames (the tests run it)
 
-The random SVD-XT pipeline (benchmarks/gpu.py's build, which costs the FLOPs of the real weights) is saved once as a
-diffusers folder and loaded by every run as ``model.source``, as a user's job would. Bare diffusers renders the same
-3 images, one call each, with the default options. Then ``svdbatch.ray.driver.run`` renders them four times, each a job
-of its own with one actor: the default settings, ``model.step_cache``, ``model.compile_unet``, and 4 steps without
-guidance (max_guidance_scale 1) with the consistency sampler (``model.scheduler.name``; SAMPLER in the script).
-Seconds per video are warm: the mean leaving out the slowest video of each run, an actor's first call (warm-up, or
-the UNet's compilation), as plan's learned figures do; peak memory is the rows' ``peak_gpu_bytes``.
+The random SVD-XT pipeline (svdbatch.model.loading.build_svd_xt, which costs the FLOPs of the real weights) is saved
+once as a diffusers folder and loaded by every run as ``model.source``, as a user's job would. Bare diffusers renders
+the same 3 images, one call each, with the default options. Then ``svdbatch.ray.driver.run`` renders them four times,
+each a job of its own with one actor: the default settings, ``model.step_cache``, ``model.compile_unet``, and 4 steps
+without guidance (max_guidance_scale 1) with the consistency sampler (``model.scheduler.name``; SAMPLER in the
+script). Seconds per video are warm: the mean leaving out the slowest video of each run, an actor's first call
+(warm-up, or the UNet's compilation), as plan's learned figures do; peak memory is the rows' ``peak_gpu_bytes``.
 First, a row per model family (Wan 2.2 TI2V 5B, LTX-Video 2B): one transformer step at full size, random weights.
 """
 
@@ -84,14 +84,12 @@ def prepare_model(reduced: bool, folder: Path):
     """(model.source, the pipeline for the bare run, device). Full size: random SVD-XT saved as a diffusers folder."""
     import torch
 
-    from svdbatch.model.loading import build_tiny_pipeline, quiet_libraries
+    from svdbatch.model.loading import build_svd_xt, build_tiny_pipeline, quiet_libraries
 
     quiet_libraries()
     if reduced:
         torch.set_num_threads(REDUCED_COMPUTE["torch_threads"])  # as the runs' actors
         return "svdbatch:tiny", build_tiny_pipeline(), "cpu"
-    from gpu import build_svd_xt
-
     pipe = build_svd_xt("cuda", torch.float16)
     started = time.perf_counter()
     pipe.save_pretrained(folder / "svd-xt-random")

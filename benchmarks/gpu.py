@@ -3,8 +3,8 @@
     python benchmarks/gpu.py                 # CUDA: SVD-XT shapes, random fp16 weights, 1024x576, 25 frames, 25 steps
     python benchmarks/gpu.py --reduced       # anywhere: the tiny model at 64x64, 8 frames, 4 steps (CI runs this)
 
-No weights are downloaded: the architecture is built from the configs below (those of
-stabilityai/stable-video-diffusion-img2vid-xt) with random weights, which cost the same FLOPs as trained ones.
+No weights are downloaded: the architecture is built by ``svdbatch.model.loading.build_svd_xt`` from the configs of
+stabilityai/stable-video-diffusion-img2vid-xt with random weights, which cost the same FLOPs as trained ones.
 "Bare" is what the diffusers docs show: one image per call, default options. "svdbatch" is the same call through
 ``svdbatch.render.generate.call_pipeline`` with the job spec's options applied by ``svdbatch.model.loading.configure``
 (channels_last, TF32, torch.compile off/on), the step cache off/on (model.step_cache at its default schedule) and
@@ -27,46 +27,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from svdbatch.model.flops import SVD_XT_UNET, SVD_XT_VAE  # noqa: E402
-from svdbatch.model.loading import build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
+from svdbatch.model.loading import build_svd_xt, build_tiny_pipeline, configure, quiet_libraries  # noqa: E402
 from svdbatch.render.generate import call_pipeline, to_uint8  # noqa: E402
 from svdbatch.spec.config import ModelSpec, StepCacheSpec  # noqa: E402
 
-SVD_XT_CLIP = dict(
-    hidden_size=1280,
-    intermediate_size=5120,
-    num_hidden_layers=32,
-    num_attention_heads=16,
-    patch_size=14,
-    image_size=224,
-    projection_dim=1024,
-    hidden_act="gelu",
-)
 FULL = dict(width=1024, height=576, num_frames=25, num_inference_steps=25, decode_chunk_size=5)
 REDUCED = dict(width=64, height=64, num_frames=8, num_inference_steps=4, decode_chunk_size=8)
-
-
-def build_svd_xt(device: str, dtype: torch.dtype):
-    """The SVD-XT pipeline with random weights, initialised directly on the device."""
-    from diffusers import (
-        AutoencoderKLTemporalDecoder,
-        StableVideoDiffusionPipeline,
-        UNetSpatioTemporalConditionModel,
-    )
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    tiny = build_tiny_pipeline()  # only for its scheduler, which has no weights
-    with torch.device(device):
-        unet = UNetSpatioTemporalConditionModel(**SVD_XT_UNET).to(dtype)
-        vae = AutoencoderKLTemporalDecoder(**SVD_XT_VAE).to(dtype)
-        encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**SVD_XT_CLIP)).to(dtype)
-    return StableVideoDiffusionPipeline(
-        vae=vae,
-        image_encoder=encoder,
-        unet=unet,
-        scheduler=tiny.scheduler,
-        feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
-    )
 
 
 def _params(shape: dict) -> dict:

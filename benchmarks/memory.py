@@ -3,8 +3,8 @@
     python benchmarks/memory.py [--rows 100,1000]
 
 Each size runs in its own process with its own local Ray cluster, at the smallest render size (32x32, 2 frames,
-1 step) so the run is about the pipeline's bookkeeping, not the model. A sampler thread reads the RSS of the
-driver and of every process below it (raylet, object store, workers) every 0.2 s. Target: the 1,000-row peaks
+1 step) so the run is about the pipeline's bookkeeping, not the model. A sampler thread (common.Peaks) reads the RSS
+of the driver and of every process below it (raylet, object store, workers) every 0.2 s. Target: the 1,000-row peaks
 within 10% of the 100-row peaks.
 """
 
@@ -15,13 +15,12 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import Peaks  # noqa: E402
 
 
 def child(rows: int) -> dict:
@@ -32,26 +31,6 @@ def child(rows: int) -> dict:
     from svdbatch.demo import sample_image
     from svdbatch.ray import driver
     from svdbatch.spec.load import build_spec
-
-    me = psutil.Process()
-    peaks = {"driver": 0, "worker": 0, "cluster": 0}
-    stop = threading.Event()
-
-    def sample() -> None:
-        while not stop.is_set():
-            try:
-                measured = []
-                for process in me.children(recursive=True):
-                    try:
-                        measured.append((_name(process), process.memory_info().rss))
-                    except psutil.Error:
-                        continue
-                peaks["driver"] = max(peaks["driver"], me.memory_info().rss)
-                peaks["worker"] = max([peaks["worker"], *(rss for name, rss in measured if name.startswith("ray::"))])
-                peaks["cluster"] = max(peaks["cluster"], me.memory_info().rss + sum(rss for _, rss in measured))
-            except psutil.Error:
-                pass
-            time.sleep(0.2)
 
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
@@ -72,28 +51,18 @@ def child(rows: int) -> dict:
             }
         )
         ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
+        peaks = Peaks()
         started = time.perf_counter()
         summary = driver.run(spec, progress=False)
         wall = time.perf_counter() - started
-        stop.set()
-        sampler.join()
+        peaks.stop()
         ray.shutdown()
     return {
         "rows": rows,
         "rendered": summary.rendered,
         "wall_s": wall,
-        **{name: value / 2**20 for name, value in peaks.items()},
+        **peaks.mib(),
     }
-
-
-def _name(process: psutil.Process) -> str:
-    """Ray names its worker processes ``ray::<task or actor>`` in their command line."""
-    try:
-        return " ".join(process.cmdline()[:1])
-    except psutil.Error:
-        return ""
 
 
 def main() -> None:

@@ -25,11 +25,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from common import Peaks
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_BATCH = 200_000
@@ -122,36 +121,6 @@ def build(folder: Path, rows: int, layout: str) -> None:
     shutil.rmtree(parts)
 
 
-class Peaks:
-    """Peak RSS of this process and of this process plus all its descendants, sampled in a thread."""
-
-    def __init__(self) -> None:
-        self.me = psutil.Process()
-        self.driver = self.workers = self.cluster = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            total = own = self.me.memory_info().rss
-            workers = 0
-            for process in self.me.children(recursive=True):
-                try:
-                    rss = process.memory_info().rss
-                    workers += rss if process.name().startswith("ray::") else 0
-                except psutil.Error:
-                    continue
-                total += rss
-            self.driver, self.cluster = max(self.driver, own), max(self.cluster, total)
-            self.workers = max(self.workers, workers)
-            time.sleep(0.2)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def child(folder: Path, layout: str) -> dict:
     """Runs with the tree under test first on sys.path (PYTHONPATH)."""
     import ray
@@ -189,9 +158,9 @@ def child(folder: Path, layout: str) -> dict:
         "rendered": summary.rendered,
         "skipped": summary.skipped,
         "publish_s": publishes[-1],
-        "driver_mib": peaks.driver / 2**20,
-        "workers_mib": peaks.workers / 2**20,
-        "cluster_mib": peaks.cluster / 2**20,
+        "driver_mib": peaks.mib()["driver"],
+        "workers_mib": peaks.mib()["workers"],
+        "cluster_mib": peaks.mib()["cluster"],
     }
 
 

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,8 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from svdbatch.demo import sample_image  # noqa: E402
 from svdbatch.model.flops import unet_step_flops, vae_decode_flops  # noqa: E402
+from svdbatch.model.internals import constructor_config  # noqa: E402
 from svdbatch.model.loading import build_tiny_pipeline, quiet_libraries  # noqa: E402
 from svdbatch.render.generate import call_pipeline, to_uint8  # noqa: E402
+from svdbatch.render.quality import psnr  # noqa: E402
 from svdbatch.spec.config import StepCacheSpec  # noqa: E402
 
 DEFAULT = StepCacheSpec(enabled=True)
@@ -75,7 +76,7 @@ def mid_unet(tiny_unet):
     from diffusers import UNetSpatioTemporalConditionModel
 
     torch.manual_seed(0)
-    config = {name: value for name, value in dict(tiny_unet.config).items() if not name.startswith("_")}
+    config = constructor_config(tiny_unet)
     config.update(
         down_block_types=("CrossAttnDownBlockSpatioTemporal",) * 3 + ("DownBlockSpatioTemporal",),
         up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * 3,
@@ -84,11 +85,6 @@ def mid_unet(tiny_unet):
         num_attention_heads=(1, 2, 4, 4),
     )
     return UNetSpatioTemporalConditionModel(**config)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def wall_table(models: list[str], items: int, steps: int) -> None:
@@ -116,8 +112,7 @@ def wall_table(models: list[str], items: int, steps: int) -> None:
             max_guidance_scale=3.0,
             decode_chunk_size=frames,
         )
-        config = {key: value for key, value in dict(pipe.unet.config).items() if not key.startswith("_")}
-        full, cached = unet_step_flops(width, height, frames, config)
+        full, cached = unet_step_flops(width, height, frames, constructor_config(pipe.unet))
         unet_ratio = unet_flop(full, cached, steps, StepCacheSpec()) / unet_flop(full, cached, steps, DEFAULT)
         images = [sample_image(index, width, height) for index in range(items)]
         for cache in (StepCacheSpec(), DEFAULT):  # warm-up

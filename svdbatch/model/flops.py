@@ -39,6 +39,16 @@ SVD_XT_VAE = dict(
     scaling_factor=0.18215,
     force_upcast=True,
 )
+SVD_XT_IMAGE_ENCODER = dict(  # CLIP ViT-H/14's vision tower: not counted (once per video, not per step)
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=16,
+    patch_size=14,
+    image_size=224,
+    projection_dim=1024,
+    hidden_act="gelu",
+)
 LATENT_SCALE = 8
 
 

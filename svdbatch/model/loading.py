@@ -7,6 +7,7 @@ diffusers format under the cache so every process on a node loads the same weigh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -97,9 +98,10 @@ TINY_SCHEDULER = dict(
 )
 
 
-def build_tiny_pipeline():
-    """The embedded default: real SVD classes at toy size (TINY_*), deterministic random weights."""
-    quiet_libraries()
+def build_svd_pipeline(unet: dict, vae: dict, image_encoder: dict, device: str | None = None, dtype=None):
+    """A StableVideoDiffusionPipeline from its components' configs, random weights drawn in this order: UNet, VAE,
+    image encoder (made on ``device`` and each cast to ``dtype`` as it is made, when given), with SVD's own scheduler
+    (``TINY_SCHEDULER``'s settings)."""
     from diffusers import (
         AutoencoderKLTemporalDecoder,
         EulerDiscreteScheduler,
@@ -108,17 +110,35 @@ def build_tiny_pipeline():
     )
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-    torch.manual_seed(0)  # the weights are drawn in this order: UNet, VAE, image encoder
-    unet = UNetSpatioTemporalConditionModel(**TINY_UNET)
-    vae = AutoencoderKLTemporalDecoder(**TINY_VAE)
-    encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**TINY_IMAGE_ENCODER))
+    def made(module):
+        return module if dtype is None else module.to(dtype)
+
+    with torch.device(device) if device else contextlib.nullcontext():
+        built_unet = made(UNetSpatioTemporalConditionModel(**unet))
+        built_vae = made(AutoencoderKLTemporalDecoder(**vae))
+        encoder = made(CLIPVisionModelWithProjection(CLIPVisionConfig(**image_encoder)))
     return StableVideoDiffusionPipeline(
-        vae=vae,
+        vae=built_vae,
         image_encoder=encoder,
-        unet=unet,
+        unet=built_unet,
         scheduler=EulerDiscreteScheduler(**TINY_SCHEDULER),
         feature_extractor=CLIPImageProcessor(crop_size=224, size=224),
     )
+
+
+def build_tiny_pipeline():
+    """The embedded default: real SVD classes at toy size (TINY_*), deterministic random weights."""
+    quiet_libraries()
+    torch.manual_seed(0)  # the weights are drawn in this order: UNet, VAE, image encoder
+    return build_svd_pipeline(TINY_UNET, TINY_VAE, TINY_IMAGE_ENCODER)
+
+
+def build_svd_xt(device: str, dtype: torch.dtype):
+    """SVD-XT's architecture (stabilityai/stable-video-diffusion-img2vid-xt) with random weights, made on ``device``
+    in ``dtype``: what the benchmarks time without downloading weights (random weights cost the same FLOPs)."""
+    from svdbatch.model.flops import SVD_XT_IMAGE_ENCODER, SVD_XT_UNET, SVD_XT_VAE
+
+    return build_svd_pipeline(SVD_XT_UNET, SVD_XT_VAE, SVD_XT_IMAGE_ENCODER, device, dtype)
 
 
 def ensure_tiny_model(source: str = TINY_MODEL) -> Path:
