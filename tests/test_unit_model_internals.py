@@ -103,6 +103,7 @@ def test_model_index_names_the_pipeline_class_under_class_name(tmp_path):
 
     saved = json.loads(EulerDiscreteScheduler().to_json_string())
     assert internals.pipeline_class_name(saved) == "EulerDiscreteScheduler"
+    assert internals.pipeline_class_name({}) is None
     reads = inspect.getsource(inspect.getmodule(DiffusionPipeline))
     assert '["_class_name"]' in reads, _checked("DiffusionPipeline no longer reads _class_name", "diffusers")
 
@@ -120,7 +121,9 @@ def test_constructor_config_is_what_the_constructor_takes():
     )
 
 
-@pytest.mark.parametrize("name", ["init_step_index", "advance_step", "uncompiled", "unet_outer_level"])
+@pytest.mark.parametrize(
+    "name", ["init_step_index", "advance_step", "uncompiled", "unet_outer_level", "pipeline_class_name"]
+)
 def test_the_private_names_appear_only_in_the_guard(name):
     """No module but the guard touches the internals its functions stand for."""
     private = {
@@ -128,6 +131,7 @@ def test_the_private_names_appear_only_in_the_guard(name):
         "advance_step": "._step_index",
         "uncompiled": "_orig_mod",
         "unet_outer_level": "UNetSpatioTemporalConditionOutput",
+        "pipeline_class_name": '"_class_name"',
     }[name]
     users = [
         path.relative_to(ROOT).as_posix()

@@ -18,7 +18,7 @@ TINY_SOURCES: dict[str, ModuleType] = {module.TINY_SOURCE: module for module in 
 BY_NAME: dict[str, ModuleType] = {module.NAME: module for module in (svd, wan, ltx)}
 
 
-def pipeline_class(folder: str | Path) -> str:
+def pipeline_class(folder: str | Path) -> str | None:
     """The pipeline class a diffusers folder names in its model_index.json."""
     return pipeline_class_name(json.loads((Path(folder) / "model_index.json").read_text()))
 

@@ -20,6 +20,7 @@ from typing import Any
 from svdbatch import storage
 from svdbatch.errors import UserError
 from svdbatch.model.families import FAMILIES, TINY_SOURCES
+from svdbatch.model.internals import PIPELINE_CLASS_KEY, pipeline_class_name
 from svdbatch.spec.config import TINY_MODELS, ModelSpec
 
 CONFIG_SUFFIXES = (".json", ".txt")
@@ -245,7 +246,7 @@ def model_family(spec: ModelSpec, options: dict[str, Any] | None = None) -> str:
     index = model_config(spec, options)
     if index is None:
         return "svd"
-    pipeline = index.get("_class_name")
+    pipeline = pipeline_class_name(index)
     if pipeline not in FAMILIES:
         supported = ", ".join(FAMILIES)
         raise ModelError(f"model.source {spec.source}: {pipeline} is not supported (svdbatch renders {supported})")
@@ -259,7 +260,7 @@ def model_config(
     model; None for a hub id that can be read neither online nor from the cache, and for an embedded tiny model's
     other files (they exist only once a process built it)."""
     if spec.source in TINY_MODELS:
-        return {"_class_name": TINY_SOURCES[spec.source].PIPELINE} if name == "model_index.json" else None
+        return {PIPELINE_CLASS_KEY: TINY_SOURCES[spec.source].PIPELINE} if name == "model_index.json" else None
     if is_remote(spec.source) or looks_local(spec.source) or Path(spec.source).exists():
         url = spec.source if is_remote(spec.source) else str(local_folder(spec))
         fs, root = storage.filesystem(url, options)

@@ -15,6 +15,7 @@ DIFFUSERS_CHECKED = "0.42.1"
 TORCH_CHECKED = "2.13.0"
 # sha256 of inspect.getsource(UNetSpatioTemporalConditionModel.forward) on diffusers 0.42.1: the function that
 # ``unet_outer_level`` copies part of.
+PIPELINE_CLASS_KEY = "_class_name"  # model_index.json's key for its pipeline class (pipeline_class_name)
 UNET_FORWARD_SHA256 = "968edca6b909fb4555bb8a8570ff96ef665910b79f3d8f376096c333a328eda1"
 
 
@@ -84,10 +85,11 @@ def unet_outer_level(unet, deep, sample, timestep, encoder_hidden_states, added_
     return UNetSpatioTemporalConditionOutput(sample=out) if return_dict else (out,)
 
 
-def pipeline_class_name(index: dict) -> str:
-    """The pipeline class a diffusers folder's model_index.json names. Checked on diffusers 0.42.1: ConfigMixin writes
-    the class under ``_class_name`` (``to_json_string``), and DiffusionPipeline.from_pretrained reads it there."""
-    return index["_class_name"]
+def pipeline_class_name(index: dict) -> str | None:
+    """The pipeline class a diffusers folder's model_index.json names (None when it names none). Checked on diffusers
+    0.42.1: ConfigMixin writes the class under ``_class_name`` (``to_json_string``), and
+    DiffusionPipeline.from_pretrained reads it there."""
+    return index.get(PIPELINE_CLASS_KEY)
 
 
 def constructor_config(module) -> dict:
