@@ -27,7 +27,6 @@ ENTRY_POINTS = {"svdbatch.__main__", "svdbatch.demo", "svdbatch.reference"}
 # Modules still over MAX_MODULE_LINES, with their length when the limit came: each may shrink, none may grow, no other
 # module may join them.
 OVER_LIMIT = {
-    "svdbatch.spec.config": 456,
     "svdbatch.storage": 493,
 }
 

@@ -1,12 +1,14 @@
 """What a video is rendered with: the render parameters (SVD's, and the prompted families' Wan and LTX), seeds and
-variants, and the base every spec model shares. config.py assembles them into the job spec.
+variants. config.py puts them in the job spec.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from svdbatch.spec.base import Strict
 
 SEED_BITS = 63  # seeds fit Parquet's int64 and torch.Generator.manual_seed
 SEED_MASK = (1 << SEED_BITS) - 1
@@ -18,12 +20,6 @@ MAX_PROMPT_CHARS = 10_000
 # and null for the others (model/families.py), so the table says what each video was rendered with.
 SVD_PARAMS = ("motion_bucket_id", "noise_aug_strength", "min_guidance_scale", "max_guidance_scale", "decode_chunk_size")
 PROMPTED_PARAMS = ("guidance_scale", "shift", "prompt", "negative_prompt")
-
-
-class Strict(BaseModel):
-    """Every spec model: unknown fields fail (a typo is named before any work) and assignments are validated."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class RenderParams(Strict):
