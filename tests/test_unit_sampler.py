@@ -12,6 +12,7 @@ from helpers import TEST_RENDER
 from svdbatch.demo import sample_image
 from svdbatch.estimate.gpu_time import REFERENCE, unet_flop
 from svdbatch.items.expand import expand_row
+from svdbatch.model import internals
 from svdbatch.model.flops import unet_video_flops
 from svdbatch.model.loading import applied_options, load_pipeline, resolve_source
 from svdbatch.model.sampler import build_scheduler, use_sampler
@@ -104,7 +105,7 @@ def test_consistency_sampler_starts_at_sigma_max_and_lands_on_the_denoised_laten
     assert scheduler.init_noise_sigma == pytest.approx(700.0) and float(scheduler.sigmas[-1]) == 0.0
     torch.testing.assert_close(scheduler.timesteps, 0.25 * torch.log(scheduler.sigmas[:-1]))
     sample, output = torch.randn(1, 2, 4, 8, 8), torch.randn(1, 2, 4, 8, 8)
-    scheduler._step_index = 3  # the last step adds no noise: the result is f(x, sigma), v-prediction's sign
+    internals.init_step_index(scheduler, scheduler.timesteps[3])  # the last step adds no noise: f(x, sigma)
     sigma = scheduler.sigmas[3]
     expected = sample / ((sigma - 0.002) ** 2 + 1) - (sigma - 0.002) / (sigma**2 + 1) ** 0.5 * output
     torch.testing.assert_close(scheduler.step(output, scheduler.timesteps[3], sample).prev_sample, expected)
