@@ -15,8 +15,8 @@ import pytest
 
 from svdbatch import reference
 from svdbatch.cli.parser import build_parser
-from svdbatch.spec import reference as spec_reference
 from svdbatch.formats import RENAMED
+from svdbatch.spec import reference as spec_reference
 from svdbatch.spec.reference import spec_lines
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -54,7 +54,7 @@ def test_connection_errors_and_errnos(error, transient):
 
 
 def test_retrying_retries_transient_errors_and_gives_up_on_permanent_ones(monkeypatch):
-    monkeypatch.setattr(storage, "BACKOFF_S", 0.0)
+    monkeypatch.setattr(storage.retry, "BACKOFF_S", 0.0)
     calls = []
 
     def flaky():

@@ -62,7 +62,7 @@ def test_an_enclosing_deadline_tightens_the_budget():
 
 
 def test_a_check_stuck_inside_a_client_is_left_behind_and_its_store_named(monkeypatch):
-    monkeypatch.setattr(storage, "GRACE_S", 0.2)
+    monkeypatch.setattr(storage.retry, "GRACE_S", 0.2)
     options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": "http://10.0.0.1:9000"}}
 
     def stuck():

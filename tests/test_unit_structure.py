@@ -20,15 +20,13 @@ MAX_TOP_LEVEL_MODULES = 8
 # architecture: the spec, the model and the items at the bottom, the render stages over them, the output's record,
 # the run's rules, the report, Ray's adapter, and the commands at the top.
 LAYERS = ["spec", "model", "items", "estimate", "render", "store", "run", "report", "ray", "cli"]
-# Top-level modules every package may import: they import only each other.
-FOUNDATION = {"svdbatch", "svdbatch.errors", "svdbatch.formats", "svdbatch.storage"}
+# Top-level modules every package may import (and the storage package): they import only each other.
+FOUNDATION = {"svdbatch", "svdbatch.errors", "svdbatch.formats", "storage"}
 # The other top-level modules are entry points beside cli/: no package but cli/ imports them.
 ENTRY_POINTS = {"svdbatch.__main__", "svdbatch.demo", "svdbatch.reference"}
 # Modules still over MAX_MODULE_LINES, with their length when the limit came: each may shrink, none may grow, no other
 # module may join them.
-OVER_LIMIT = {
-    "svdbatch.storage": 493,
-}
+OVER_LIMIT: dict[str, int] = {}
 
 
 def _modules() -> dict[str, Path]:

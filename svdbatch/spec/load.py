@@ -108,7 +108,7 @@ MODEL_PATHS = ("model.source", "model.unet")  # a path or a hub id: resolved whe
 
 
 def is_url(source: str) -> bool:
-    """An fsspec URL other than file://, read through storage.py."""
+    """An fsspec URL other than file://, read through svdbatch.storage."""
     head, sep, _ = source.partition("://")
     return bool(sep) and head.lower() != "file"
 

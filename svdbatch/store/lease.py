@@ -14,7 +14,7 @@ exactly one wins. A holder only ever rewrites its own generation (to renew or re
 compare-and-swap; it learns that it lost the lease when it sees a higher generation. The winner of a generation
 removes the older ones; numbers never restart, because a released record is kept (expired), not deleted.
 
-Free of Ray and torch: plain fsspec through storage.py.
+Free of Ray and torch: plain fsspec through svdbatch.storage.
 """
 
 from __future__ import annotations

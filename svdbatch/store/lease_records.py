@@ -2,7 +2,7 @@
 
 A record is created with an exclusive create (a hard link on local disk, ``If-None-Match: *`` on S3), so of many runs
 racing for a generation exactly one creates it; after that only its holder rewrites it. ``standing`` judges a holder
-from this process's machine and clock. Free of Ray and torch: plain fsspec through storage.py.
+from this process's machine and clock. Free of Ray and torch: plain fsspec through svdbatch.storage.
 """
 
 from __future__ import annotations
