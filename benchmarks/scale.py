@@ -66,7 +66,7 @@ def build(folder: Path, rows: int, layout: str) -> None:
     from svdbatch.items.expand import expand_batch
     from svdbatch.items.metadata import METADATA_SCHEMA
     from svdbatch.model.identity import model_identity
-    from svdbatch.render.stages import source_versions
+    from svdbatch.render.feed import source_versions
     from svdbatch.spec.load import build_spec
     from svdbatch.store import commit
 

@@ -97,7 +97,7 @@ def test_the_render_plan_feeds_the_pool_from_one_fused_task(ray_cluster, tmp_pat
 
     from svdbatch.items import manifest
     from svdbatch.ray import dataset
-    from svdbatch.render.stages import RunContext
+    from svdbatch.render.feed import RunContext
     from svdbatch.run import capacity
 
     images = write_images(tmp_path / "images", 2)
@@ -123,7 +123,7 @@ def test_the_resume_decision_runs_in_the_feed_task(ray_cluster, tmp_path, capsys
 
     from svdbatch.items import manifest
     from svdbatch.ray import dataset
-    from svdbatch.render.stages import ResumeRows, RunContext
+    from svdbatch.render.feed import ResumeRows, RunContext
 
     images = write_images(tmp_path / "images", 2)
     spec = make_spec(write_manifest(tmp_path / "manifest.parquet", {"key": ["a", "b"], "image": images}), tmp_path)

@@ -200,7 +200,7 @@ def test_one_piece_and_several_plan_alike_every_reason_and_removal(ray_cluster, 
     from svdbatch.items.expand import expand_batch
     from svdbatch.items.metadata import METADATA_SCHEMA
     from svdbatch.model.identity import model_identity
-    from svdbatch.render.stages import source_versions
+    from svdbatch.render.feed import source_versions
     from svdbatch.store import commit
 
     keys = [f"k{index}" for index in range(9)]

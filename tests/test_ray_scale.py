@@ -32,7 +32,7 @@ def _publish_all_but_two(spec, manifest: pa.Table, output) -> None:
     from svdbatch.items.expand import expand_batch
     from svdbatch.items.metadata import METADATA_SCHEMA
     from svdbatch.model.identity import model_identity
-    from svdbatch.render.stages import source_versions
+    from svdbatch.render.feed import source_versions
     from svdbatch.store import commit
 
     done = manifest.slice(0, manifest.num_rows - 2)

@@ -81,7 +81,7 @@ def test_rows_of_the_version_before_identities_are_done_when_their_old_fingerpri
     from svdbatch.items.decide import COMMITTED
     from svdbatch.items.expand import expand_row
     from svdbatch.items.metadata import SKIPPED, to_table
-    from svdbatch.render.stages import ResumeRows, count_work
+    from svdbatch.render.feed import ResumeRows, count_work
     from svdbatch.spec.load import build_spec
 
     spec = build_spec(

@@ -113,7 +113,7 @@ def learned_seconds(spec: JobSpec, identity: str, gpu: str, shapes: list[dict]) 
     from svdbatch.estimate.learned import measured
     from svdbatch.items.metadata import guided
     from svdbatch.model.loading import applied_options, dtype_name, pick_dtype
-    from svdbatch.render.stages import TALLY_COLUMNS
+    from svdbatch.render.feed import TALLY_COLUMNS
     from svdbatch.run.record import read_timings
 
     timings = read_timings(spec.output.url, spec.storage_options)

@@ -45,7 +45,7 @@ COMMITTED = "committed_"  # prefix of the RESUME_COLUMNS carried through the joi
 
 
 def decide(batch: pa.Table, spec: JobSpec) -> pa.Table:
-    """Items joined with the ``COMMITTED`` columns of their committed row (``render.stages.join_committed``) -> the
+    """Items joined with the ``COMMITTED`` columns of their committed row (``store.state.join``) -> the
     same items with ``rerun``'s status and reason, without those columns. A committed row without identities (row
     format 1, svdbatch/formats.py) is compared by that format's fingerprint."""
     committed = [COMMITTED + name for name in RESUME_COLUMNS if COMMITTED + name in batch.column_names]

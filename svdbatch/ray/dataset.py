@@ -27,8 +27,8 @@ from svdbatch.items import manifest
 from svdbatch.ray import internals
 from svdbatch.ray.actors import RayRenderer
 from svdbatch.ray.cluster import CALLS_PER_ACTOR, CUT_CPUS, pool_strategy
+from svdbatch.render.feed import ExpandRows, RunContext
 from svdbatch.render.shards import WriteShards
-from svdbatch.render.stages import ExpandRows, RunContext
 from svdbatch.run import capacity
 from svdbatch.spec.config import JobSpec
 from svdbatch.store import commit, state

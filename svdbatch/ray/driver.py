@@ -27,7 +27,7 @@ from svdbatch.ray import dataset, internals
 from svdbatch.ray.cluster import prepare_pool, start_ray, start_workers
 from svdbatch.ray.meter import RayMetrics
 from svdbatch.ray.watch import watched
-from svdbatch.render.stages import TALLY_COLUMNS, PruneRows, ResumeRows, RunContext, TallyItems, count_work
+from svdbatch.render.feed import TALLY_COLUMNS, PruneRows, ResumeRows, RunContext, TallyItems, count_work
 from svdbatch.run import metrics, record, stopping
 from svdbatch.run.record import Progress, RunSummary
 from svdbatch.run.watchdog import Watchdog

@@ -88,7 +88,7 @@ class Committer:
         self._check_errors()
 
     def add_removed(self, rows: pa.Table) -> None:
-        """Commit the rows ``stages.PruneRows`` marked removed."""
+        """Commit the rows ``feed.PruneRows`` marked removed."""
         self.counts.removed += rows.num_rows
         if rows.num_rows:
             self._pending.append(rows.select(METADATA_SCHEMA.names).cast(METADATA_SCHEMA))
