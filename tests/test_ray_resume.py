@@ -161,6 +161,7 @@ def test_driver_reads_only_the_buckets_its_run_touched(ray_cluster, tmp_path, mo
     from svdbatch.store import commit
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "scale.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # scale.py imports benchmarks/common.py as a script would
     scale = importlib.util.spec_from_file_location("scale", path)
     module = importlib.util.module_from_spec(scale)
     scale.loader.exec_module(module)
