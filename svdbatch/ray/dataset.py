@@ -11,9 +11,9 @@ GPUs, whatever its size.
 
 What is done is decided by the join, where the data is: the committed state is read in pieces by a few tasks into
 the object store (``store/state.py``: one piece per group of buckets, sorted by a hash of the item), and every feed
-task looks each item up in its own piece, zero-copy; nothing is shuffled and nothing passes through the driver. The items
-that left the manifest are found the same way: each manifest part's key hashes against each piece. Nothing here runs
-the plan: the driver (driver.py) iterates it.
+task looks each item up in its own piece, zero-copy; nothing is shuffled and nothing passes through the driver. The
+items that left the manifest are found the same way: each manifest part's key hashes against each piece. Nothing
+here runs the plan: the driver (driver.py) iterates it.
 """
 
 from __future__ import annotations
