@@ -5,8 +5,8 @@ A piece is the latest row per item of a group of buckets (``commit.bucket_of``: 
 hash of (key, variant). Every item lives in one piece, so a piece is read by one task from its own bucket files
 (plus the rows of its buckets in commit files not yet merged, and in a table of an earlier layout), and the feed
 finds an item's committed row by a binary search in the piece of its bucket: no shuffle, no hash table rebuilt per
-batch, and a cost that grows with the log of the table's size, not with its size. A hash match is confirmed on the key and the
-variant, so two items whose hashes collide are never taken for each other.
+batch, and a cost that grows with the log of the table's size, not with its size. A hash match is confirmed on the
+key and the variant, so two items whose hashes collide are never taken for each other.
 
 Pieces hold up to ``PIECE_BYTES`` of Parquet each: the reading task's memory is bounded by that, not by the table.
 """
