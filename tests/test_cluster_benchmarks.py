@@ -31,6 +31,13 @@ def test_cpu_benchmark_prints_both_paths_and_the_ratio():
     assert row[0] == "64x64x8x2" and row[1] == "4" and float(row[2]) > 0 and float(row[3]) > 0
 
 
+def test_expand_benchmark_prints_expansion_and_decision_costs():
+    out = _run("expand.py", "--rows", "400")
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 and lines[0].startswith("expand_batch, 400 rows x 1 variants: ")
+    assert lines[3].startswith("decision, 400 items changed: ") and lines[3].endswith(" CPU-s")
+
+
 def test_memory_benchmark_prints_peaks_for_each_size():
     out = _run("memory.py", "--rows", "8,16")
     assert "driver peak growth 8 -> 16 rows" in out and "max worker MiB" in out
