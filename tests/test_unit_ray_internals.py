@@ -9,6 +9,7 @@ import dataclasses
 import importlib
 import inspect
 import logging
+import re
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -66,6 +67,33 @@ def test_the_quieted_loggers_are_the_modules_loggers():
     for name in (internals.TOKEN_SETUP_LOGGER, internals.PROGRESS_LOGGER, internals.ISSUE_LOGGER):
         module = importlib.import_module(name)
         assert module.logger is logging.getLogger(name), name
+
+
+def test_the_no_cpu_warning_is_dropped_unless_verbose_and_is_rays_own_text():
+    from ray.data import dataset
+
+    joined = re.sub(r'"\s*\n\s*"', "", inspect.getsource(dataset))  # Ray writes the text as adjacent literals
+    assert f'logger.warning(\n{" " * 20}"{internals.NO_CPU_WARNING}' in joined
+    assert dataset.logger is logging.getLogger(internals.DATASET_LOGGER)
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    dataset.logger.addHandler(handler)
+    try:
+        for shown in (False, True):
+            internals.no_cpu_warning(shown)
+            dataset.logger.warning(internals.NO_CPU_WARNING + ". The Dataset job will hang ...")
+            dataset.logger.warning("another warning")
+    finally:
+        dataset.logger.removeHandler(handler)
+        internals.no_cpu_warning(True)
+    assert [message.split(".")[0] for message in records] == [
+        "another warning", internals.NO_CPU_WARNING, "another warning"
+    ]
 
 
 def test_the_data_context_settings_configure_progress_writes_exist():

@@ -43,6 +43,7 @@ def configure_progress(context: Any, progress: bool, verbose: bool) -> None:
     logging.getLogger("ray.data").setLevel(logging.INFO if verbose else logging.WARNING)
     internals.progress_log_level(logging.INFO if verbose else logging.ERROR)
     internals.issue_log_level(logging.INFO if verbose else logging.ERROR)
+    internals.no_cpu_warning(shown=verbose)
 
 
 def init_ray(verbose: bool = False) -> None:

@@ -98,7 +98,8 @@ class WithPieces:
 
 def read_committed(spec: JobSpec) -> Committed | None:
     """The committed state in pieces (``state.read_piece``), read by tasks in parallel; None if nothing is
-    committed. The pieces are read once a run needs them: the reads start now and the feed waits for them."""
+    committed. Returns once every piece is read: the feed's first join needs them all anyway, and a dataset started
+    while the readers hold every CPU makes Ray Data warn that "the Dataset job will hang" (10M rows on 2 CPUs)."""
     import ray
 
     options = spec.storage_options
@@ -107,7 +108,9 @@ def read_committed(spec: JobSpec) -> Committed | None:
         return None
     pieces = state.piece_count(files)
     read = ray.remote(num_cpus=STATE_CPUS, memory=STATE_PIECE_MEMORY)(state.read_piece)
-    return Committed([read.remote(spec.output.url, files, piece, pieces, options) for piece in range(pieces)])
+    refs = [read.remote(spec.output.url, files, piece, pieces, options) for piece in range(pieces)]
+    ray.wait(refs, num_returns=len(refs), timeout=None, fetch_local=False)
+    return Committed(refs)
 
 
 def tasks(dataset, stage: Callable, **options):
