@@ -21,9 +21,10 @@ from helpers import make_spec, write_images
 
 ROWS, FILES = 40_000, 40
 NODE = {"CPU": 32, "memory": 4 * 2**30}
-# Measured 2026-12-07 on the 2-core box (load ~9): 2.87 GiB at the peak, with the manifest read in parts by
-# svdbatch's own tasks and the committed state in pieces. Before issue 35: 8.07 GiB, of which 27 FooterReader actors
-# (Ray Data starts 32 per read_parquet) 5.2 GiB, and the raylet warned of 28 workers starting at once.
+# Measured 2026-12-07 on the idle 2-core box: 1.94 GiB at the peak, three runs (2.9-3.4 GiB, and once 4.10 in CI,
+# while the prune's key hashes took one task, so one Python worker of ~250 MiB, per manifest file). Before issue 35:
+# 8.07 GiB, of which 27 FooterReader actors (Ray Data starts 32 per read_parquet) 5.2 GiB, and the raylet warned of 28
+# workers starting at once.
 TOTAL_RSS_BOUND = 4 * 2**30
 
 

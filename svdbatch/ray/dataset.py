@@ -149,7 +149,9 @@ def removals(spec: JobSpec, info: manifest.ManifestInfo, committed: Committed | 
     if committed is None:
         return []
     present = ray.remote(num_cpus=STATE_CPUS, memory=BOOKKEEPING_MEMORY)(state.present)
-    found = [present.remote(spec, part) for part in info.parts]
+    # as many tasks as pieces: each reads only a key column, and a task more is a Python worker more (~250 MiB)
+    groups = min(len(info.parts), len(committed.pieces))
+    found = [present.remote(spec, info.parts[group::groups]) for group in range(groups)]
     # the merged hashes are 8 bytes per manifest row, sorted once (a copy) and searched by each piece's task
     hashes = ray.remote(num_cpus=STATE_CPUS, memory=BOOKKEEPING_MEMORY + KEY_HASH_BYTES * info.rows)
     keys = hashes(state.listed).remote(*found)

@@ -179,12 +179,12 @@ def _find(wanted: pa.Table, hashes: np.ndarray, piece: pa.Table) -> np.ndarray:
     return rows
 
 
-def present(spec: JobSpec, part: tuple[str, int, int]) -> pa.Table:
-    """A manifest part -> the sorted hashes of its keys, one ``key_hash`` column: what the prune anti-join looks
+def present(spec: JobSpec, parts: list[tuple[str, int, int]]) -> pa.Table:
+    """Manifest parts -> the sorted hashes of their keys, one ``key_hash`` column: what the prune anti-join looks
     for (8 bytes per key, where the keys themselves would be the manifest's key column again)."""
     key = spec.manifest.key_column
-    file, first, end = part
-    slices = ReadParts(spec, [key])(pa.table({"file": [file], "first": [first], "end": [end]}))
+    table = pa.table({name: [part[index] for part in parts] for index, name in enumerate(["file", "first", "end"])})
+    slices = ReadParts(spec, [key])(table)
     return _hash_table(np.concatenate([key_hashes(batch[key]) for batch in slices] or [np.zeros(0, np.uint64)]))
 
 
